@@ -1,0 +1,126 @@
+"""The paper's caching baseline (§2.2, Fig. 6, Tables 1 and 6), attachable with one call.
+
+On refresh steps every block runs and each cacheable block keeps its residual r = B(x) − x, i.e. its
+attention, cross-attention and feed-forward results as the block adds them to its input. On the other steps
+a cacheable block does not run: its output is x_new + r.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.hooks import ModelHook
+from torch import nn
+
+from .adapters import get_adapter
+from .clock import StepInfo
+from .config import CacheConfig
+from .errors import ILFError, ScheduleError
+from .hooks import CACHE_BLOCK_HOOK, CACHE_MODEL_HOOK, bind_arguments, register, unregister
+from .schedule import cache_refresh_steps
+
+CACHE_ATTR = "_ilf_paper_cache"
+
+
+class _CacheModelHook(ModelHook):
+    def __init__(self, runtime: "PaperCache"):
+        super().__init__()
+        self.runtime = runtime
+
+    def pre_forward(self, module, *args, **kwargs):
+        self.runtime.begin_call(args, kwargs, kwargs.pop("ilf_cache_refresh", None))
+        return args, kwargs
+
+
+class _CacheBlockHook(ModelHook):
+    def __init__(self, runtime: "PaperCache"):
+        super().__init__()
+        self.runtime = runtime
+        self.residual: torch.Tensor | None = None  # [B, L, D] from the last refresh step
+
+    def new_forward(self, module, *args, **kwargs):
+        x = bind_arguments(type(module).forward, args, kwargs)["hidden_states"]  # [B, L, D]
+        r = self.residual
+        if self.runtime.refresh or r is None or r.shape != x.shape:
+            out = self.fn_ref.original_forward(*args, **kwargs)
+            self.residual = (out - x).detach()
+            return out
+        return x + r
+
+
+class PaperCache:
+    """The caching baseline attached to one transformer. Made by `apply_cache`."""
+
+    def __init__(self, model: nn.Module, config: CacheConfig, clock):
+        self.model, self.config, self.clock = model, config, clock
+        self.adapter = get_adapter(model)
+        self.cached = config.block_indices(len(self.adapter.blocks(model)))
+        self.refresh = True
+        self.step: StepInfo | None = None
+        self._hooked: list[tuple[nn.Module, str]] = []
+        self._block_hooks: list[_CacheBlockHook] = []
+
+    def attach(self) -> "PaperCache":
+        register(self.model, _CacheModelHook(self), CACHE_MODEL_HOOK)
+        self._hooked.append((self.model, CACHE_MODEL_HOOK))
+        blocks = self.adapter.blocks(self.model)
+        for i in self.cached:
+            hook = _CacheBlockHook(self)
+            register(blocks[i], hook, CACHE_BLOCK_HOOK)
+            self._hooked.append((blocks[i], CACHE_BLOCK_HOOK))
+            self._block_hooks.append(hook)
+        setattr(self.model, CACHE_ATTR, self)
+        return self
+
+    def detach(self) -> None:
+        for module, name in reversed(self._hooked):
+            unregister(module, name)
+        self._hooked.clear()
+        self._block_hooks.clear()
+        delattr(self.model, CACHE_ATTR)
+
+    def begin_call(self, args, kwargs, refresh: bool | None) -> None:
+        if refresh is not None:
+            self.refresh = bool(refresh)
+            return
+        if self.clock is None:
+            raise ScheduleError(
+                "the paper cache on a bare transformer needs ilf_cache_refresh=True/False per call, or "
+                "apply_cache(model, ..., scheduler=scheduler)"
+            )
+        t = self.adapter.call_inputs(self.model, args, kwargs).get("timestep")
+        self.step = self.clock.locate(t)
+        self.refresh = self.step.index in cache_refresh_steps(self.step.num_steps, self.config.refresh_every)
+
+
+def get_cache(model: nn.Module) -> PaperCache | None:
+    return getattr(model, CACHE_ATTR, None)
+
+
+def apply_cache(target, config: CacheConfig | None = None, *, scheduler=None, **overrides) -> PaperCache:
+    """Attach the paper's caching baseline to a pipeline or transformer.
+
+    Example::
+
+        apply_cache(pipe, CacheConfig(location="inner", num_blocks=18, refresh_every=3))  # 326 block fwds / 20 steps
+        image = pipe(prompt, num_inference_steps=20).images[0]
+        remove_cache(pipe)
+    """
+    from .pipeline import resolve_target
+    from .runtime import get_runtime
+
+    model, clock = resolve_target(target, scheduler)
+    config = CacheConfig(**{**(config or CacheConfig()).to_dict(), **overrides})
+    if get_cache(model) is not None:
+        raise ILFError("the paper cache is already attached; call remove_cache() first")
+    if get_runtime(model) is not None:
+        raise ILFError("ILF is attached to this transformer; call remove_ilf() before apply_cache()")
+    return PaperCache(model, config, clock).attach()
+
+
+def remove_cache(target) -> None:
+    from .pipeline import resolve_target
+
+    model, _ = resolve_target(target)
+    cache = get_cache(model)
+    if cache is not None:
+        cache.detach()

@@ -1,0 +1,28 @@
+"""Errors that name the problem and the fix.
+
+All derive from `ILFError` (a `ValueError`), so callers can catch one class.
+"""
+
+
+class ILFError(ValueError):
+    """Base class of every error raised by ilf."""
+
+
+class UnsupportedModelError(ILFError):
+    """The backbone's class has no ilf adapter."""
+
+
+class LoopRangeError(ILFError):
+    """The inner loop `(b, e)` does not fit the model."""
+
+
+class FeedbackMismatchError(ILFError):
+    """A saved feedback was trained for another backbone or loop."""
+
+
+class CorruptFeedbackError(ILFError):
+    """A saved feedback file is unreadable, truncated or altered."""
+
+
+class ScheduleError(ILFError):
+    """A feedback plan, t_post strategy or step context is invalid."""

@@ -1,0 +1,177 @@
+"""The feedback block, its per-loop-block scales, and the adapter file that carries them.
+
+An adapter file is a folder holding `ilf_feedback.safetensors` (only the feedback's tensors: `block.*` and
+`scales`) and `ilf_config.json` (the backbone class and its structural fingerprint, the loop, the default
+inference settings, and the weights' sha256). Loading checks all of it before anything is attached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from . import __version__
+from .adapters import BackboneAdapter, get_adapter
+from .config import ILFConfig
+from .errors import CorruptFeedbackError, FeedbackMismatchError
+from .io import atomic_dir, sha256_file
+
+WEIGHTS_NAME = "ilf_feedback.safetensors"
+CONFIG_NAME = "ilf_config.json"
+FORMAT = "ilf-feedback"
+FORMAT_VERSION = 1
+DIGEST_ATOL = 5e-2  # digest tolerance: survives fp16/bf16 casts, not another checkpoint
+
+
+class FeedbackModule(nn.Module):
+    """F and the scales s_b … s_e of eq. 2–3.
+
+    `block` is a block of the backbone's own class and settings; `scales` has one learnable scalar per
+    loop block, zero-initialised so an untrained feedback leaves the backbone's output unchanged.
+    """
+
+    def __init__(self, block: nn.Module, loop: tuple[int, int]):
+        super().__init__()
+        self.block = block
+        self.loop = tuple(loop)
+        self.scales = nn.Parameter(torch.zeros(loop[1] - loop[0] + 1))
+
+    def forward(self, features: torch.Tensor, **block_kwargs) -> torch.Tensor:
+        # features: [B, L, D] = f_{e,t}; block_kwargs carry t's conditioning (and text / class labels)
+        return self.block(features, **block_kwargs)  # f_feed: [B, L, D]
+
+
+def build_feedback(model: nn.Module, config: ILFConfig, adapter: BackboneAdapter | None = None) -> FeedbackModule:
+    """A new feedback for `model`, initialised as `config.init` says, on the model's device and dtype."""
+    adapter = adapter or get_adapter(model)
+    blocks = adapter.blocks(model)
+    config.check_model(len(blocks))
+    block = adapter.build_block(model)
+    if config.init == "copy":
+        src = config.init_block if config.init_block is not None else config.loop[1]
+        block.load_state_dict(blocks[src].state_dict())
+    return _like_model(FeedbackModule(block, config.loop), model)
+
+
+def _like_model(feedback: FeedbackModule, model: nn.Module) -> FeedbackModule:
+    # Same device, dtype and train/eval mode as the backbone: a new block starts in training mode, where
+    # DiT's label embedding would randomly drop class labels that the backbone's own blocks keep.
+    ref = next(model.parameters())
+    return feedback.to(device=ref.device, dtype=ref.dtype).train(model.training)
+
+
+def feedback_metadata(model: nn.Module, feedback: FeedbackModule, config: ILFConfig) -> dict:
+    adapter = get_adapter(model)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ilf_version": __version__,
+        "backbone": {
+            "fingerprint": adapter.fingerprint(model),
+            "digest": adapter.digest(model),
+            "sample_size": model.config.get("sample_size"),
+        },
+        "loop": list(feedback.loop),
+        "config": config.to_dict(),
+    }
+
+
+def write_feedback(
+    path: str | os.PathLike, model: nn.Module, feedback: FeedbackModule, config: ILFConfig, extra: dict | None = None
+) -> Path:
+    """Write the adapter folder atomically: only the feedback's tensors, plus the JSON description."""
+    meta = feedback_metadata(model, feedback, config)
+    if extra:
+        meta["extra"] = extra
+    tensors = {k: v.detach().contiguous().cpu() for k, v in feedback.state_dict().items()}
+    with atomic_dir(path) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT, "loop": "%d,%d" % feedback.loop})
+        meta["weights"] = {"file": WEIGHTS_NAME, "sha256": sha256_file(tmp / WEIGHTS_NAME)}
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def read_feedback(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read and verify an adapter folder: (metadata, tensors). Raises `CorruptFeedbackError`."""
+    path = Path(path)
+    cfg_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if not path.is_dir() or not cfg_file.is_file():
+        raise CorruptFeedbackError(
+            f"{path} is not an ilf feedback folder (no {CONFIG_NAME}); pass the folder written by "
+            "save_feedback / `ilf train`"
+        )
+    try:
+        meta = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptFeedbackError(f"{cfg_file} is corrupted ({err}); re-save or re-download the feedback") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CorruptFeedbackError(f"{cfg_file} is not an ilf feedback description (format != {FORMAT!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CorruptFeedbackError(
+            f"{path} uses feedback format {meta.get('format_version')}, newer than this ilf reads "
+            f"({FORMAT_VERSION}); upgrade ilf"
+        )
+    if not weights_file.is_file():
+        raise CorruptFeedbackError(f"{weights_file} is missing; the feedback folder is incomplete")
+    expected = meta.get("weights", {}).get("sha256")
+    if expected and sha256_file(weights_file) != expected:
+        raise CorruptFeedbackError(
+            f"{weights_file} does not match the checksum in {CONFIG_NAME} (truncated or altered); "
+            "re-save or re-download the feedback"
+        )
+    try:
+        with safe_open(str(weights_file), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CorruptFeedbackError(f"{weights_file} is not a readable safetensors file ({err})") from None
+    return meta, tensors
+
+
+def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
+    """Refuse a feedback trained for another backbone or loop, before anything changes."""
+    adapter = get_adapter(model)
+    want = meta.get("backbone", {}).get("fingerprint", {})
+    have = adapter.fingerprint(model)
+    diffs = {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
+    if diffs:
+        detail = ", ".join(f"{k}: feedback {a!r} vs model {b!r}" for k, (a, b) in sorted(diffs.items()))
+        raise FeedbackMismatchError(
+            f"this feedback was trained for another backbone ({detail}); load it onto the backbone it was "
+            f"trained for, or train a feedback for this one with `ilf train`"
+        )
+    loop = tuple(meta.get("loop", ()))
+    ILFConfig(loop=loop).check_model(len(adapter.blocks(model)))
+    if strict:
+        want_d, have_d = meta.get("backbone", {}).get("digest"), adapter.digest(model)
+        if want_d and any(abs(a - b) > DIGEST_ATOL for a, b in zip(want_d, have_d)):
+            raise FeedbackMismatchError(
+                "the backbone's weights differ from those the feedback was trained on (same architecture, "
+                "another checkpoint); load it onto its own checkpoint, or pass strict=False to use it anyway"
+            )
+    expected = {f"block.{k}": v.shape for k, v in adapter.build_block(model).state_dict().items()}
+    expected["scales"] = torch.Size([loop[1] - loop[0] + 1])
+    got = {k: v.shape for k, v in tensors.items()}
+    if got != expected:
+        missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+        raise FeedbackMismatchError(
+            f"feedback tensors do not fit this backbone's block (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, wrong shape {wrong[:5]}); the file belongs to another architecture"
+        )
+
+
+def load_feedback(path: str | os.PathLike, model: nn.Module, strict: bool = True) -> tuple[FeedbackModule, ILFConfig]:
+    """Build the feedback stored at `path` for `model` (not attached). Raises before touching `model`."""
+    meta, tensors = read_feedback(path)
+    check_compatible(model, meta, tensors, strict=strict)
+    config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))
+    adapter = get_adapter(model)
+    feedback = FeedbackModule(adapter.build_block(model), config.loop)
+    feedback.load_state_dict(tensors)
+    return _like_model(feedback, model), config

@@ -1,0 +1,108 @@
+"""Attach ILF to (and detach it from) a diffusers pipeline or a bare transformer."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import weakref
+
+from torch import nn
+
+from .adapters import get_adapter
+from .clock import SchedulerClock
+from .config import ILFConfig
+from .errors import FeedbackMismatchError, ILFError
+from .feedback import FeedbackModule, build_feedback, load_feedback, write_feedback
+from .runtime import ILFRuntime, get_runtime
+
+_INFERENCE_FIELDS = {"feedback_steps", "t_post", "t_post_ratio", "anneal_floor"}
+
+
+def resolve_target(target, scheduler=None) -> tuple[nn.Module, SchedulerClock | None]:
+    """(transformer, clock) for a pipeline (`.transformer` + `.scheduler`) or a bare transformer."""
+    model = getattr(target, "transformer", None)
+    if isinstance(model, nn.Module) and not isinstance(target, nn.Module):
+        pipe_ref = weakref.ref(target)  # the pipeline owns the transformer; no reference cycle through us
+        return model, SchedulerClock(lambda: getattr(pipe_ref(), "scheduler", None))
+    if isinstance(target, nn.Module):
+        return target, (SchedulerClock(lambda: scheduler) if scheduler is not None else None)
+    raise ILFError(
+        f"expected a diffusers pipeline with a `.transformer` or a transformer model, got {type(target).__name__}"
+    )
+
+
+def apply_ilf(
+    target,
+    config: ILFConfig | str | os.PathLike | None = None,
+    *,
+    feedback: FeedbackModule | None = None,
+    scheduler=None,
+    strict: bool = True,
+    **overrides,
+) -> ILFRuntime:
+    """Attach Inner Loop Feedback to a pipeline or transformer; the pipeline is then used unchanged.
+
+    Args:
+        target: a `PixArtAlphaPipeline`, `PixArtSigmaPipeline`, `DiTPipeline` (anything with `.transformer`
+            and `.scheduler`), or a bare `PixArtTransformer2DModel` / `DiTTransformer2DModel`.
+        config: an `ILFConfig` (a new, untrained feedback is built: zero scales, so the output is unchanged)
+            or the path of a feedback folder saved by `save_feedback` / `ilf train`.
+        feedback: an existing `FeedbackModule` to attach with `config` (e.g. one being trained).
+        scheduler: for a bare transformer, the scheduler whose timesteps the calls follow. Without it each
+            call must pass `ilf_t_post=` (and may pass `ilf_feedback=`).
+        strict: refuse a saved feedback whose backbone weights differ from this backbone's.
+        **overrides: inference settings replacing the config's (`feedback_steps`, `t_post`, `t_post_ratio`,
+            `anneal_floor`; for a new feedback also `loop`, `init`, `init_block`).
+
+    Returns the `ILFRuntime` (its `.feedback` is the trainable module, `.update()` changes the schedule).
+
+    Example::
+
+        pipe = PixArtAlphaPipeline.from_pretrained("PixArt-alpha/PixArt-XL-2-512x512")
+        apply_ilf(pipe, "my-feedback", feedback_steps="outer:2", t_post="rescale")
+        image = pipe("a red fox in the snow", num_inference_steps=10).images[0]
+        remove_ilf(pipe)
+    """
+    model, clock = resolve_target(target, scheduler)
+    adapter = get_adapter(model)
+    if get_runtime(model) is not None:
+        raise ILFError("ILF is already attached to this transformer; call remove_ilf() first")
+    from .caching import get_cache  # local: caching imports this module
+
+    if get_cache(model) is not None:
+        raise ILFError("the paper cache is attached to this transformer; call remove_cache() before apply_ilf()")
+    if config is None:
+        config = ILFConfig()
+    if isinstance(config, (str, os.PathLike)):
+        fb, saved = load_feedback(config, model, strict=strict)
+        bad = {k for k in overrides if k not in _INFERENCE_FIELDS}
+        if bad:
+            raise FeedbackMismatchError(
+                f"{sorted(bad)} cannot change for a trained feedback (it was trained for loop {saved.loop}); "
+                f"only {sorted(_INFERENCE_FIELDS)} can be overridden"
+            )
+        config = dataclasses.replace(saved, **overrides)
+        feedback = feedback or fb
+    else:
+        if not isinstance(config, ILFConfig):
+            raise ILFError(f"config must be an ILFConfig or a feedback folder path, got {type(config).__name__}")
+        config = dataclasses.replace(config, **overrides) if overrides else config
+        if feedback is None:
+            feedback = build_feedback(model, config, adapter)
+    return ILFRuntime(model, adapter, feedback, config, clock).attach()
+
+
+def remove_ilf(target) -> FeedbackModule | None:
+    """Detach ILF; the transformer is the stock model again. Returns the detached feedback (or None)."""
+    model, _ = resolve_target(target)
+    runtime = get_runtime(model)
+    return runtime.detach() if runtime is not None else None
+
+
+def save_feedback(target, path: str | os.PathLike, *, extra: dict | None = None):
+    """Save the attached feedback (only its tensors) and its config as an adapter folder, atomically."""
+    model, _ = resolve_target(target)
+    runtime = get_runtime(model)
+    if runtime is None:
+        raise ILFError("no ILF is attached to this transformer; apply_ilf() first")
+    return write_feedback(path, model, runtime.feedback, runtime.config, extra=extra)

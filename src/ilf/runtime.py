@@ -1,0 +1,237 @@
+"""The ILF forward (paper §3.1, eq. 2–3), built from hooks on the backbone's own blocks.
+
+One denoising call at timestep t with feedback, for loop [b, e] of an N-block backbone:
+
+    f_{b-1,t}  = input of block b                       (saved by the hook on block b)
+    f_{e,t}    = B_e(...B_0(x))                         (blocks 0..e run unchanged, conditioned on t)
+    f_feed     = F(f_{e,t}; cond(t), text/class)        (feedback block, conditioned on t)
+    h_{b-1}    = f_{b-1,t}
+    h_i        = B_i(h_{i-1} + s_i · f_feed; t_post)    for i = b..e   (the loop, re-run)
+    out        = Out(B_{N-1}(...B_{e+1}(h_e; t_post)); t_post)
+
+Reading of eq. 2–3: the paper writes f_{i,t-r} = f_feed·s_i + f_{i-1,t-r}; we read the right-hand side as
+the *input* of block B_i (which is then run), because the paper's block counts (N + m + 1 per feedback step)
+require the m loop blocks to run again. The block-e hook returns h_e in place of f_{e,t}, so the model's own
+loop carries on with blocks e+1.. and its own output layer.
+
+Without feedback on a call (a skipped step, or `ilf_feedback=False`) every hook passes straight through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.hooks import ModelHook
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .adapters import BackboneAdapter
+from .clock import SchedulerClock, StepInfo
+from .config import ILFConfig
+from .errors import LoopRangeError, ScheduleError
+from .feedback import FeedbackModule
+from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, bind_arguments, register, unregister
+from .schedule import feedback_steps, loop_ratio, post_timestep
+
+FEEDBACK_ATTR = "ilf_feedback"  # the feedback is a submodule of the transformer: it follows .to() and DDP
+RUNTIME_ATTR = "_ilf_runtime"
+
+
+@dataclass
+class ForwardState:
+    """Everything one model call needs; replaced at the start of every call."""
+
+    feedback_on: bool
+    inputs: dict  # the model call's arguments by name
+    t_post: torch.Tensor | None = None
+    step: StepInfo | None = None
+    post_block_kwargs: dict = field(default_factory=dict)
+    loop_input: torch.Tensor | None = None  # f_{b-1,t}: [B, L, D]
+    in_loop: bool = False
+
+
+class _ModelHook(ModelHook):
+    """On the transformer: reads ilf_* keyword arguments and sets up the call's state."""
+
+    def __init__(self, runtime: "ILFRuntime"):
+        super().__init__()
+        self.runtime = runtime
+
+    def pre_forward(self, module, *args, **kwargs):
+        t_post = kwargs.pop("ilf_t_post", None)
+        feedback = kwargs.pop("ilf_feedback", None)
+        self.runtime.begin_call(args, kwargs, t_post, feedback)
+        return args, kwargs
+
+    def post_forward(self, module, output):
+        if not torch.is_grad_enabled():
+            self.runtime.state = None  # nothing to recompute: drop the saved activations now
+        return output
+
+
+class _BlockHook(ModelHook):
+    """On blocks b..N-1: save f_{b-1,t} (block b), run the loop (block e), swap in t_post (blocks > e)."""
+
+    def __init__(self, runtime: "ILFRuntime", index: int):
+        super().__init__()
+        self.runtime = runtime
+        self.index = index
+
+    def new_forward(self, module, *args, **kwargs):
+        rt, st = self.runtime, self.runtime.state
+        if st is None or not st.feedback_on or st.in_loop:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        call = bind_arguments(type(module).forward, args, kwargs)
+        b, e = rt.config.loop
+        if self.index > e:
+            call.update(rt.adapter.post_block_kwargs(rt.model, st))
+            return self.fn_ref.original_forward(**call)
+        if self.index == b:
+            st.loop_input = call["hidden_states"]
+        out = self.fn_ref.original_forward(**call)
+        if self.index == e:
+            out = rt.inner_loop(out, call)
+        return out
+
+
+class ILFRuntime:
+    """ILF attached to one transformer. Made by `apply_ilf`; undone by `remove_ilf`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: BackboneAdapter,
+        feedback: FeedbackModule,
+        config: ILFConfig,
+        clock: SchedulerClock | None = None,
+    ):
+        if tuple(feedback.loop) != tuple(config.loop):
+            raise LoopRangeError(f"feedback was built for loop {feedback.loop}, config asks for {config.loop}")
+        config.check_model(len(adapter.blocks(model)))
+        self.model, self.adapter, self.feedback, self.clock = model, adapter, feedback, clock
+        self.config = config
+        self.state: ForwardState | None = None
+        self._hooked: list[tuple[nn.Module, str]] = []
+        self._plans: dict[int, frozenset[int]] = {}
+
+    # ---- attach / detach ----
+    def attach(self) -> "ILFRuntime":
+        model, blocks = self.model, self.adapter.blocks(self.model)
+        model.add_module(FEEDBACK_ATTR, self.feedback)
+        setattr(model, RUNTIME_ATTR, self)
+        register(model, _ModelHook(self), ILF_MODEL_HOOK)
+        self._hooked.append((model, ILF_MODEL_HOOK))
+        for i in range(self.config.loop[0], len(blocks)):
+            register(blocks[i], _BlockHook(self, i), ILF_BLOCK_HOOK)
+            self._hooked.append((blocks[i], ILF_BLOCK_HOOK))
+        self._hooked += self.adapter.install_time_hooks(model, self)
+        return self
+
+    def detach(self) -> FeedbackModule:
+        for module, name in reversed(self._hooked):
+            unregister(module, name)
+        self._hooked.clear()
+        del self.model._modules[FEEDBACK_ATTR]
+        delattr(self.model, RUNTIME_ATTR)
+        self.state = None
+        return self.feedback
+
+    # ---- schedule ----
+    def update(self, **changes) -> ILFConfig:
+        """Change inference settings (feedback_steps, t_post, …) of the attached feedback."""
+        if "loop" in changes and tuple(changes["loop"]) != self.config.loop:
+            raise LoopRangeError(
+                f"the attached feedback was trained for loop {self.config.loop}; a different loop needs a "
+                "feedback trained for it"
+            )
+        self.config = dataclasses.replace(self.config, **changes)
+        self._plans.clear()
+        return self.config
+
+    def feedback_plan(self, num_steps: int) -> frozenset[int]:
+        if num_steps not in self._plans:
+            self._plans[num_steps] = feedback_steps(self.config.feedback_steps, num_steps)
+        return self._plans[num_steps]
+
+    def post_timestep_for(self, step: StepInfo) -> torch.Tensor:
+        c = self.config
+        k = loop_ratio(c.loop_len, len(self.adapter.blocks(self.model)), c.t_post_ratio)
+        return post_timestep(
+            c.t_post, step.t, step.gap, k=k, first_step=step.index == 0,
+            num_train_timesteps=step.num_train_timesteps, floor=c.anneal_floor,
+        )
+
+    # ---- per call ----
+    def begin_call(self, args: tuple, kwargs: dict, t_post=None, feedback: bool | None = None) -> None:
+        inputs = self.adapter.call_inputs(self.model, args, kwargs)
+        t = inputs.get("timestep")
+        if t is None:
+            raise ScheduleError("the transformer was called without `timestep`; ILF conditions on it")
+        step = None
+        if t_post is not None or feedback is not None:  # explicit control (training, custom loops)
+            on = True if feedback is None else bool(feedback)
+            if on and t_post is None:
+                if self.clock is None:
+                    raise ScheduleError("ilf_feedback=True on a bare transformer also needs ilf_t_post=")
+                step = self.clock.locate(t)
+                t_post = self.post_timestep_for(step)
+        elif self.clock is not None:
+            step = self.clock.locate(t)
+            on = step.index in self.feedback_plan(step.num_steps)
+            if on:
+                t_post = t if self.config.t_post == "none" else self.post_timestep_for(step)
+        else:
+            raise ScheduleError(
+                "ILF on a bare transformer needs, per call, ilf_t_post=<post-feedback timestep> (or "
+                "ilf_feedback=False for the stock forward); or attach with apply_ilf(model, ..., "
+                "scheduler=scheduler) so steps are read from the scheduler"
+            )
+        if on and not torch.is_tensor(t_post):
+            t_post = torch.tensor(float(t_post))
+        self.state = ForwardState(feedback_on=on, inputs=inputs, t_post=t_post if on else None, step=step)
+
+    def inner_loop(self, f_e: torch.Tensor, call: dict) -> torch.Tensor:
+        """Feedback on f_{e,t} then the loop b..e re-run with the scaled feedback added (eq. 2–3)."""
+        st, fb = self.state, self.feedback
+        b, e = self.config.loop
+        cond_t = {k: v for k, v in call.items() if k != "hidden_states"}  # t's time + text/class conditioning
+        f_feed = fb(f_e, **cond_t)  # [B, L, D]
+        post = {**cond_t, **self.adapter.post_block_kwargs(self.model, st)}  # t_post conditioning
+        blocks = self.adapter.blocks(self.model)
+        h = st.loop_input  # f_{b-1,t}: [B, L, D]
+        st.in_loop = True
+        try:
+            for j, i in enumerate(range(b, e + 1)):
+                x = h + fb.scales[j].to(h.dtype) * f_feed.to(h.dtype)  # eq. 2 (j = 0), eq. 3 (j > 0)
+                h = blocks[i](x, **post)
+        finally:
+            st.in_loop = False
+        return h
+
+    # ---- training ----
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint the frozen blocks (recomputed in backward) with this call's ILF state restored.
+
+        Needed because a teacher forward between the student forward and its backward would otherwise
+        replace the state the recomputation reads.
+        """
+
+        def run_checkpointed(block, *args):
+            state = self.state
+
+            def run(*a):
+                saved, self.state = self.state, state
+                try:
+                    return block(*a)
+                finally:
+                    self.state = saved
+
+            return checkpoint(run, *args, use_reentrant=False)
+
+        self.model.enable_gradient_checkpointing(gradient_checkpointing_func=run_checkpointed)
+
+
+def get_runtime(model: nn.Module) -> ILFRuntime | None:
+    return getattr(model, RUNTIME_ATTR, None)

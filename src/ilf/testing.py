@@ -1,0 +1,119 @@
+"""Tiny local stand-ins of the real classes, and the real-size architectures with random weights.
+
+Tests, benchmarks and docs build real diffusers objects (`PixArtAlphaPipeline`, `PixArtSigmaPipeline`,
+`DiTPipeline`, their transformers, a `T5EncoderModel`, an `AutoencoderKL`) offline from these, so every
+code path a real checkpoint takes is exercised without downloading weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DiTPipeline,
+    DiTTransformer2DModel,
+    DPMSolverMultistepScheduler,
+    PixArtAlphaPipeline,
+    PixArtSigmaPipeline,
+    PixArtTransformer2DModel,
+)
+
+WORDS = "a an the red green blue small large cat dog circle square above below left right of photo".split()
+
+
+def tiny_dit(num_layers: int = 6, heads: int = 2, head_dim: int = 8, sample_size: int = 8, seed: int = 0):
+    """A DiT with learned-sigma output (out = 2 × in channels) and the 1000-class label table of DiT-XL/2."""
+    torch.manual_seed(seed)
+    return DiTTransformer2DModel(
+        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=4, out_channels=8,
+        num_layers=num_layers, sample_size=sample_size, patch_size=2, num_embeds_ada_norm=1000,
+        norm_num_groups=1,
+    ).eval()
+
+
+def tiny_pixart(
+    num_layers: int = 6, heads: int = 2, head_dim: int = 8, sample_size: int = 8, caption_channels: int = 32, seed: int = 0
+):
+    torch.manual_seed(seed)
+    return PixArtTransformer2DModel(
+        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=4, out_channels=8,
+        num_layers=num_layers, sample_size=sample_size, patch_size=2, cross_attention_dim=heads * head_dim,
+        caption_channels=caption_channels, norm_num_groups=1,
+    ).eval()
+
+
+def pixart_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
+    """The PixArt-XL-2 architecture (28 blocks, 16×72 heads, T5 width 4096) with random weights.
+
+    `sample_size` is the latent size: 32 = 256 px, 64 = 512 px, 128 = 1024 px.
+    """
+    torch.manual_seed(seed)
+    return PixArtTransformer2DModel(
+        num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
+        sample_size=sample_size, patch_size=2, cross_attention_dim=1152, caption_channels=4096,
+    ).to(dtype).eval()
+
+
+def dit_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
+    """The DiT-XL/2 architecture (28 blocks, 16×72 heads, 1000 classes) with random weights."""
+    torch.manual_seed(seed)
+    return DiTTransformer2DModel(
+        num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
+        sample_size=sample_size, patch_size=2, num_embeds_ada_norm=1000,
+    ).to(dtype).eval()
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>"] + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=16
+    )
+
+
+def tiny_t5(d_model: int = 32, seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=len(WORDS) + 3, d_model=d_model, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    return T5EncoderModel(cfg).eval()
+
+
+def tiny_vae(seed: int = 0):
+    """An AutoencoderKL with two levels: latents are half the image size, 4 channels."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=4, sample_size=16,
+    ).eval()
+
+
+def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int = 6, seed: int = 0, **transformer_kwargs):
+    """A real diffusers pipeline assembled offline from tiny parts, with `DPMSolverMultistepScheduler`.
+
+    `kind`: "pixart-alpha", "pixart-sigma" or "dit". Call PixArt pipelines with
+    `use_resolution_binning=False, clean_caption=False, max_sequence_length=16`.
+    """
+    scheduler = DPMSolverMultistepScheduler()
+    if kind == "dit":
+        return DiTPipeline(
+            transformer=tiny_dit(num_layers=num_layers, seed=seed, **transformer_kwargs),
+            vae=tiny_vae(seed), scheduler=scheduler,
+        )
+    cls = {"pixart-alpha": PixArtAlphaPipeline, "pixart-sigma": PixArtSigmaPipeline}[kind]
+    return cls(
+        tokenizer=tiny_tokenizer(), text_encoder=tiny_t5(seed=seed), vae=tiny_vae(seed),
+        transformer=tiny_pixart(num_layers=num_layers, seed=seed, **transformer_kwargs), scheduler=scheduler,
+    )
+
+
+def pixart_call_kwargs(**overrides) -> dict:
+    """Keyword arguments that make a PixArt pipeline work on tiny, offline parts."""
+    kw = dict(use_resolution_binning=False, clean_caption=False, max_sequence_length=16)
+    kw.update(overrides)
+    return kw

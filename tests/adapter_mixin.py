@@ -1,0 +1,197 @@
+"""Adapter tests written once and run per architecture (as diffusers' cache tests are).
+
+A subclass provides: `make_model(num_layers, seed)`, `make_inputs(model, batch, cfg)` (the model call's
+keyword arguments, with `timestep`), and `reference(model, feedback, loop, inputs, t_post)`: a plain-PyTorch
+implementation of eq. 2–3 written independently of ilf's hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from ilf import CacheConfig, ILFConfig, ScheduleError, apply_cache, apply_ilf, remove_cache, remove_ilf
+from ilf.runtime import get_runtime
+
+
+def _out(model, inputs, **extra):
+    with torch.no_grad():
+        return model(**inputs, **extra).sample
+
+
+def _hooked_modules(model):
+    return [n for n, m in model.named_modules() if hasattr(m, "_diffusers_hook") or "forward" in m.__dict__]
+
+
+class ILFAdapterTests:
+    num_layers = 6
+    loop = (2, 4)
+
+    # ---- provided by subclasses ----
+    def make_model(self, num_layers=None, seed=0):
+        raise NotImplementedError
+
+    def make_inputs(self, model, batch=1, cfg=False, t=600):
+        raise NotImplementedError
+
+    def reference(self, model, feedback, loop, inputs, t_post):
+        raise NotImplementedError
+
+    # ---- the fixture itself is meaningful ----
+    def test_every_block_matters(self):
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2)
+        ref = _out(model, inputs)
+        for k in (0, self.loop[0], self.num_layers - 1):
+            pruned = copy.deepcopy(model)
+            del pruned.transformer_blocks[k]
+            assert not torch.allclose(_out(pruned, inputs), ref, atol=1e-4), f"dropping block {k} changed nothing"
+
+    # ---- identity of an untrained feedback ----
+    @pytest.mark.parametrize("cfg", [False, True])
+    def test_zero_scales_and_t_post_none_equal_stock(self, cfg):
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2, cfg=cfg)
+        ref = _out(model, inputs)
+        apply_ilf(model, ILFConfig(loop=self.loop, t_post="none"))
+        out = _out(model, inputs, ilf_t_post=inputs["timestep"])
+        torch.testing.assert_close(out, ref, rtol=1.3e-6, atol=1e-5)
+
+    def test_t_post_reaches_the_blocks_after_the_feedback(self):
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2)
+        ref = _out(model, inputs)
+        apply_ilf(model, ILFConfig(loop=self.loop))
+        out = _out(model, inputs, ilf_t_post=200.0)  # zero scales, but later blocks see another timestep
+        assert not torch.allclose(out, ref, atol=1e-4)
+
+    def test_feedback_off_call_is_stock_even_with_trained_scales(self):
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2)
+        ref = _out(model, inputs)
+        rt = apply_ilf(model, ILFConfig(loop=self.loop))
+        rt.feedback.scales.data.fill_(0.7)
+        torch.testing.assert_close(_out(model, inputs, ilf_feedback=False), ref, rtol=0, atol=0)
+
+    # ---- eq. 2–3 against a plain reference ----
+    @pytest.mark.parametrize("cfg", [False, True])
+    @pytest.mark.parametrize("loop", [None, "single", "from_zero", "to_end"])
+    def test_nonzero_scales_match_reference(self, cfg, loop):
+        n = self.num_layers
+        loop = {None: self.loop, "single": (3, 3), "from_zero": (0, 2), "to_end": (n - 3, n - 1)}[loop]
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2, cfg=cfg)
+        rt = apply_ilf(model, ILFConfig(loop=loop, init="fresh"))
+        torch.manual_seed(1)
+        rt.feedback.scales.data.copy_(torch.randn(loop[1] - loop[0] + 1) * 0.5)
+        t_post = torch.full_like(inputs["timestep"], 350.0, dtype=torch.float32)
+        out = _out(model, inputs, ilf_t_post=t_post)
+        expected = self.reference(model, rt.feedback, loop, inputs, t_post)
+        assert not torch.allclose(out, _out(model, inputs, ilf_feedback=False), atol=1e-3)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+    # ---- the feedback block ----
+    def test_feedback_block_is_a_backbone_block_with_copied_settings(self):
+        model = self.make_model()
+        rt = apply_ilf(model, ILFConfig(loop=self.loop))
+        block, ref_block = rt.feedback.block, model.transformer_blocks[self.loop[1]]
+        assert type(block) is type(ref_block)
+        got = {k: v.shape for k, v in block.state_dict().items()}
+        assert got == {k: v.shape for k, v in ref_block.state_dict().items()}
+        for k, v in ref_block.state_dict().items():  # default init copies block e
+            torch.testing.assert_close(block.state_dict()[k], v, rtol=0, atol=0)
+        assert torch.equal(rt.feedback.scales.detach(), torch.zeros(self.loop[1] - self.loop[0] + 1))
+        remove_ilf(model)
+        fresh = apply_ilf(model, ILFConfig(loop=self.loop, init="fresh")).feedback.block
+        assert any(not torch.equal(fresh.state_dict()[k], v) for k, v in ref_block.state_dict().items())
+        remove_ilf(model)
+        other = apply_ilf(model, ILFConfig(loop=self.loop, init_block=0)).feedback.block
+        first = model.transformer_blocks[0].state_dict()
+        assert all(torch.equal(other.state_dict()[k], v) for k, v in first.items())
+
+    # ---- detaching ----
+    def test_remove_restores_bit_identical_stock_model(self):
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2, cfg=True)
+        ref = _out(model, inputs)
+        keys = set(model.state_dict())
+        rt = apply_ilf(model, ILFConfig(loop=self.loop))
+        rt.feedback.scales.data.fill_(0.5)
+        _out(model, inputs, ilf_t_post=100.0)
+        removed = remove_ilf(model)
+        assert removed is rt.feedback
+        assert _hooked_modules(model) == []
+        assert set(model.state_dict()) == keys and get_runtime(model) is None
+        assert torch.equal(_out(model, inputs), ref)
+
+    # ---- training support ----
+    def test_gradient_checkpointing_gives_the_same_feedback_gradients(self):
+        grads = []
+        for ckpt in (False, True):
+            model = self.make_model()
+            model.requires_grad_(False)
+            inputs = self.make_inputs(model, batch=2)
+            rt = apply_ilf(model, ILFConfig(loop=self.loop))
+            rt.feedback.scales.data.fill_(0.3)
+            if ckpt:
+                rt.enable_gradient_checkpointing()
+            student = model(**inputs, ilf_t_post=300.0).sample
+            with torch.no_grad():  # a teacher call between the student's forward and its backward
+                teacher = model(**inputs, ilf_feedback=False).sample
+            ((student - teacher) ** 2).mean().backward()
+            grads.append([p.grad.clone() for p in rt.feedback.parameters()])
+            assert all(p.grad is None for p in model.transformer_blocks.parameters())
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        assert any(g.abs().sum() > 0 for g in grads[1])
+
+    # ---- errors ----
+    def test_bare_model_without_t_post_is_refused_clearly(self):
+        model = self.make_model()
+        apply_ilf(model, ILFConfig(loop=self.loop))
+        with pytest.raises(ScheduleError, match="ilf_t_post"):
+            _out(model, self.make_inputs(model))
+
+    def test_loop_outside_the_model_is_refused_and_changes_nothing(self):
+        from ilf import LoopRangeError
+
+        model = self.make_model()
+        with pytest.raises(LoopRangeError, match=f"it has {self.num_layers} blocks"):
+            apply_ilf(model, ILFConfig(loop=(2, self.num_layers)))
+        assert _hooked_modules(model) == [] and get_runtime(model) is None
+
+    # ---- the paper's caching baseline ----
+    def test_cache_refreshing_every_step_equals_stock(self):
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2, cfg=True)
+        ref = _out(model, inputs)
+        apply_cache(model, CacheConfig("inner", 4, 1))
+        torch.testing.assert_close(_out(model, inputs, ilf_cache_refresh=True), ref, rtol=0, atol=0)
+        remove_cache(model)
+        assert _hooked_modules(model) == []
+
+    def test_cached_step_adds_the_stored_residuals(self):
+        model = self.make_model()
+        cache = apply_cache(model, CacheConfig("first", 2, 2))
+        a, b = self.make_inputs(model, batch=2, t=600), self.make_inputs(model, batch=2, t=500)
+        _out(model, a, ilf_cache_refresh=True)
+        cached = _out(model, b, ilf_cache_refresh=False)
+        # reference: blocks 0 and 1 replaced by x + (B_i(x_refresh) - x_refresh) from the refresh call
+        remove_cache(model)
+        res = []
+        x_of = lambda args, kw: args[0] if args else kw["hidden_states"]  # noqa: E731
+        hooks = [blk.register_forward_hook(lambda m, args, kw, out: res.append(out - x_of(args, kw)),
+                                           with_kwargs=True) for blk in model.transformer_blocks[:2]]
+        _out(model, a)
+        for h in hooks:
+            h.remove()
+        patch = [blk.register_forward_hook(lambda m, args, kw, out, r=r: x_of(args, kw) + r, with_kwargs=True)
+                 for blk, r in zip(model.transformer_blocks[:2], res)]
+        expected = _out(model, b)
+        for h in patch:
+            h.remove()
+        assert cache.cached == (0, 1)
+        torch.testing.assert_close(cached, expected, rtol=1e-6, atol=1e-6)
+        assert not torch.allclose(cached, _out(model, b), atol=1e-4)
