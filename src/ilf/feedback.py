@@ -43,7 +43,13 @@ class FeedbackModule(nn.Module):
         self.scales = nn.Parameter(torch.zeros(loop[1] - loop[0] + 1))
 
     def forward(self, features: torch.Tensor, **block_kwargs) -> torch.Tensor:
-        # features: [B, L, D] = f_{e,t}; block_kwargs carry t's conditioning (and text / class labels)
+        # features: [B, L, D] = f_{e,t}; block_kwargs carry t's conditioning (and text / class labels).
+        # A feedback trained in fp32 beside a bf16/fp16 backbone computes in its own dtype.
+        dtype = self.scales.dtype
+        if features.dtype != dtype:
+            block_kwargs = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+                            for k, v in block_kwargs.items()}
+            return self.block(features.to(dtype), **block_kwargs).to(features.dtype)
         return self.block(features, **block_kwargs)  # f_feed: [B, L, D]
 
 

@@ -51,7 +51,7 @@ def pixart_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
     return PixArtTransformer2DModel(
         num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
         sample_size=sample_size, patch_size=2, cross_attention_dim=1152, caption_channels=4096,
-    ).to(dtype).eval()
+    ).to(dtype=dtype).eval()
 
 
 def dit_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
@@ -60,7 +60,7 @@ def dit_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
     return DiTTransformer2DModel(
         num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
         sample_size=sample_size, patch_size=2, num_embeds_ada_norm=1000,
-    ).to(dtype).eval()
+    ).to(dtype=dtype).eval()
 
 
 def tiny_tokenizer():

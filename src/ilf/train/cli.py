@@ -1,0 +1,173 @@
+"""`ilf train` and `ilf precompute`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+TRAIN_EPILOG = """\
+examples:
+  # the embedded world, on a CPU, in minutes
+  ilf train --world shapes --loop 4 9 --max-steps 300 --output-dir runs/shapes-fb
+
+  # a real checkpoint on one GPU: encode the data once, then train with the paper's defaults
+  ilf precompute --pipeline PixArt-alpha/PixArt-XL-2-512x512 --data my-images/ --out shards/
+  ilf train --pipeline PixArt-alpha/PixArt-XL-2-512x512 --data shards/ --preset paper-t2i \\
+      --per-device-batch 32 --mixed-precision bf16 --gradient-checkpointing --output-dir runs/pixart-fb
+
+  # the same on 8 GPUs (DDP by default; an accelerate config file selects FSDP or DeepSpeed)
+  accelerate launch --num_processes 8 -m ilf train --pipeline PixArt-alpha/PixArt-XL-2-512x512 \\
+      --data shards/ --preset paper-t2i --per-device-batch 32 --mixed-precision bf16 --output-dir runs/pixart-fb
+
+  # resume after an interruption (the newest complete checkpoint)
+  ilf train ... --resume latest
+"""
+
+
+def _loop(values):
+    return tuple(int(v) for v in values)
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a feedback with Fast Approximate Distillation (frozen backbone)",
+        description="Train the feedback block and scales of Inner Loop Feedback on a frozen diffusion "
+        "transformer with Fast Approximate Distillation (paper §3.2). Runs on one CPU/GPU or many GPUs "
+        "through `accelerate launch`. Writes OUTPUT_DIR/feedback (the adapter folder), periodic checkpoints, "
+        "train_log.jsonl and optional validation grids.",
+        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("backbone and data")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pipeline", help="diffusers pipeline folder or hub id (PixArt-α/Σ, DiT) holding the backbone")
+    src.add_argument("--world", choices=["shapes", "digits"], help="an embedded offline world (tiny shipped backbone, "
+                     "data generated on the fly)")
+    g.add_argument("--data", type=Path, help="training data: images with same-name .txt captions, class folders "
+                   "(ImageFolder layout), or shards from `ilf precompute` (needed with --pipeline)")
+    g.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes", "shards"],
+                   help="how to read --data (default: detect)")
+    g.add_argument("--resolution", type=int, help="image side for raw image folders (default: the backbone's)")
+    g.add_argument("--max-sequence-length", type=int, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
+    g = p.add_argument_group("inner loop")
+    g.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"), default=(8, 19),
+                   help="first and last loop block, inclusive (default: 8 19, the paper's on 28 blocks)")
+    g.add_argument("--init", choices=["copy", "fresh"], default="copy",
+                   help="feedback block initialisation: a copy of a backbone block's weights, or fresh (default: copy)")
+    g.add_argument("--init-block", type=int, help="backbone block copied by --init copy (default: E)")
+    g.add_argument("--t-post", default="none", choices=["none", "uniform", "rescale", "anneal"],
+                   help="the student's post-feedback time conditioning during training, with the gap to the "
+                   "teacher's t/2 (default: none — t throughout, rescaling is an inference-time choice)")
+    g.add_argument("--feedback-steps", default="outer:2",
+                   help="default inference schedule stored with the feedback (default: outer:2)")
+    g.add_argument("--inference-t-post", default="rescale", choices=["none", "uniform", "rescale", "anneal"],
+                   help="default inference t_post stored with the feedback (default: rescale)")
+    g = p.add_argument_group("objective")
+    g.add_argument("--distill", default="fad", choices=["fad", "none", "multistep"],
+                   help="fad: one teacher forward at t/2 (paper); none: diffusion loss only; multistep: the teacher "
+                   "target reached by --teacher-steps DDIM steps (standard distillation) (default: fad)")
+    g.add_argument("--teacher-steps", type=int, default=8, help="teacher solver steps for --distill multistep (default: 8)")
+    g.add_argument("--diffusion-weight", type=float, default=1.0, help="weight of the diffusion loss (default: 1)")
+    g.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation MSE (default: 1)")
+    g.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty caption (default: 0.1)")
+    g.add_argument("--class-dropout", type=float, default=0.1, help="probability of the null class (default: 0.1)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--preset", choices=["paper-t2i", "paper-c2i", "world"],
+                   help="hyper-parameter defaults: paper-t2i (lr 1e-6, batch 2048, 5 epochs), paper-c2i (lr 5e-6, "
+                   "batch 8192, 10 epochs), world (lr 1e-4, batch 32, 300 steps; the default with --world)")
+    g.add_argument("--lr", type=float, help="learning rate (AdamW)")
+    g.add_argument("--batch-size", type=int, help="global batch = per-device batch × processes × accumulation")
+    g.add_argument("--per-device-batch", type=int, help="micro-batch per process (default: batch size / processes); "
+                   "gradient accumulation makes up the rest")
+    g.add_argument("--epochs", type=float, help="passes over the data (finite data sets)")
+    g.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    g.add_argument("--lr-scheduler", default="constant_with_warmup",
+                   help="diffusers LR schedule name (constant, constant_with_warmup, cosine, linear, …)")
+    g.add_argument("--warmup-steps", type=int, default=0, help="LR warm-up steps (default: 0)")
+    g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm, 0 = off (default: 1)")
+    g.add_argument("--ema-decay", type=float, help="keep an EMA of the feedback with this decay; saved as the result")
+    g = p.add_argument_group("engine")
+    g.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="accelerate autocast (default: no)")
+    g.add_argument("--backbone-dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="dtype of the frozen backbone, VAE and text encoder; the feedback trains in fp32 (default: fp32)")
+    g.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute the frozen blocks' activations in backward (less memory, ~30%% more compute)")
+    g.add_argument("--seed", type=int, default=0, help="seed of data order, noise, timesteps and dropout (default: 0)")
+    g = p.add_argument_group("checkpoints and logs")
+    g.add_argument("--output-dir", type=Path, required=True, help="where the feedback, checkpoints and logs go")
+    g.add_argument("--checkpoint-every", type=int, default=500, help="optimizer steps between checkpoints (default: 500)")
+    g.add_argument("--keep-checkpoints", type=int, default=3, help="how many recent checkpoints to keep (default: 3)")
+    g.add_argument("--resume", help="'latest' (the newest complete checkpoint in --output-dir, or a fresh start) "
+                   "or a checkpoint folder")
+    g.add_argument("--log-every", type=int, default=10, help="steps between log records (default: 10)")
+    g.add_argument("--report-to", default="none", choices=["none", "tensorboard", "wandb", "all"],
+                   help="accelerate trackers for the loss terms and scales (default: none; train_log.jsonl always)")
+    g.add_argument("--validate-every", type=int, default=0,
+                   help="steps between validation grids (plain 20 / plain 10 / ILF 10, same seeds), 0 = off")
+    g.add_argument("--validation-prompts", nargs="*", default=[],
+                   help="prompts (or class ids for DiT) of the validation grid")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--dump-rank-weights", action="store_true",
+                   help="each process also writes its final feedback (to verify that DDP kept ranks identical)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .config import TrainConfig
+    from .trainer import train
+
+    cfg = TrainConfig(
+        output_dir=args.output_dir, pipeline=args.pipeline, world=args.world, data=args.data,
+        data_type=args.data_type, resolution=args.resolution, max_sequence_length=args.max_sequence_length,
+        loop=_loop(args.loop), init=args.init, init_block=args.init_block, t_post=args.t_post,
+        feedback_steps=args.feedback_steps, inference_t_post=args.inference_t_post, distill=args.distill,
+        teacher_steps=args.teacher_steps, diffusion_weight=args.diffusion_weight,
+        distill_weight=args.distill_weight, caption_dropout=args.caption_dropout,
+        class_dropout=args.class_dropout, preset=args.preset, lr=args.lr, batch_size=args.batch_size,
+        per_device_batch=args.per_device_batch, epochs=args.epochs, max_steps=args.max_steps,
+        weight_decay=args.weight_decay, lr_scheduler=args.lr_scheduler, warmup_steps=args.warmup_steps,
+        max_grad_norm=args.max_grad_norm, ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
+        backbone_dtype=args.backbone_dtype, gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, resume=args.resume,
+        log_every=args.log_every, report_to=args.report_to, validate_every=args.validate_every,
+        validation_prompts=args.validation_prompts, progress=not args.no_progress,
+        dump_rank_weights=args.dump_rank_weights,
+    )
+    result = train(cfg)
+    if result.is_main_process:
+        print(f"feedback saved to {result.feedback_dir} ({result.steps} steps, final loss {result.last_loss})")
+    return 0
+
+
+def add_precompute_parser(sub) -> None:
+    p = sub.add_parser(
+        "precompute", help="encode a data set once (VAE latents + caption embeddings) into safetensors shards",
+        description="Encode images (with .txt captions, or in class folders) with a pipeline's frozen VAE and "
+        "text encoder into safetensors shards for `ilf train --data SHARDS` (the fast path for real runs).",
+    )
+    p.add_argument("--pipeline", required=True, help="diffusers pipeline folder or hub id whose VAE/text encoder encode")
+    p.add_argument("--data", type=Path, required=True, help="image folder with .txt captions, or class folders")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
+    p.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes"], help="how to read --data")
+    p.add_argument("--resolution", type=int, help="image side (default: the backbone's native size)")
+    p.add_argument("--batch-size", type=int, default=32, help="images encoded at once (default: 32)")
+    p.add_argument("--shard-size", type=int, default=4096, help="rows per shard file (default: 4096)")
+    p.add_argument("--max-sequence-length", type=int, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
+    p.add_argument("--device", help="cuda, cpu, … (default: cuda when available)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="encoder dtype (default: fp32)")
+    p.set_defaults(func=cmd_precompute)
+
+
+def cmd_precompute(args) -> int:
+    from .precompute import precompute
+
+    meta = precompute(args.pipeline, args.data, args.out, data_type=args.data_type, resolution=args.resolution,
+                      batch_size=args.batch_size, shard_size=args.shard_size,
+                      max_sequence_length=args.max_sequence_length, device=args.device, dtype=args.dtype)
+    print(f"wrote {meta['rows']} rows in {len(meta['shards'])} shards to {args.out}")
+    return 0
+
+
+def register(sub) -> None:
+    add_train_parser(sub)
+    add_precompute_parser(sub)

@@ -1,0 +1,128 @@
+"""Training configuration: one dataclass, the paper's presets, validation with clear errors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import ILFError
+
+# Paper §4.1 — the documented defaults for real checkpoints.
+PRESETS = {
+    "paper-t2i": dict(lr=1e-6, batch_size=2048, epochs=5),  # PixArt-α/Σ, 2M image-text pairs
+    "paper-c2i": dict(lr=5e-6, batch_size=8192, epochs=10),  # DiT-XL/2, ImageNet
+    # The embedded worlds: small backbones learn fast; a few hundred steps on a CPU.
+    "world": dict(lr=1e-4, batch_size=32, max_steps=300),
+}
+DISTILL_MODES = ("fad", "none", "multistep")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: Path
+    # backbone and data
+    pipeline: str | None = None  # a diffusers pipeline folder or hub id
+    world: str | None = None  # "shapes" | "digits": the embedded default
+    data: Path | None = None
+    data_type: str = "auto"  # auto | captions | classes | shards
+    resolution: int | None = None  # image side for raw folders; default: the backbone's
+    max_sequence_length: int | None = None
+    # ILF
+    loop: tuple[int, int] = (8, 19)
+    init: str = "copy"
+    init_block: int | None = None
+    t_post: str = "none"  # student's post-feedback conditioning in training (gap = t − t/2)
+    feedback_steps: str = "outer:2"  # default inference schedule written into the adapter
+    inference_t_post: str = "rescale"
+    # objective
+    distill: str = "fad"
+    teacher_steps: int = 8
+    diffusion_weight: float = 1.0
+    distill_weight: float = 1.0
+    caption_dropout: float = 0.1
+    class_dropout: float = 0.1
+    # optimisation
+    preset: str | None = None
+    lr: float | None = None
+    batch_size: int | None = None  # global: per-device × processes × accumulation
+    per_device_batch: int | None = None
+    epochs: float | None = None
+    max_steps: int | None = None
+    weight_decay: float = 0.0
+    lr_scheduler: str = "constant_with_warmup"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    ema_decay: float | None = None
+    # engine
+    mixed_precision: str = "no"
+    backbone_dtype: str = "fp32"
+    gradient_checkpointing: bool = False
+    num_workers: int = 0
+    seed: int = 0
+    # bookkeeping
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    resume: str | None = None  # "latest" or a checkpoint folder
+    log_every: int = 10
+    report_to: str = "none"  # none | tensorboard | wandb | all (accelerate trackers)
+    validate_every: int = 0
+    validation_prompts: list[str] = field(default_factory=list)
+    progress: bool = True
+    dump_rank_weights: bool = False
+
+    def __post_init__(self):
+        self.output_dir = Path(self.output_dir)
+        if (self.pipeline is None) == (self.world is None):
+            raise ILFError("give exactly one backbone: --pipeline PATH_OR_ID (a diffusers pipeline) or --world NAME")
+        if self.world is not None and self.world not in ("shapes", "digits"):
+            raise ILFError(f"--world must be 'shapes' or 'digits', got {self.world!r}")
+        if self.pipeline is not None and self.data is None:
+            raise ILFError("--pipeline needs --data (an image folder, class folders, or shards from `ilf precompute`)")
+        if self.distill not in DISTILL_MODES:
+            raise ILFError(f"--distill must be one of {DISTILL_MODES}, got {self.distill!r}")
+        if self.teacher_steps < 1:
+            raise ILFError("--teacher-steps must be >= 1")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ILFError("--mixed-precision must be no, fp16 or bf16")
+        if self.backbone_dtype not in ("fp32", "fp16", "bf16"):
+            raise ILFError("--backbone-dtype must be fp32, fp16 or bf16")
+        self.loop = tuple(self.loop)
+        preset = self.preset or ("world" if self.world else None)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ILFError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
+            for k, v in PRESETS[preset].items():
+                if getattr(self, k) is None:
+                    setattr(self, k, v)
+        if self.lr is None or self.batch_size is None:
+            raise ILFError(
+                "no --lr/--batch-size given and no preset; use --preset paper-t2i (PixArt), --preset paper-c2i "
+                "(DiT), or give --lr and --batch-size"
+            )
+        if self.epochs is None and self.max_steps is None:
+            raise ILFError("give --max-steps or --epochs")
+
+    def accumulation(self, num_processes: int) -> int:
+        per_device = self.per_device_batch or max(1, self.batch_size // num_processes)
+        per_step = per_device * num_processes
+        if self.batch_size % per_step:
+            raise ILFError(
+                f"--batch-size {self.batch_size} is not a multiple of --per-device-batch {per_device} × "
+                f"{num_processes} processes; choose sizes that divide"
+            )
+        return self.batch_size // per_step
+
+    def total_steps(self, dataset_size: int | None) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        if dataset_size is None:
+            raise ILFError("an unbounded data source needs --max-steps")
+        return max(1, math.ceil(self.epochs * dataset_size / self.batch_size))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["output_dir"] = str(self.output_dir)
+        d["data"] = None if self.data is None else str(self.data)
+        d["loop"] = list(self.loop)
+        return d
