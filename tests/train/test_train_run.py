@@ -219,3 +219,20 @@ def test_config_errors_name_the_fix(tmp_path):
                     max_steps=1).accumulation(1)
     assert TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, preset="paper-t2i").lr == 1e-6
     assert TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, preset="paper-c2i").batch_size == 8192
+
+
+def test_validation_grid_and_ema(tiny_world, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "run"
+    result = train(_cfg(tiny_world, out, max_steps=4, checkpoint_every=2, validate_every=4, ema_decay=0.5,
+                        validation_prompts=["a red cat", "a blue dog"]))
+    grid = Image.open(out / "validation" / "step-00000004.png")
+    assert grid.size[1] == 3 * 16 and grid.size[0] > 2 * 16  # rows: plain 20, plain 10, ILF 10
+    # the adapter holds the EMA weights, the checkpoint the raw ones (and the EMA copy)
+    final = load_file(str(result.feedback_dir / "ilf_feedback.safetensors"))
+    raw = load_file(str(ckpt.checkpoint_dir(out, 4) / "feedback.safetensors"))
+    shadow = load_file(str(ckpt.checkpoint_dir(out, 4) / "ema.safetensors"))
+    assert not torch.equal(final["scales"], raw["scales"])
+    # EMAModel keeps parameters in `parameters()` order: a module's own (the scales) before its children's
+    assert torch.equal(final["scales"], shadow["shadow.0"])

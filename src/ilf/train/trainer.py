@@ -97,7 +97,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if state is not None:  # refuse a misfit checkpoint before building anything that trains
         ckpt.check_resumable(state, ilf_cfg.to_dict(), fingerprint, resume_dir)
 
-    runtime = apply_ilf(model, ilf_cfg)
+    runtime = apply_ilf(pipe, ilf_cfg)  # the pipeline clock serves validation runs; training calls are explicit
     feedback = runtime.feedback
     feedback.float().requires_grad_(True)  # trainable in fp32 even on a low-precision backbone
     if cfg.gradient_checkpointing:
