@@ -23,7 +23,7 @@ def cmd_inspect(args) -> int:
 
 # Modules that contribute subcommands: each defines `register(subparsers)`, adding parsers whose
 # `func(args) -> int` runs the command. Heavy imports stay inside the command functions.
-COMMAND_MODULES = ["ilf.train.cli", "ilf.bench.cli", "ilf.worlds.cli"]
+COMMAND_MODULES = ["ilf.train.cli", "ilf.generate", "ilf.bench.cli", "ilf.demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,106 @@
+"""`ilf generate`: images from an embedded world or a real pipeline, plain, cached or with a feedback."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def load_any_pipeline(world: str | None, pipeline: str | None, device: str, dtype: torch.dtype):
+    """(pipeline, call kwargs every call should pass) for an embedded world or a diffusers pipeline."""
+    if world is not None:
+        from .worlds import registry
+
+        return registry.load_pipeline(world, device=device, dtype=dtype), dict(registry.CALL_KWARGS[world])
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(pipeline, dtype=dtype).to(device)
+    call = {}
+    if "PixArt" in type(pipe).__name__ and pipe.transformer.config.sample_size not in (32, 64, 128, 256):
+        call["use_resolution_binning"] = False  # PixArt's aspect-ratio bins exist for 256-2048 px only
+    return pipe, call
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "image"
+
+
+def cmd_generate(args) -> int:
+    from . import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe, call = load_any_pipeline(args.world, args.pipeline, device, DTYPES[args.dtype])
+    pipe.set_progress_bar_config(disable=False)
+    overrides = {k: v for k, v in (("feedback_steps", args.feedback_steps), ("t_post", args.t_post)) if v is not None}
+    if args.feedback:
+        path = args.feedback
+        if path == "shipped":
+            from .worlds import paths
+
+            path = paths.feedback(args.world)
+        apply_ilf(pipe, path, **overrides)
+    elif args.loop:
+        apply_ilf(pipe, ILFConfig(loop=tuple(args.loop), **overrides))  # untrained: a no-op, for checks
+    if args.cache:
+        location, c, k = args.cache.split(":")
+        apply_cache(pipe, CacheConfig(location, int(c), int(k)))
+    call.update(num_inference_steps=args.steps or call.get("num_inference_steps", 20))
+    if args.guidance is not None:
+        call["guidance_scale"] = args.guidance
+    is_dit = type(pipe).__name__ == "DiTPipeline"
+    if is_dit:
+        if not args.class_id:
+            raise SystemExit("ilf generate: a class-to-image pipeline needs --class-id")
+        inputs, names = dict(class_labels=args.class_id), [f"class{c}" for c in args.class_id]
+    else:
+        if not args.prompt:
+            raise SystemExit("ilf generate: a text-to-image pipeline needs --prompt")
+        inputs, names = dict(prompt=args.prompt), [_slug(p) for p in args.prompt]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator(device="cpu").manual_seed(args.seed)
+    start = time.perf_counter()
+    with count_block_forwards(pipe) as counter, torch.no_grad():
+        images = pipe(**inputs, num_images_per_prompt=args.num_images, generator=g, **call).images if not is_dit \
+            else pipe(**inputs, generator=g, **call).images
+    seconds = time.perf_counter() - start
+    per = args.num_images if not is_dit else 1
+    for i, img in enumerate(images):
+        img.save(out / f"{i:03d}-{names[i // per]}.png")
+    print(f"{len(images)} images in {out} — {call['num_inference_steps']} steps, {counter.total} block forwards, "
+          f"{seconds:.2f} s")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "generate", help="generate images with an embedded world or a real pipeline, optionally with ILF",
+        description="Generate images with an embedded world's pipeline or any diffusers PixArt/DiT pipeline, "
+        "plain, with a trained feedback (ILF) or with the paper's cache, and save them as PNGs. Prints the "
+        "block forwards and the time taken.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--world", choices=["shapes", "digits"], help="an embedded offline world")
+    src.add_argument("--pipeline", help="a diffusers pipeline folder or hub id (PixArt-α/Σ, DiT)")
+    p.add_argument("--prompt", nargs="*", default=[], help="text prompts (text-to-image)")
+    p.add_argument("--class-id", nargs="*", type=int, default=[], help="class ids (class-to-image, e.g. DiT/digits)")
+    p.add_argument("--feedback", help="a feedback folder to attach (ILF); 'shipped' = the world's shipped feedback")
+    p.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"),
+                   help="attach an untrained feedback on this loop instead (an exact no-op; for checking)")
+    p.add_argument("--feedback-steps", help="override the feedback's schedule, e.g. outer:2, skip-inner:8, all")
+    p.add_argument("--t-post", choices=["none", "uniform", "rescale", "anneal"], help="override the feedback's t_post")
+    p.add_argument("--cache", help="the paper's cache instead, as LOCATION:BLOCKS:REFRESH, e.g. inner:18:3")
+    p.add_argument("--steps", type=int, help="denoising steps (default: 20, or 10 sensible with a feedback)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the pipeline's)")
+    p.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", default="ilf-images", help="output folder (default: ./ilf-images)")
+    p.add_argument("--device", help="cuda, cpu, … (default: cuda when available)")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="model dtype (default: fp32)")
+    p.set_defaults(func=cmd_generate)
+

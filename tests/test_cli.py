@@ -1,0 +1,60 @@
+"""The `ilf` command's small subcommands, in process."""
+
+import re
+
+import pytest
+from PIL import Image
+
+from ilf import ILFConfig, apply_ilf, save_feedback
+from ilf.cli import main
+from ilf.testing import tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipes")
+    for kind in ("pixart-alpha", "dit"):
+        tiny_pipeline(kind, num_layers=6).save_pretrained(root / kind)
+    return root
+
+
+def _blocks(out: str) -> int:
+    return int(re.search(r"(\d+) block forwards", out).group(1))
+
+
+def test_generate_text_plain_cached_and_with_feedback(pipe_dirs, tmp_path, capsys):
+    args = ["generate", "--pipeline", str(pipe_dirs / "pixart-alpha"), "--prompt", "a red cat", "a dog",
+            "--steps", "4", "--seed", "1"]
+    assert main(args + ["--out", str(tmp_path / "plain")]) == 0
+    plain = capsys.readouterr().out
+    files = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert files == ["000-a-red-cat.png", "001-a-dog.png"]
+    assert Image.open(tmp_path / "plain" / files[0]).size == (16, 16)
+    assert _blocks(plain) == 6 * 4
+    assert main(args + ["--out", str(tmp_path / "cache"), "--cache", "inner:2:2"]) == 0
+    assert _blocks(capsys.readouterr().out) == 6 * 4 - 2 * 2  # two cached steps skip two blocks each
+    assert main(args + ["--out", str(tmp_path / "ilf"), "--loop", "2", "4", "--feedback-steps", "all"]) == 0
+    assert _blocks(capsys.readouterr().out) == 4 * (6 + 3 + 1)
+
+
+def test_generate_class_ids_and_inspect_a_feedback(pipe_dirs, tmp_path, capsys):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(pipe_dirs / "dit"))
+    rt = apply_ilf(pipe, ILFConfig(loop=(1, 3), feedback_steps="first:1"))
+    rt.feedback.scales.data.fill_(0.25)
+    save_feedback(pipe, tmp_path / "fb")
+    assert main(["generate", "--pipeline", str(pipe_dirs / "dit"), "--class-id", "3", "5", "--steps", "3",
+                 "--feedback", str(tmp_path / "fb"), "--out", str(tmp_path / "img")]) == 0
+    assert _blocks(capsys.readouterr().out) == 3 * 6 + (3 + 1)
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == ["000-class3.png", "001-class5.png"]
+    assert main(["inspect", str(tmp_path / "fb")]) == 0
+    out = capsys.readouterr().out
+    assert "DiTTransformer2DModel (6 blocks), loop (1, 3)" in out and "[0.25, 0.25, 0.25]" in out
+
+
+def test_inspect_reports_a_corrupted_feedback_as_an_error(tmp_path, capsys):
+    (tmp_path / "fb").mkdir()
+    (tmp_path / "fb" / "ilf_config.json").write_text("{not json")
+    assert main(["inspect", str(tmp_path / "fb")]) == 2
+    assert "corrupted" in capsys.readouterr().err
