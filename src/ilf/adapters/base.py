@@ -68,6 +68,23 @@ class BackboneAdapter:
         raise NotImplementedError
 
 
+def basic_block_kwargs(c) -> dict:
+    """Constructor arguments of a `BasicTransformerBlock`, as DiT and PixArt build theirs from their config."""
+    return dict(
+        dim=c.num_attention_heads * c.attention_head_dim,
+        num_attention_heads=c.num_attention_heads,
+        attention_head_dim=c.attention_head_dim,
+        dropout=c.dropout,
+        activation_fn=c.activation_fn,
+        num_embeds_ada_norm=c.num_embeds_ada_norm,
+        attention_bias=c.attention_bias,
+        upcast_attention=c.upcast_attention,
+        norm_type=c.norm_type,
+        norm_elementwise_affine=c.norm_elementwise_affine,
+        norm_eps=c.norm_eps,
+    )
+
+
 def _jsonable(v):
     if isinstance(v, tuple):
         return list(v)

@@ -14,7 +14,7 @@ from diffusers.hooks import ModelHook
 from diffusers.models.attention import BasicTransformerBlock
 
 from ..hooks import ILF_TIME_HOOK, register
-from .base import BackboneAdapter, as_float_timestep, register_adapter
+from .base import BackboneAdapter, as_float_timestep, basic_block_kwargs, register_adapter
 
 
 class _DiTOutputTimeHook(ModelHook):
@@ -44,20 +44,7 @@ class DiTAdapter(BackboneAdapter):
     )
 
     def build_block(self, model):
-        c = model.config
-        return BasicTransformerBlock(
-            c.num_attention_heads * c.attention_head_dim,
-            c.num_attention_heads,
-            c.attention_head_dim,
-            dropout=c.dropout,
-            activation_fn=c.activation_fn,
-            num_embeds_ada_norm=c.num_embeds_ada_norm,
-            attention_bias=c.attention_bias,
-            upcast_attention=c.upcast_attention,
-            norm_type=c.norm_type,
-            norm_elementwise_affine=c.norm_elementwise_affine,
-            norm_eps=c.norm_eps,
-        )
+        return BasicTransformerBlock(**basic_block_kwargs(model.config))
 
     def install_time_hooks(self, model, runtime):
         hook = _DiTOutputTimeHook(runtime, model.transformer_blocks[0].norm1.emb)

@@ -14,7 +14,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.normalization import AdaLayerNormSingle
 
 from ..hooks import ILF_TIME_HOOK, bind_arguments, register
-from .base import BackboneAdapter, as_float_timestep, register_adapter
+from .base import BackboneAdapter, as_float_timestep, basic_block_kwargs, register_adapter
 
 
 class _PixArtTimeHook(ModelHook):
@@ -46,19 +46,7 @@ class PixArtAdapter(BackboneAdapter):
     def build_block(self, model):
         c = model.config
         return BasicTransformerBlock(
-            c.num_attention_heads * c.attention_head_dim,
-            c.num_attention_heads,
-            c.attention_head_dim,
-            dropout=c.dropout,
-            cross_attention_dim=c.cross_attention_dim,
-            activation_fn=c.activation_fn,
-            num_embeds_ada_norm=c.num_embeds_ada_norm,
-            attention_bias=c.attention_bias,
-            upcast_attention=c.upcast_attention,
-            norm_type=c.norm_type,
-            norm_elementwise_affine=c.norm_elementwise_affine,
-            norm_eps=c.norm_eps,
-            attention_type=c.attention_type,
+            **basic_block_kwargs(c), cross_attention_dim=c.cross_attention_dim, attention_type=c.attention_type
         )
 
     def install_time_hooks(self, model, runtime):
