@@ -42,25 +42,30 @@ def tiny_pixart(
     ).eval()
 
 
+def _cast(model, dtype):
+    # `.to(float32)` on an fp32 model would only trigger diffusers' "keep in float32" warning
+    return (model if dtype == torch.float32 else model.to(dtype=dtype)).eval()
+
+
 def pixart_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
     """The PixArt-XL-2 architecture (28 blocks, 16×72 heads, T5 width 4096) with random weights.
 
     `sample_size` is the latent size: 32 = 256 px, 64 = 512 px, 128 = 1024 px.
     """
     torch.manual_seed(seed)
-    return PixArtTransformer2DModel(
+    return _cast(PixArtTransformer2DModel(
         num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
         sample_size=sample_size, patch_size=2, cross_attention_dim=1152, caption_channels=4096,
-    ).to(dtype=dtype).eval()
+    ), dtype)
 
 
 def dit_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
     """The DiT-XL/2 architecture (28 blocks, 16×72 heads, 1000 classes) with random weights."""
     torch.manual_seed(seed)
-    return DiTTransformer2DModel(
+    return _cast(DiTTransformer2DModel(
         num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
         sample_size=sample_size, patch_size=2, num_embeds_ada_norm=1000,
-    ).to(dtype=dtype).eval()
+    ), dtype)
 
 
 def tiny_tokenizer():

@@ -63,3 +63,14 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_world, tmp_path):
     a = load_file(str(reference.feedback_dir / "ilf_feedback.safetensors"))
     b = load_file(str(out / "feedback" / "ilf_feedback.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bf16_backbone_with_autocast_and_gradient_checkpointing(tiny_world, tmp_path):
+    out = tmp_path / "bf16"
+    proc = subprocess.run([sys.executable, "-m", "ilf", "train", *_args(tiny_world, out, 3, 0), "--mixed-precision",
+                           "bf16", "--backbone-dtype", "bf16", "--gradient-checkpointing"],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = load_file(str(out / "feedback" / "ilf_feedback.safetensors"))
+    assert weights["scales"].dtype == torch.float32  # the feedback trains (and is saved) in fp32
+    assert all(torch.isfinite(v).all() for v in weights.values()) and weights["scales"].abs().sum() > 0

@@ -236,3 +236,12 @@ def test_validation_grid_and_ema(tiny_world, tmp_path):
     assert not torch.equal(final["scales"], raw["scales"])
     # EMAModel keeps parameters in `parameters()` order: a module's own (the scales) before its children's
     assert torch.equal(final["scales"], shadow["shadow.0"])
+
+
+def test_gradient_checkpointing_trains_the_same_feedback(tiny_world, tmp_path):
+    a = train(_cfg(tiny_world, tmp_path / "a", max_steps=3, checkpoint_every=0))
+    b = train(_cfg(tiny_world, tmp_path / "b", max_steps=3, checkpoint_every=0, gradient_checkpointing=True))
+    wa = load_file(str(a.feedback_dir / "ilf_feedback.safetensors"))
+    wb = load_file(str(b.feedback_dir / "ilf_feedback.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
