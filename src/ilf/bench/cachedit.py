@@ -1,0 +1,102 @@
+"""cache-dit's DBCache (`cache_dit.enable_cache`), when the optional extra is installed (`pip install ilf[cache-dit]`).
+
+cache-dit ships block adapters for PixArt and DiT and manages its own per-call context, so it needs no
+help from us beyond attaching, reading its statistics (`cache_dit.summary`) and detaching
+(`cache_dit.disable_cache`). It is imported lazily: without it the family reports itself unavailable and
+the harness records the row as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+
+from .methods import Attachment, Family, Option, Prepared, _float, _int, register_family
+
+
+@contextlib.contextmanager
+def _quiet_cache_dit():
+    """cache-dit logs INFO lines on every enable and a warning on every disable; keep the bench output readable."""
+    names = [n for n in logging.root.manager.loggerDict if n.startswith(("cache_dit", "CACHE_DIT"))]
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
+    for lg, _ in saved:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in saved:
+            lg.setLevel(level)
+
+
+def _import_cache_dit():
+    os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "warning")  # read once, when cache_dit is first imported
+    import cache_dit
+
+    return cache_dit
+
+
+class CacheDiTFamily(Family):
+    name = "cache-dit"
+    peer = True
+    summary = ("cache-dit DBCache: the first FN and last BN blocks always run, the middle ones are skipped while "
+               "the residual after the first FN changes less than THRESHOLD (optional extra)")
+    options = {
+        "fn": Option(_int, "Fn_compute_blocks: leading blocks that always run", 1),
+        "bn": Option(_int, "Bn_compute_blocks: trailing blocks that always run", 0),
+        "threshold": Option(_float, "residual_diff_threshold", 0.08),
+        "warmup": Option(_int, "max_warmup_steps: the first steps never skip (cache-dit's default 8)", 8),
+        "max_cached": Option(_int, "max_cached_steps (-1 = no limit)", -1),
+        "max_continuous": Option(_int, "max_continuous_cached_steps (-1 = no limit)", -1),
+    }
+
+    def unavailable(self):
+        if importlib.util.find_spec("cache_dit") is None:
+            return "cache-dit is not installed (pip install 'ilf[cache-dit]')"
+        return None
+
+    def prepare(self, spec, ctx):
+        cache_dit = _import_cache_dit()
+        settings = dict(
+            Fn_compute_blocks=spec.get("fn", 1), Bn_compute_blocks=spec.get("bn", 0),
+            residual_diff_threshold=spec.get("threshold", 0.08), max_warmup_steps=spec.get("warmup", 8),
+            max_cached_steps=spec.get("max_cached", -1), max_continuous_cached_steps=spec.get("max_continuous", -1),
+            num_inference_steps=spec.steps,
+        )
+
+        def attach(pipe):
+            model = pipe.transformer
+            # cache-dit's disable leaves things behind: its statistics as attributes of the block list, the block
+            # list re-registered last among the transformer's children, and for DiT its patch functor (a patched
+            # instance `forward`, an `_is_patched` flag and an `_norm1_emb` alias submodule). Detach undoes all of
+            # it so the model is stock again.
+            attrs_before = {name: set(m.__dict__) for name, m in model.named_modules()}
+            children_before = list(model._modules)
+            with _quiet_cache_dit():
+                cache_dit.enable_cache(pipe, cache_config=cache_dit.DBCacheConfig(**settings))
+
+            def stats():
+                with _quiet_cache_dit():
+                    summary = cache_dit.summary(pipe, logging=False)
+                return {"cached_steps_last_call": [list(map(int, s.cached_steps)) for s in summary]}
+
+            def detach():
+                with _quiet_cache_dit():
+                    cache_dit.disable_cache(pipe)
+                for name in [n for n in model._modules if n not in children_before]:
+                    del model._modules[name]  # the `_norm1_emb` alias of transformer_blocks[0].norm1.emb
+                for name, m in model.named_modules():
+                    for attr in set(m.__dict__) - attrs_before.get(name, set(m.__dict__)):
+                        if attr == "forward" or attr.startswith("_"):
+                            del m.__dict__[attr]  # a patched forward, flags, statistics
+                if list(model._modules) != children_before:
+                    model._modules = type(model._modules)((k, model._modules[k]) for k in children_before)
+
+            return Attachment(detach, stats=stats)
+
+        version = getattr(cache_dit, "__version__", None)
+        return Prepared(spec, attach, {"config": settings, "cache_dit_version": str(version) if version else None})
+
+
+register_family(CacheDiTFamily())

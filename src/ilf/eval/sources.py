@@ -1,0 +1,166 @@
+"""Where images come from: a diffusers pipeline plus how to call it (`Source`).
+
+Three kinds:
+* `world` — an embedded world's shipped backbone (`ilf.worlds`: shapes → PixArt, digits → DiT);
+* `pipeline` — a real checkpoint folder or hub id (PixArt-α/Σ, DiT-XL/2) loaded with `from_pretrained`;
+* `tiny` — `ilf.testing`'s tiny stand-ins with random weights (smoke runs and tests).
+
+A source's `__call__(items, steps)` returns the images of those items as [B, 3, H, W] float in [0, 1], each
+from its own seed's generator (CPU generators, so the initial noise is the same on any device and does not
+depend on how items are batched).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ilf.errors import ILFError
+
+from .prompts import Condition, Item
+
+TINY_KINDS = ("pixart", "pixart-sigma", "dit")
+DEFAULT_GUIDANCE = {"text": 4.5, "class": 4.0}  # the pipelines' own defaults
+
+
+@dataclass
+class Source:
+    """A pipeline and the keyword arguments every call of it passes."""
+
+    pipe: Any
+    name: str
+    conditioning: str  # "text" (prompts) or "class" (class labels)
+    call_kwargs: dict = field(default_factory=dict)
+    world: str | None = None
+    kind: str = "pipeline"  # "world" | "pipeline" | "tiny"
+
+    @property
+    def transformer(self):
+        return self.pipe.transformer
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.pipe.transformer.transformer_blocks)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.pipe.transformer.parameters()).device
+
+    @property
+    def guidance_scale(self) -> float:
+        return float(self.call_kwargs.get("guidance_scale", DEFAULT_GUIDANCE[self.conditioning]))
+
+    @property
+    def cfg_batch(self) -> str | None:
+        """How the pipeline batches classifier-free guidance in one transformer call."""
+        if self.guidance_scale <= 1.0:
+            return None
+        return "uncond,cond" if self.conditioning == "text" else "cond,uncond"
+
+    def __call__(self, items: list[Item], steps: int) -> torch.Tensor:
+        """Images of `items` with `steps` denoising steps: [B, 3, H, W] float32 in [0, 1], on the CPU."""
+        generators = [torch.Generator("cpu").manual_seed(it.seed) for it in items]
+        kwargs = {**self.call_kwargs, "num_inference_steps": steps, "generator": generators, "output_type": "np"}
+        with torch.inference_mode():
+            if self.conditioning == "text":
+                if any(it.prompt is None for it in items):
+                    raise ILFError(f"{self.name} is text-to-image; give prompts, not class labels")
+                out = self.pipe(prompt=[it.prompt for it in items], **kwargs)
+            else:
+                if any(it.class_label is None for it in items):
+                    raise ILFError(f"{self.name} is class-conditional; give class ids (ints), not prompts")
+                out = self.pipe(class_labels=[it.class_label for it in items], **kwargs)
+        images = np.asarray(out.images, dtype=np.float32)  # [B, H, W, 3] in [0, 1]
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # [B, 3, H, W]
+
+    def describe(self) -> dict:
+        cfg = self.pipe.transformer.config
+        return {"name": self.name, "kind": self.kind, "world": self.world, "conditioning": self.conditioning,
+                "pipeline_class": type(self.pipe).__name__, "transformer_class": type(self.pipe.transformer).__name__,
+                "num_blocks": self.num_blocks, "sample_size": cfg.get("sample_size"),
+                "dtype": str(next(self.pipe.transformer.parameters()).dtype), "device": str(self.device),
+                "scheduler": type(self.pipe.scheduler).__name__,
+                "call_kwargs": {k: v for k, v in self.call_kwargs.items() if isinstance(v, (int, float, str, bool))}}
+
+
+def _conditioning_of(pipe) -> str:
+    from diffusers import DiTPipeline
+
+    return "class" if isinstance(pipe, DiTPipeline) else "text"
+
+
+def load_world_source(world: str, device="cpu", dtype=torch.float32) -> Source:
+    """An embedded world's pipeline (needs the world's shipped backbone in `ilf.worlds`)."""
+    try:
+        from ilf.worlds import registry
+    except ImportError as err:  # pragma: no cover - the worlds package ships with ilf
+        raise ILFError(f"the embedded worlds are not available ({err}); use --pipeline or --tiny") from None
+    from ilf.worlds import paths
+
+    if world not in paths.WORLDS:
+        raise ILFError(f"unknown world {world!r}; worlds: {', '.join(paths.WORLDS)}")
+    if not paths.transformer(world).is_dir():
+        raise ILFError(
+            f"the {world!r} world's backbone is not shipped in this install ({paths.transformer(world)} is missing); "
+            "train it with `python -m ilf.worlds.train_backbone` or use --tiny for a smoke run"
+        )
+    pipe = registry.load_pipeline(world, device=device, dtype=dtype)
+    kwargs = {k: v for k, v in registry.CALL_KWARGS[world].items() if k != "num_inference_steps"}
+    return Source(pipe, f"world:{world}", _conditioning_of(pipe), kwargs, world=world, kind="world")
+
+
+def load_pipeline_source(path: str, device="cpu", dtype=torch.float32, **call_kwargs) -> Source:
+    """A real diffusers pipeline (PixArt-α/Σ, DiT) from a folder or hub id (offline: from the local cache)."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise ILFError(
+            f"cannot load the pipeline {path!r} ({err}); pass a local diffusers folder (model_index.json) or a hub "
+            "id already in the cache (HF_HUB_OFFLINE=1 never downloads)"
+        ) from None
+    pipe.set_progress_bar_config(disable=True)
+    cond = _conditioning_of(pipe)
+    if cond == "text":
+        call_kwargs.setdefault("clean_caption", False)  # the caption cleaner needs bs4/ftfy; MJHQ prompts are clean
+    return Source(pipe.to(device), path, cond, {k: v for k, v in call_kwargs.items() if v is not None})
+
+
+def load_tiny_source(kind: str = "pixart", num_layers: int = 28, device="cpu", seed: int = 0, **call_kwargs) -> Source:
+    """`ilf.testing`'s tiny pipeline with random weights: every code path a checkpoint takes, in seconds."""
+    from ilf.testing import pixart_call_kwargs, tiny_pipeline
+
+    if kind not in TINY_KINDS:
+        raise ILFError(f"unknown tiny pipeline {kind!r}; choose one of {', '.join(TINY_KINDS)}")
+    full = {"pixart": "pixart-alpha", "pixart-sigma": "pixart-sigma", "dit": "dit"}[kind]
+    pipe = tiny_pipeline(full, num_layers=num_layers, seed=seed).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = pixart_call_kwargs() if kind != "dit" else {}
+    kwargs.update({k: v for k, v in call_kwargs.items() if v is not None})
+    return Source(pipe, f"tiny:{kind}", _conditioning_of(pipe), kwargs, kind="tiny")
+
+
+def default_conditions(source: Source, n: int) -> list[Condition]:
+    """Conditions when no prompts file is given: a world's held-out prompts / all digit classes, or fixed tiny
+    prompts / class ids."""
+    if source.world == "shapes":
+        from ilf.worlds import shapes
+
+        return [(f"s{i:04d}", p) for i, p in enumerate(shapes.eval_prompts(n))]
+    if source.world == "digits":
+        return [(f"d{c}", c) for c in range(10)]
+    if source.conditioning == "class":
+        if source.kind == "pipeline":
+            raise ILFError(f"{source.name} is class-conditional: pass --prompts with class ids (one per line)")
+        return [(f"c{c:03d}", c) for c in (207, 360, 387, 974, 88, 979, 417, 279)]  # DiT's sample classes
+    if source.kind == "pipeline":
+        raise ILFError(f"pass --prompts for {source.name} (e.g. ImageReward's benchmark-prompts.json or MJHQ-30K's "
+                       "meta_data.json)")
+    from ilf.testing import WORDS
+
+    rng = np.random.default_rng(0)
+    return [(f"t{i:04d}", " ".join(rng.choice(WORDS, size=6))) for i in range(max(n, 1))]
