@@ -1,0 +1,70 @@
+"""Resumable training state for the worlds' training CLIs (VAE, backbones, evaluators).
+
+A run directory holds `model.safetensors` (+ `ema.safetensors`), `optimizer.pt` (tensors and plain numbers only,
+read back with `torch.load(weights_only=True)`) and `state.json` (step, config). Files are written to a temporary
+name and renamed, so a run killed mid-save keeps its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (the weights we ship; they sample far better)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # warm-up: early averages forget the random init fast
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save(run_dir: str | Path, step: int, model, optimizer, ema: EMA | None = None, info: dict | None = None) -> None:
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    _atomic(run / "model.safetensors", lambda p: save_file(_state(model), str(p)))
+    if ema is not None:
+        _atomic(run / "ema.safetensors", lambda p: save_file(_state(ema.model), str(p)))
+    _atomic(run / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
+    _atomic(run / "state.json", lambda p: p.write_text(json.dumps({"step": step, **(info or {})}, indent=1)))
+
+
+def resume(run_dir: str | Path, model, optimizer, ema: EMA | None = None) -> int:
+    """Load the checkpoint in `run_dir` if there is one; returns the step to continue from (0 if none)."""
+    run = Path(run_dir)
+    if not (run / "state.json").exists():
+        return 0
+    model.load_state_dict(load_file(str(run / "model.safetensors")))
+    if ema is not None and (run / "ema.safetensors").exists():
+        ema.model.load_state_dict(load_file(str(run / "ema.safetensors")))
+    optimizer.load_state_dict(torch.load(run / "optimizer.pt", weights_only=True))
+    return int(json.loads((run / "state.json").read_text())["step"])
+
+
+def log(run_dir: str | Path, record: dict) -> None:
+    """Append one JSON line to `run_dir/log.jsonl` and echo it."""
+    line = json.dumps(record)
+    with open(Path(run_dir) / "log.jsonl", "a") as f:
+        f.write(line + "\n")
+    print(line, flush=True)

@@ -1,0 +1,15 @@
+"""Where the shipped assets live (package data under `ilf/worlds/assets/`)."""
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+VAE = ASSETS / "vae"  # AutoencoderKL shared by both worlds (save_pretrained folder)
+EVALUATORS = ASSETS / "evaluators"  # <world>.safetensors + <world>.json
+WORLDS = ("shapes", "digits")
+
+
+def transformer(world: str) -> Path:
+    """save_pretrained folder of the world's backbone (PixArt for shapes, DiT for digits)."""
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
+    return ASSETS / world / "transformer"

