@@ -340,6 +340,14 @@ def _run_recipe(args) -> int:
     return 0
 
 
+def run_bench(argv: list[str]):
+    """`ilf bench ARGV…` as a library call (the demo's path); returns the results dict."""
+    parser = argparse.ArgumentParser(prog="ilf")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", *argv])
+    return run_bench_args(_apply_recipe_defaults(args, {}, _BENCH_DEFAULTS))
+
+
 def run_bench_args(args):
 
     from .methods import expand_methods
