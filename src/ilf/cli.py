@@ -40,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", help="a feedback folder (ilf_config.json + ilf_feedback.safetensors)")
     s.set_defaults(func=cmd_inspect)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a real missing dependency inside an existing module
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return p
 
 
