@@ -8,26 +8,17 @@ the harness records the row as skipped with the reason.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
 
 from .methods import Attachment, Family, Option, Prepared, _float, _int, register_family
+from .peers import _quiet
 
 
-@contextlib.contextmanager
 def _quiet_cache_dit():
     """cache-dit logs INFO lines on every enable and a warning on every disable; keep the bench output readable."""
-    names = [n for n in logging.root.manager.loggerDict if n.startswith(("cache_dit", "CACHE_DIT"))]
-    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
-    for lg, _ in saved:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in saved:
-            lg.setLevel(level)
+    return _quiet(*(n for n in logging.root.manager.loggerDict if n.startswith(("cache_dit", "CACHE_DIT"))))
 
 
 def _import_cache_dit():
