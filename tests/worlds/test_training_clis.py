@@ -38,7 +38,7 @@ def test_checkpoint_resume_restores_model_optimizer_ema_and_step(tmp_path):
 
 def test_fresh_backbones_start_silent_like_dit():
     """adaLN-Zero style init: every block starts as the identity and the output as zero."""
-    x, t = torch.randn(2, 4, 16, 16), torch.tensor([10, 900])
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 900])
     dit = make_transformer("digits")
     assert torch.all(dit(x, timestep=t, class_labels=torch.tensor([1, 2])).sample == 0)
     assert torch.all(dit.transformer_blocks[3].norm1.linear.weight == 0)
@@ -52,7 +52,7 @@ def test_fresh_backbones_start_silent_like_dit():
 def test_digit_backbone_null_class_is_a_real_row_and_matters():
     """DiTPipeline sends class 1000 as the unconditional label: it must index its own (trained) embedding row."""
     model = registry.load_transformer("digits")
-    x, t = torch.randn(2, 4, 16, 16), torch.tensor([300, 300])
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([300, 300])
     out = model(x, timestep=t, class_labels=torch.tensor([3, 1000])).sample
     same = model(x, timestep=t, class_labels=torch.tensor([3, 3])).sample
     assert torch.allclose(out[0], same[0]) and not torch.allclose(out[1], same[1])

@@ -2,9 +2,9 @@
 
 `make_batch(world, indices)` is what a training loop (backbone or ILF feedback) consumes:
 
-    shapes: {"latents": [B, 4, 16, 16], "encoder_hidden_states": [B, L, 384], "encoder_attention_mask": [B, L],
+    shapes: {"latents": [B, 4, 8, 8], "encoder_hidden_states": [B, L, 384], "encoder_attention_mask": [B, L],
              "captions": list[str]}
-    digits: {"latents": [B, 4, 16, 16], "class_labels": [B]}
+    digits: {"latents": [B, 4, 8, 8], "class_labels": [B]}
 
 Latents are the VAE posterior means times `vae.config.scaling_factor` (unit variance, what the transformer
 denoises), so a batch is a pure function of (world, indices, split, seed).
@@ -27,7 +27,7 @@ def _shared_vae() -> AutoencoderKL:
 
 @torch.no_grad()
 def encode_images(vae: AutoencoderKL, images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """Images [B, 3, 32, 32] in [-1, 1] -> scaled latents [B, 4, 16, 16] (posterior mean · scaling_factor)."""
+    """Images [B, 3, 32, 32] in [-1, 1] -> scaled latents [B, 4, 8, 8] (posterior mean · scaling_factor)."""
     p = next(vae.parameters())
     out = [vae.encode(x.to(p.device, p.dtype)).latent_dist.mode() for x in images.split(chunk)]
     return torch.cat(out) * vae.config.scaling_factor

@@ -13,3 +13,14 @@ def transformer(world: str) -> Path:
     if world not in WORLDS:
         raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
     return ASSETS / world / "transformer"
+
+
+def feedback(world: str) -> Path:
+    """The world's shipped trained feedback (an `apply_ilf`-loadable folder), trained by `ilf train --world`."""
+    folder = transformer(world).parent / "feedback"
+    if not (folder / "ilf_config.json").is_file():
+        from ..errors import ILFError
+
+        raise ILFError(f"no shipped feedback for the {world!r} world in this install ({folder} is missing); "
+                       f"train one with `ilf train --world {world} --output-dir DIR` and pass DIR/feedback instead")
+    return folder

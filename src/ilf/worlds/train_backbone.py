@@ -7,7 +7,7 @@ shapes: `PixArtTransformer2DModel` (ada_norm_single, cross-attention to MiniLM t
 digits: `DiTTransformer2DModel` (ada_norm_zero, num_embeds_ada_norm=1000 because `DiTPipeline` hard-codes the null
 class id 1000: the label table has 1001 rows, 0–9 used, 1000 = null).
 
-Both: 16×16×4 VAE latents, patch 4 (16 tokens), inner dim 128, standard ε-prediction MSE on `DDPMScheduler()`'s
+Both: 8×8×4 VAE latents, patch 2 (4×4 = 16 tokens of 16 latent values), inner dim 128, standard ε-prediction MSE on `DDPMScheduler()`'s
 default linear 1000-step schedule, uniform timesteps, 10% condition dropout (caption -> "" / label -> 1000) for
 classifier-free guidance, AdamW with warm-up and cosine decay, EMA weights shipped.
 
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DiTTransformer2DModel, PixArtTransformer2DModel
+from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, PixArtTransformer2DModel
 from diffusers.models.embeddings import LabelEmbedding, TimestepEmbedding
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -44,10 +44,11 @@ NUM_LAYERS = 12
 HEADS, HEAD_DIM = 4, 32  # inner dim 128
 
 
-def make_transformer(world: str):
-    """A freshly initialised 12-block backbone of the world's class (see init_like_dit)."""
+def make_transformer(world: str, latent_size: int = 8):
+    """A freshly initialised 12-block backbone of the world's class (see init_like_dit), 4×4 tokens."""
     common = dict(num_attention_heads=HEADS, attention_head_dim=HEAD_DIM, in_channels=4, out_channels=4,
-                  num_layers=NUM_LAYERS, sample_size=16, patch_size=4, num_embeds_ada_norm=1000)
+                  num_layers=NUM_LAYERS, sample_size=latent_size, patch_size=latent_size // 4,
+                  num_embeds_ada_norm=1000)
     if world == "shapes":
         model = PixArtTransformer2DModel(**common, norm_type="ada_norm_single", caption_channels=text_encoder.WIDTH,
                                          cross_attention_dim=HEADS * HEAD_DIM, use_additional_conditions=False)
@@ -104,7 +105,7 @@ def _shift(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 
 
 def build_pool(world: str, size: int, vae) -> dict[str, torch.Tensor]:
-    """Encode the training pool once. shapes: latents [N,4,16,16], caption_ids [N], states [U,L,384], mask [U,L]."""
+    """Encode the training pool once. shapes: latents [N,4,8,8], caption_ids [N], states [U,L,384], mask [U,L]."""
     if world == "digits":
         x, y = digits.batch(range(digits.size("train")), "train")
         xs = torch.cat([_shift(x, dx, dy) for dx in (-2, 0, 2) for dy in (-2, 0, 2)])  # [9·1437, 3, 32, 32]
@@ -123,11 +124,11 @@ def build_pool(world: str, size: int, vae) -> dict[str, torch.Tensor]:
             "null_states": null_states.half(), "null_mask": null_mask}
 
 
-def load_or_build_pool(world: str, run_dir: Path, size: int) -> dict[str, torch.Tensor]:
+def load_or_build_pool(world: str, run_dir: Path, size: int, vae) -> dict[str, torch.Tensor]:
     f = run_dir / "pool.safetensors"
     if f.exists():
         return load_file(str(f))
-    pool = build_pool(world, size, registry.load_vae())
+    pool = build_pool(world, size, vae)
     save_file({k: v.contiguous() for k, v in pool.items()}, str(f))
     return pool
 
@@ -158,9 +159,9 @@ PREVIEW_PROMPTS = [
 
 
 @torch.no_grad()
-def preview(world: str, model, out_png: Path, seed: int = 0) -> None:
+def preview(world: str, model, vae, out_png: Path, seed: int = 0) -> None:
     """4 samples per condition (rows) through the real pipeline with 20 DPM-Solver++ steps."""
-    pipe = registry.build_pipeline(world, model.eval(), registry.load_vae())
+    pipe = registry.build_pipeline(world, model.eval(), vae)
     g = torch.Generator().manual_seed(seed)
     if world == "shapes":
         ims = pipe(PREVIEW_PROMPTS, num_images_per_prompt=4, generator=g, **registry.CALL_KWARGS["shapes"]).images
@@ -183,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--world", required=True, choices=paths.WORLDS, help="which backbone to train")
     p.add_argument("--run-dir", required=True, help="checkpoints, pool cache, log.jsonl, previews; resumes if present")
     p.add_argument("--out", default=None, help="save_pretrained folder (default: the package's assets/<world>/transformer)")
+    p.add_argument("--vae", default=str(paths.VAE), help="save_pretrained folder of the VAE that makes the latents")
     p.add_argument("--steps", type=int, default=12000, help="optimizer steps in total (a resumed run continues)")
     p.add_argument("--batch-size", type=int, default=64, help="latents per step")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
@@ -206,11 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     run = Path(a.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     out = Path(a.out) if a.out else paths.transformer(a.world)
-    pool = load_or_build_pool(a.world, run, a.pool_size)
+    vae = AutoencoderKL.from_pretrained(a.vae).eval()
+    pool = load_or_build_pool(a.world, run, a.pool_size, vae)
     n = len(pool["latents"])
 
     torch.manual_seed(a.seed)
-    model = make_transformer(a.world).train()
+    model = make_transformer(a.world, latent_size=pool["latents"].shape[-1]).train()
     for m in model.modules():  # DiT's label tables drop labels themselves, independently in each block; we drop
         if isinstance(m, LabelEmbedding):  # once per sample in pool_batch instead (the table keeps its null row)
             m.dropout_prob = 0.0
@@ -232,11 +235,11 @@ def main(argv: list[str] | None = None) -> None:
         rows = perm[torch.arange(pos, pos + a.batch_size) % n]
         gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
         b = pool_batch(a.world, pool, rows, gen, a.cond_dropout)
-        x0 = b["x0"]  # [B, 4, 16, 16]
+        x0 = b["x0"]  # [B, 4, 8, 8]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=gen)
         xt = sched.add_noise(x0, noise, t)
-        pred = model(xt, timestep=t, **b["cond"]).sample  # [B, 4, 16, 16] ε-prediction
+        pred = model(xt, timestep=t, **b["cond"]).sample  # [B, 4, 8, 8] ε-prediction
         loss = F.mse_loss(pred, noise)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
                            "lr": lr_at(step), "sec": round(time.time() - t0)})
             losses = []
         if a.preview_every and (done % a.preview_every == 0 or done == a.steps):
-            preview(a.world, ema.model, run / f"preview_{done:06d}.png")
+            preview(a.world, ema.model, vae, run / f"preview_{done:06d}.png")
 
 
 if __name__ == "__main__":
