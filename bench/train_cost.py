@@ -83,6 +83,10 @@ def run_one(config: str, method: str, steps: int, warmup: int, batch: int) -> di
                 peak_rss_mb=peak_mb, trainable_params=trainable, total_params=total + (0 if method == "finetune" else trainable))
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=["tiny", "pixart-xl-2", "both"], default="both", help="architecture(s)")
@@ -115,7 +119,7 @@ def main(argv=None):
         ref = next(x for x in rows if x["config"] == r["config"] and x["method"] == "multistep")
         r["vs_multistep"] = r["step_s"] / ref["step_s"]
         lines.append(f"| {r['config']} | {r['method']} | {r['step_s']:.3f} | {r['vs_multistep']:.2f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['trainable_params'] / 1e6:.2f} M of {r['total_params'] / 1e6:.1f} M |")
+                     f"{r['peak_rss_mb']:.0f} | {_count(r['trainable_params'])} of {_count(r['total_params'])} |")
     table = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")

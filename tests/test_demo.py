@@ -56,3 +56,31 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
         assert float(secs.group(2)) == pytest.approx(ref_s / float(secs.group(1)), rel=0.06, abs=0.051)
     assert "## Verdict" in report and ("ILF wins" in report or "ILF LOSES" in report or "ILF ties" in report)
     assert "Feedback: trained here with Fast Approximate Distillation" in report
+
+
+def test_verdict_calls_noise_a_tie_and_says_when_ilf_loses():
+    from ilf.demo import verdict
+
+    def row(name, blocks, **metrics):
+        return {"display": name, "block_forwards": blocks, "metrics": metrics}
+
+    rows = [row("plain:12", 144, accuracy=0.95, world_fd=197.2, psnr=39.7),
+            row("ILF ~1.8x", 148, accuracy=0.95, world_fd=195.3, psnr=33.6)]
+    (line,) = verdict(rows, "accuracy")
+    assert "ILF LOSES" in line and "within noise" in line  # a 1 % FD gap is noise; 6 dB PSNR is not
+    rows[1]["metrics"].update(world_fd=150.0, psnr=39.6, accuracy=0.99)
+    (line,) = verdict(rows, "accuracy")
+    assert "ILF wins" in line and "better world_fd" in line and "equal psnr" in line
+
+
+def test_digits_demo_with_the_shipped_feedback(tmp_path):
+    out = tmp_path / "digits"
+    assert main(["demo", "--world", "digits", "--quick", "--pretrained-feedback", "--out", str(out),
+                 "--threads", "1"]) == 0
+    report = (out / "report.md").read_text()
+    assert report.startswith("# ilf demo — the digits world")
+    assert "Feedback: the shipped one" in report and "t_post = none" in report
+    assert "feedback-run" not in {p.name for p in out.iterdir()}  # nothing was trained
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["display"] for r in rows][-2:] == ["ILF ~1.5x", "ILF ~1.8x"]
+    assert all("accuracy" in r["metrics"] for r in rows)

@@ -49,7 +49,8 @@ def cmd_generate(args) -> int:
     if args.cache:
         location, c, k = args.cache.split(":")
         apply_cache(pipe, CacheConfig(location, int(c), int(k)))
-    call.update(num_inference_steps=args.steps or call.get("num_inference_steps", 20))
+    default_steps = 10 if args.feedback else call.get("num_inference_steps", 20)  # ILF's 1.7x setting: 10 steps
+    call.update(num_inference_steps=args.steps or default_steps)
     if args.guidance is not None:
         call["guidance_scale"] = args.guidance
     is_dit = type(pipe).__name__ == "DiTPipeline"
@@ -95,7 +96,7 @@ def register(sub) -> None:
     p.add_argument("--feedback-steps", help="override the feedback's schedule, e.g. outer:2, skip-inner:8, all")
     p.add_argument("--t-post", choices=["none", "uniform", "rescale", "anneal"], help="override the feedback's t_post")
     p.add_argument("--cache", help="the paper's cache instead, as LOCATION:BLOCKS:REFRESH, e.g. inner:18:3")
-    p.add_argument("--steps", type=int, help="denoising steps (default: 20, or 10 sensible with a feedback)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: 10 with --feedback, the paper's ILF setting; else 20)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the pipeline's)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

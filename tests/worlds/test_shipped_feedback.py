@@ -1,0 +1,35 @@
+"""The feedback shipped with each world: it loads onto the world's pipeline, was trained, and `ilf generate` uses it."""
+
+import pytest
+import torch
+
+from ilf import apply_ilf, count_block_forwards, remove_ilf
+from ilf.cli import main
+from ilf.feedback import read_feedback
+from ilf.worlds import paths, registry
+
+
+@pytest.mark.parametrize("world", paths.WORLDS)
+def test_shipped_feedback_is_trained_and_changes_ten_step_samples(world):
+    folder = paths.feedback(world)
+    meta, _ = read_feedback(folder)  # verifies the checksum
+    assert tuple(meta["loop"]) == (3, 8)  # the middle of 12 blocks, the paper's 8–19 of 28 scaled
+    pipe = registry.load_pipeline(world)
+    kw = {**registry.CALL_KWARGS[world], "num_inference_steps": 10, "output_type": "np"}
+    inputs = {"prompt": ["a small green triangle on the left"]} if world == "shapes" else {"class_labels": [7]}
+    plain = pipe(**inputs, generator=torch.Generator().manual_seed(0), **kw).images
+    apply_ilf(pipe, folder)
+    scales = pipe.transformer.ilf_feedback.scales
+    assert scales.abs().min() > 0  # every loop block learned a non-zero feedback strength
+    with count_block_forwards(pipe) as counter:
+        ilf = pipe(**inputs, generator=torch.Generator().manual_seed(0), **kw).images
+    assert counter.total == 10 * 12 + 4 * (6 + 1)  # feedback on the outer 2 + 2 steps: 6 loop blocks + F
+    assert abs(ilf - plain).max() > 1e-3
+    remove_ilf(pipe)
+
+
+def test_generate_with_the_shipped_feedback(tmp_path, capsys):
+    assert main(["generate", "--world", "digits", "--feedback", "shipped", "--class-id", "3", "8",
+                 "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000-class3.png", "001-class8.png"]
+    assert "10 steps, 148 block forwards" in capsys.readouterr().out
