@@ -20,7 +20,7 @@ from pathlib import Path
 # Per world: the inner loop (paper: 8–19 of 28 blocks, scaled to our 12), the feedback training run, and the
 # ILF rows' t_post — chosen by bench/world_study.py on each world (see the README's "Embedded worlds").
 WORLD_SETTINGS = {
-    "shapes": dict(loop=(3, 8), steps=200, quick_steps=8, lr=1e-3, batch=32, images=16, quick_images=4,
+    "shapes": dict(loop=(3, 8), steps=200, quick_steps=8, lr=1e-3, batch=32, images=32, quick_images=4,
                    t_post="none"),
     "digits": dict(loop=(3, 8), steps=200, quick_steps=8, lr=1e-3, batch=32, images=50, quick_images=4,
                    t_post="none"),
@@ -220,7 +220,7 @@ def register(sub) -> None:
     p.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"), help="inner loop blocks (default: 3 8)")
     p.add_argument("--t-post", choices=["none", "uniform", "rescale", "anneal"],
                    help="post-feedback timestep of the ILF rows (default: the world's, from bench/world_study.py)")
-    p.add_argument("--num-images", type=int, help="images per method (default: 16 shapes / 50 digits; 4 with --quick)")
+    p.add_argument("--num-images", type=int, help="images per method (default: 32 shapes / 50 digits; 4 with --quick)")
     p.add_argument("--repeats", type=int, help="timing rounds, median reported (default: 3; 1 with --quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of training and generation (default: 0)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
