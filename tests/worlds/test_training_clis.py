@@ -36,6 +36,27 @@ def test_checkpoint_resume_restores_model_optimizer_ema_and_step(tmp_path):
     assert _checkpoint.resume(tmp_path / "none", model2, opt2) == 0
 
 
+def test_a_save_killed_halfway_keeps_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    _checkpoint.save(tmp_path, 3, model, opt)
+    saved = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+
+    def die(*args, **kwargs):  # the weights are written, then the process dies before the optimizer state
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_checkpoint.torch, "save", die)
+    with pytest.raises(KeyboardInterrupt):
+        _checkpoint.save(tmp_path, 4, model, opt)
+    monkeypatch.undo()
+    model2 = torch.nn.Linear(4, 4)
+    assert _checkpoint.resume(tmp_path, model2, torch.optim.AdamW(model2.parameters(), lr=1e-2)) == 3
+    assert torch.equal(model2.weight, saved)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]  # no half-written folder left behind
+
+
 def test_fresh_backbones_start_silent_like_dit():
     """adaLN-Zero style init: every block starts as the identity and the output as zero."""
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 900])

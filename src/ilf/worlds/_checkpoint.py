@@ -1,19 +1,23 @@
 """Resumable training state for the worlds' training CLIs (VAE, backbones, evaluators).
 
-A run directory holds `model.safetensors` (+ `ema.safetensors`), `optimizer.pt` (tensors and plain numbers only,
-read back with `torch.load(weights_only=True)`) and `state.json` (step, config). Files are written to a temporary
-name and renamed, so a run killed mid-save keeps its previous checkpoint.
+A run directory holds `checkpoint/` with `model.safetensors` (+ `ema.safetensors`), `optimizer.pt` (tensors and
+plain numbers only, read back with `torch.load(weights_only=True)`) and `state.json` (step, config). The folder is
+written beside the old one and swapped in with one rename (`ilf.io.atomic_dir`), so a run killed mid-save keeps
+its previous checkpoint whole — never a model of one step with the optimizer state of another.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..io import atomic_dir
+
+CHECKPOINT = "checkpoint"  # the run directory's sub-folder that holds one complete training state
 
 
 class EMA:
@@ -34,25 +38,18 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save(run_dir: str | Path, step: int, model, optimizer, ema: EMA | None = None, info: dict | None = None) -> None:
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    _atomic(run / "model.safetensors", lambda p: save_file(_state(model), str(p)))
-    if ema is not None:
-        _atomic(run / "ema.safetensors", lambda p: save_file(_state(ema.model), str(p)))
-    _atomic(run / "optimizer.pt", lambda p: torch.save(optimizer.state_dict(), p))
-    _atomic(run / "state.json", lambda p: p.write_text(json.dumps({"step": step, **(info or {})}, indent=1)))
+    with atomic_dir(Path(run_dir) / CHECKPOINT) as tmp:
+        save_file(_state(model), str(tmp / "model.safetensors"))
+        if ema is not None:
+            save_file(_state(ema.model), str(tmp / "ema.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **(info or {})}, indent=1))
 
 
 def resume(run_dir: str | Path, model, optimizer, ema: EMA | None = None) -> int:
     """Load the checkpoint in `run_dir` if there is one; returns the step to continue from (0 if none)."""
-    run = Path(run_dir)
+    run = Path(run_dir) / CHECKPOINT
     if not (run / "state.json").exists():
         return 0
     model.load_state_dict(load_file(str(run / "model.safetensors")))
