@@ -48,6 +48,10 @@ class SchedulerClock:
     def __init__(self, get_scheduler: Callable[[], object]):
         self._get_scheduler = get_scheduler
 
+    def scheduler(self):
+        """The scheduler the calls follow now (the pipeline's current one)."""
+        return self._get_scheduler()
+
     def locate(self, timestep) -> StepInfo:
         sched = self._get_scheduler()
         if sched is None or getattr(sched, "timesteps", None) is None:

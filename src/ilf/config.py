@@ -40,6 +40,13 @@ class ILFConfig:
         init: how a new feedback block starts: `"copy"` (weights of backbone block `init_block`) or
             `"fresh"` (the block class's own initialisation). Scales always start at zero.
         init_block: the backbone block copied by `init="copy"`; defaults to `e`.
+        rerun_loop: `True` (ILF): re-run blocks b..e with the scaled feedback added. `False` is the control of
+            the same size without an inner loop: the feedback's output is added once to `f_e`
+            (`h_e = f_e + s_b · F(f_e)`), costing one block forward per feedback step instead of m + 1.
+        num_inference_steps, scheduler, guidance_scale: the inference schedule a feedback was trained for
+            (trajectory distillation records them; `None` = not trained for a particular schedule).
+            `apply_ilf` keeps them as the run's defaults and warns once when a run uses another step count
+            or scheduler class.
     """
 
     loop: tuple[int, int] = (8, 19)
@@ -49,6 +56,10 @@ class ILFConfig:
     anneal_floor: float = 10.0
     init: str = "copy"
     init_block: int | None = None
+    rerun_loop: bool = True
+    num_inference_steps: int | None = None
+    scheduler: str | None = None
+    guidance_scale: float | None = None
 
     def __post_init__(self):
         loop = tuple(self.loop)
@@ -75,11 +86,25 @@ class ILFConfig:
             raise ILFError(f"init={self.init!r} is unknown; choose one of {INIT_MODES}")
         if self.init_block is not None and (not isinstance(self.init_block, int) or self.init_block < 0):
             raise LoopRangeError(f"init_block must be a block index >= 0, got {self.init_block!r}")
+        if not isinstance(self.rerun_loop, bool):
+            raise ILFError(f"rerun_loop must be True (ILF) or False (the no-loop control), got {self.rerun_loop!r}")
+        n = self.num_inference_steps
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ScheduleError(f"num_inference_steps must be a positive int or None, got {n!r}")
+        if self.scheduler is not None and not isinstance(self.scheduler, str):
+            raise ScheduleError(f"scheduler must be a diffusers scheduler class name or None, got {self.scheduler!r}")
+        if self.guidance_scale is not None and not self.guidance_scale >= 0:
+            raise ScheduleError(f"guidance_scale must be >= 0 or None, got {self.guidance_scale!r}")
 
     @property
     def loop_len(self) -> int:
         """m, the number of blocks in the loop."""
         return self.loop[1] - self.loop[0] + 1
+
+    @property
+    def extra_blocks(self) -> int:
+        """Block forwards a feedback step adds to a plain one: the loop and F (m + 1), or F alone (control)."""
+        return self.loop_len + 1 if self.rerun_loop else 1
 
     def check_model(self, num_blocks: int) -> None:
         """Raise `LoopRangeError` unless the loop (and init block) fit a model of `num_blocks` blocks."""

@@ -20,6 +20,7 @@ Without feedback on a call (a skipped step, or `ilf_feedback=False`) every hook 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -115,6 +116,7 @@ class ILFRuntime:
         self.state: ForwardState | None = None
         self._hooked: list[tuple[nn.Module, str]] = []
         self._plans: dict[int, frozenset[int]] = {}
+        self.warned_off_schedule = False
 
     # ---- attach / detach ----
     def attach(self) -> "ILFRuntime":
@@ -163,6 +165,22 @@ class ILFRuntime:
             num_train_timesteps=step.num_train_timesteps, floor=c.anneal_floor,
         )
 
+    def warn_if_off_schedule(self, step: StepInfo) -> None:
+        """Warn once per attach when a run leaves the schedule the feedback was trained for."""
+        c, sched = self.config, self.clock.scheduler() if self.clock is not None else None
+        problems = []
+        if c.num_inference_steps is not None and step.num_steps != c.num_inference_steps:
+            problems.append(f"{step.num_steps} steps (trained for {c.num_inference_steps})")
+        if c.scheduler is not None and sched is not None and type(sched).__name__ != c.scheduler:
+            problems.append(f"{type(sched).__name__} (trained with {c.scheduler})")
+        if problems and not self.warned_off_schedule:
+            self.warned_off_schedule = True
+            warnings.warn(
+                f"this feedback runs with {' and '.join(problems)}; it still works, but it was trained for "
+                f"the other schedule. Call the pipeline with num_inference_steps={c.num_inference_steps} "
+                "and its trained scheduler for the quality it was trained for.", stacklevel=4,
+            )
+
     # ---- per call ----
     def begin_call(self, args: tuple, kwargs: dict, t_post=None, feedback: bool | None = None) -> None:
         inputs = self.adapter.call_inputs(self.model, args, kwargs)
@@ -179,6 +197,7 @@ class ILFRuntime:
                 t_post = self.post_timestep_for(step)
         elif self.clock is not None:
             step = self.clock.locate(t)
+            self.warn_if_off_schedule(step)
             on = step.index in self.feedback_plan(step.num_steps)
             if on:
                 t_post = t if self.config.t_post == "none" else self.post_timestep_for(step)
@@ -199,6 +218,8 @@ class ILFRuntime:
         cond_t = {k: v for k, v in call.items() if k != "hidden_states"}  # t's time + text/class conditioning
         f_feed = fb(f_e, **cond_t)  # [B, L, D]
         post = {**cond_t, **self.adapter.post_block_kwargs(self.model, st)}  # t_post conditioning
+        if not self.config.rerun_loop:  # the no-loop control: F's output added once to f_e
+            return f_e + fb.scales[0].to(f_e.dtype) * f_feed.to(f_e.dtype)
         blocks = self.adapter.blocks(self.model)
         h = st.loop_input  # f_{b-1,t}: [B, L, D]
         st.in_loop = True

@@ -139,15 +139,17 @@ def predicted_block_forwards(
     feedback_plan: str | Sequence[int] = "none",
     cached_blocks: int = 0,
     refresh_every: int = 1,
+    rerun_loop: bool = True,
 ) -> int:
     """Block forwards a configuration costs (paper §4.2): the latency proxy of Tables 1–3 and 6.
 
-    A plain step costs N. A feedback step adds the loop (e − b + 1) and the feedback block (1). A cached
-    step of the caching baseline skips its `cached_blocks`.
+    A plain step costs N. A feedback step adds the loop (e − b + 1) and the feedback block (1); the no-loop
+    control (`rerun_loop=False`) adds the feedback block only. A cached step of the caching baseline skips
+    its `cached_blocks`.
     """
     total = num_blocks * num_steps
     if loop is not None:
-        m = loop[1] - loop[0] + 1
+        m = loop[1] - loop[0] + 1 if rerun_loop else 0
         total += len(feedback_steps(feedback_plan, num_steps)) * (m + 1)
     if cached_blocks:
         cached_steps = num_steps - len(cache_refresh_steps(num_steps, refresh_every))
