@@ -133,9 +133,9 @@ def _cfg_other_backbone(tiny_world, out):
 
 
 def test_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path, monkeypatch):
-    import ilf.train.trainer as trainer
+    import ilf.train.fad as fad
 
-    real = trainer.ilf_loss
+    real = fad.ilf_loss
     calls = {"n": 0}
 
     def poisoned(*a, **k):
@@ -145,7 +145,7 @@ def test_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint(tiny_w
             terms.total = terms.total * float("nan")
         return terms
 
-    monkeypatch.setattr(trainer, "ilf_loss", poisoned)
+    monkeypatch.setattr(fad, "ilf_loss", poisoned)
     out = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 4.*step-00000002"):
         train(_cfg(tiny_world, out, max_steps=6, checkpoint_every=2))

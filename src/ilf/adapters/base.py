@@ -26,6 +26,9 @@ class BackboneAdapter:
     compute_marker: ClassVar[str] = "norm1"
     # Config fields that must match for a feedback to fit a backbone.
     structure_keys: ClassVar[tuple[str, ...]] = ()
+    # How the family's pipeline batches classifier-free guidance in one model call: PixArt puts the
+    # unconditional half first (`cat([negative, prompt])`), DiT second (`cat([labels, null])`).
+    cfg_uncond_first: ClassVar[bool] = True
 
     # ---- structure ----
     def blocks(self, model: nn.Module) -> nn.ModuleList:

@@ -105,8 +105,10 @@ class CheckpointHooks:
             self.ema.load_state_dict({**meta, "shadow_params": shadow})
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep: int) -> Path:
-    """All processes call this. Writes `step-…` atomically and keeps the newest `keep` checkpoints."""
+def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep: int, write_extra=None) -> Path:
+    """All processes call this. Writes `step-…` atomically and keeps the newest `keep` checkpoints.
+
+    `write_extra(folder)` (main process) adds the objective's own files, e.g. the rollout buffer."""
     final = checkpoint_dir(output_dir, step)
     tmp = final.with_name(f".{final.name}.tmp")
     if accelerator.is_main_process:
@@ -116,6 +118,8 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if write_extra is not None:
+            write_extra(tmp)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks the folder complete
         for f in tmp.iterdir():
             with open(f, "rb") as fh:

@@ -15,7 +15,7 @@ PRESETS = {
     # The embedded worlds: small backbones learn fast; a few hundred steps on a CPU.
     "world": dict(lr=1e-4, batch_size=32, max_steps=300),
 }
-DISTILL_MODES = ("fad", "none", "multistep")
+DISTILL_MODES = ("fad", "trajectory", "multistep", "none")
 
 
 @dataclass
@@ -35,9 +35,15 @@ class TrainConfig:
     t_post: str = "none"  # student's post-feedback conditioning in training (gap = t − t/2)
     feedback_steps: str = "outer:2"  # default inference schedule written into the adapter
     inference_t_post: str = "rescale"
+    rerun_loop: bool = True  # False: the same-size control without an inner loop
     # objective
     distill: str = "fad"
-    teacher_steps: int = 8
+    teacher_steps: int | None = None  # multistep: 8; trajectory: 2 × student_steps
+    student_steps: int = 10  # trajectory: the inference step count the feedback is trained for
+    guidance_scale: float | None = None  # trajectory: default the world's / the pipeline's own
+    scheduler: str | None = None  # a diffusers scheduler class replacing the pipeline's (same noise schedule)
+    rollout_every: int = 100
+    rollout_size: int = 256
     diffusion_weight: float = 1.0
     distill_weight: float = 1.0
     caption_dropout: float = 0.1
@@ -81,8 +87,15 @@ class TrainConfig:
             raise ILFError("--pipeline needs --data (an image folder, class folders, or shards from `ilf precompute`)")
         if self.distill not in DISTILL_MODES:
             raise ILFError(f"--distill must be one of {DISTILL_MODES}, got {self.distill!r}")
-        if self.teacher_steps < 1:
+        if self.teacher_steps is None and self.distill == "multistep":
+            self.teacher_steps = 8
+        if self.teacher_steps is not None and self.teacher_steps < 1:
             raise ILFError("--teacher-steps must be >= 1")
+        if self.student_steps < 1 or self.rollout_every < 1 or self.rollout_size < 1:
+            raise ILFError("--student-steps, --rollout-every and --rollout-size must be >= 1")
+        if self.distill == "trajectory" and self.teacher_steps is not None and self.teacher_steps <= self.student_steps:
+            raise ILFError(f"--teacher-steps {self.teacher_steps} must exceed --student-steps {self.student_steps}: "
+                           "the teacher is the finer-grid path (default 2 × student steps)")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ILFError("--mixed-precision must be no, fp16 or bf16")
         if self.backbone_dtype not in ("fp32", "fp16", "bf16"):

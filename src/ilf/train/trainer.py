@@ -1,7 +1,10 @@
-"""The training loop: Fast Approximate Distillation of a feedback on a frozen backbone, through accelerate.
+"""The training loop: a feedback on a frozen backbone, through accelerate.
 
 Shape of the loop (accelerate's nlp_example / PixArt's train.py idiom): `accelerator.accumulate`, clip and
-step under `sync_gradients`, `accelerator.gather` for logging, `save_state`/`load_state` for resume.
+step under `sync_gradients`, `accelerator.gather` for logging, `save_state`/`load_state` for resume. What is
+minimised is an *objective* object: trajectory distillation (`trajectory.py`) or the data-driven FAD /
+multistep / none (`fad.py`). Each draws its micro-batch as a pure function of (seed, step, micro, rank) and
+saves what it needs beside each checkpoint, so a resumed run ends bit-identical.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ from ..pipeline import apply_ilf
 from ..schedule import loop_ratio
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import StepSampler, open_source, read_batch
-from .encode import Encoder, drop_conditions, model_kwargs, stack_encoded, vae_scale
-from .objective import ilf_loss
+from .data import StepSampler, open_source
+from .encode import Encoder, vae_scale
 
 logger = logging.getLogger("ilf.train")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -62,9 +64,26 @@ def load_pipeline(cfg: TrainConfig, encoded_data: bool):
     return DiffusionPipeline.from_pretrained(cfg.pipeline, dtype=DTYPES[cfg.backbone_dtype], **skip)
 
 
-def _ilf_config(cfg: TrainConfig) -> ILFConfig:
-    return ILFConfig(loop=cfg.loop, init=cfg.init, init_block=cfg.init_block,
-                     feedback_steps=cfg.feedback_steps, t_post=cfg.inference_t_post)
+def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig:
+    schedule = {}
+    if cfg.distill == "trajectory":  # trained for one inference schedule: record it in the adapter
+        schedule = dict(num_inference_steps=cfg.student_steps, scheduler=type(pipe.scheduler).__name__,
+                        guidance_scale=float(resolve_guidance(cfg, pipe)))
+    return ILFConfig(loop=cfg.loop, init=cfg.init, init_block=cfg.init_block, rerun_loop=cfg.rerun_loop,
+                     feedback_steps=cfg.feedback_steps, t_post=cfg.inference_t_post, **schedule)
+
+
+def use_scheduler(pipe, name: str | None) -> None:
+    """Swap the pipeline's scheduler for the diffusers class `name`, keeping its noise schedule."""
+    if name is None:
+        return
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not hasattr(cls, "from_config") or not name.endswith("Scheduler"):
+        raise ILFError(f"--scheduler {name!r} is not a diffusers scheduler class (e.g. DPMSolverMultistepScheduler, "
+                       "UniPCMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler)")
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -80,6 +99,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     source = open_source(cfg.data, cfg.data_type, cfg.resolution, cfg.world, cfg.seed)
     pipe = load_pipeline(cfg, source.encoded)
+    use_scheduler(pipe, cfg.scheduler)
     model = pipe.transformer
     if (source.kind == "text") != (model.config.get("caption_channels") is not None):
         raise ILFError(f"{source.kind}-conditioned data do not fit {type(model).__name__}: captions need a "
@@ -89,7 +109,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     pipe.to(accelerator.device)
     model.requires_grad_(False).eval()  # frozen; eval also keeps DiT's label embedding from dropping labels
     adapter = get_adapter(model)
-    ilf_cfg = _ilf_config(cfg)
+    ilf_cfg = _ilf_config(cfg, pipe)
     fingerprint = adapter.fingerprint(model)
 
     resume_dir = ckpt.resolve_resume(cfg.output_dir, cfg.resume)
@@ -117,9 +137,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     ddp_model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ckpt.CheckpointHooks(accelerator, feedback, ema)
 
-    start_step, skipped = 0, [0]
+    skipped = [0]
+    objective = build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per_device, accum, skipped)
+    start_step = 0
     if resume_dir is not None:
         accelerator.load_state(str(resume_dir))
+        objective.restore(resume_dir)
         start_step, skipped[0] = state["step"], state["skipped_samples"]
         accelerator.print(f"resumed from {resume_dir} at step {start_step}")
     if accelerator.is_main_process:
@@ -128,49 +151,29 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.report_to != "none":
         accelerator.init_trackers("ilf", config={k: v for k, v in cfg.to_dict().items()
                                                  if isinstance(v, (int, float, str, bool))})
-
-    from diffusers import DDPMScheduler
-
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # the backbone's training schedule
-    horizon = noise_scheduler.config.num_train_timesteps
-    sampler = StepSampler(size=len(source) if getattr(source, "bounded", True) else None, per_device=per_device,
-                          processes=world_size, rank=rank, accumulation=accum, seed=cfg.seed)
-    max_len = cfg.max_sequence_length
-    if max_len is None and cfg.world is not None:
-        from ..worlds.registry import CALL_KWARGS
-
-        max_len = CALL_KWARGS[cfg.world].get("max_sequence_length")
-    encoder = None if source.encoded else Encoder(pipe, source.kind, max_len)
-    null_text = None
-    if source.kind == "text":
-        null_text = source.null_text() if source.encoded else encoder.null_text()
-    null_class = model.config.get("num_embeds_ada_norm") or 1000
-    k = loop_ratio(ilf_cfg.loop_len, len(adapter.blocks(model)), "m/n")
     log_path = cfg.output_dir / "train_log.jsonl"
 
-    def batch_for(step: int, micro: int) -> dict:
-        samples = read_batch(source, sampler.micro_batch(step, micro), skipped)
-        batch = stack_encoded(samples, accelerator.device) if source.encoded else encoder.encode(samples)
-        g = ckpt.rank_generator(cfg.seed, step, micro, rank)
-        p = cfg.caption_dropout if source.kind == "text" else cfg.class_dropout
-        batch = drop_conditions(batch, p, g, null_text, null_class)
-        x0 = batch["latents"].float()
-        noise = torch.randn(x0.shape, generator=g).to(x0.device)
-        t = torch.randint(1, horizon, (x0.shape[0],), generator=g).to(x0.device)
-        return dict(cond=model_kwargs(model, batch), x0=x0, noise=noise, t=t)
+    def write_log(record: dict) -> None:
+        if accelerator.is_main_process:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
-    bar = tqdm(total=total_steps, initial=start_step, desc="ilf train", disable=not (cfg.progress and accelerator.is_local_main_process))
+    prep = objective.prepare()  # e.g. the trajectory teacher's paths: logged with their cost
+    if prep:
+        write_log({"step": start_step, "event": "prepare", **prep})
+
+    bar = tqdm(total=total_steps, initial=start_step, desc=f"ilf train ({cfg.distill})",
+               disable=not (cfg.progress and accelerator.is_local_main_process))
     last, t0, imgs = {}, time.perf_counter(), 0
     for step in range(start_step, total_steps):
+        refreshed = objective.refresh(step)  # e.g. the student's rollout buffer, every K iterations
+        if refreshed:
+            write_log({"step": step, "event": "rollout", **refreshed})
         sums = torch.zeros(3, device=accelerator.device)  # total, diffusion, distill over micro-batches
         for micro in range(accum):
-            b = batch_for(step, micro)
             with accelerator.accumulate(ddp_model):
                 with accelerator.autocast():
-                    terms = ilf_loss(ddp_model, b["cond"], b["x0"], b["noise"], b["t"], noise_scheduler,
-                                     distill=cfg.distill, teacher_steps=cfg.teacher_steps,
-                                     diffusion_weight=cfg.diffusion_weight, distill_weight=cfg.distill_weight,
-                                     t_post=cfg.t_post, loop_ratio=k)
+                    terms, n_images = objective.loss(ddp_model, step, micro)
                 finite = torch.isfinite(terms.total.detach()).float()
                 if accelerator.gather(finite.reshape(1)).min() < 1:  # every rank stops together
                     _stop_non_finite(cfg, step, terms)
@@ -181,14 +184,14 @@ def train(cfg: TrainConfig) -> TrainResult:
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             sums += torch.stack([terms.total.detach(), terms.diffusion, terms.distill]) / accum
-            imgs += b["x0"].shape[0] * world_size
+            imgs += n_images * world_size
         if ema is not None:
             ema.step(feedback.parameters())
         done = step + 1
         mean = accelerator.gather(sums.reshape(1, 3)).mean(0)
         last = {"loss": float(mean[0]), "loss_diffusion": float(mean[1]), "loss_distill": float(mean[2])}
         rate = imgs / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix(loss=f"{last['loss']:.4f}", distill=f"{last['loss_distill']:.4f}", img_s=f"{rate:.1f}")
+        bar.set_postfix(loss=f"{last['loss']:.4g}", distill=f"{last['loss_distill']:.4g}", img_s=f"{rate:.1f}")
         bar.update(1)
         if done % cfg.log_every == 0 or done == total_steps:
             record = {"step": done, **last, "lr": lr_scheduler.get_last_lr()[0], "img_per_s": rate,
@@ -197,13 +200,13 @@ def train(cfg: TrainConfig) -> TrainResult:
             if cfg.report_to != "none":
                 accelerator.log({k_: v for k_, v in record.items() if k_ != "scales"}
                                 | {f"scale/{i}": s for i, s in enumerate(record["scales"])}, step=done)
-            if accelerator.is_main_process:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+            write_log(record)
         if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == total_steps):
             state = {"step": done, "skipped_samples": skipped[0], "ilf_config": ilf_cfg.to_dict(),
-                     "fingerprint": fingerprint, "world_size": world_size, "batch_size": cfg.batch_size}
-            ckpt.save_checkpoint(accelerator, cfg.output_dir, done, state, cfg.keep_checkpoints)
+                     "fingerprint": fingerprint, "world_size": world_size, "batch_size": cfg.batch_size,
+                     "distill": cfg.distill}
+            ckpt.save_checkpoint(accelerator, cfg.output_dir, done, state, cfg.keep_checkpoints,
+                                 write_extra=objective.save)
         if cfg.validate_every and done % cfg.validate_every == 0 and accelerator.is_main_process:
             from .validation import save_validation_grid
 
@@ -223,12 +226,58 @@ def train(cfg: TrainConfig) -> TrainResult:
             ema.store(feedback.parameters())
             ema.copy_to(feedback.parameters())
         extra = {"train": {"steps": total_steps, "distill": cfg.distill, "final_loss": last,
-                           "skipped_samples": skipped[0]}}
+                           "skipped_samples": skipped[0], **({"cost": objective.cost} if getattr(
+                               objective, "cost", None) else {})}}
         write_feedback(feedback_dir, model, feedback, ilf_cfg, extra=extra)
         if ema is not None:
             ema.restore(feedback.parameters())
     accelerator.end_training()
     return TrainResult(cfg.output_dir, feedback_dir, total_steps, skipped[0], last, accelerator.is_main_process)
+
+
+def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per_device, accum, skipped):
+    """The objective the loop minimises: trajectory distillation, or one of the data-driven ones."""
+    max_len = cfg.max_sequence_length
+    if max_len is None and cfg.world is not None:
+        from ..worlds.registry import CALL_KWARGS
+
+        max_len = CALL_KWARGS[cfg.world].get("max_sequence_length")
+    encoder = None if source.encoded else Encoder(pipe, source.kind, max_len)
+    null_text = None
+    if source.kind == "text":
+        null_text = source.null_text() if source.encoded else encoder.null_text()
+    null_class = model.config.get("num_embeds_ada_norm") or 1000
+    if cfg.distill == "trajectory":
+        from .trajectory import build_trajectory
+
+        return build_trajectory(cfg, pipe, model, adapter, runtime, source, encoder, null_text, null_class,
+                                accelerator, per_device, resolve_guidance(cfg, pipe), skipped)
+    from diffusers import DDPMScheduler
+
+    from .fad import DataObjective
+
+    world_size = accelerator.num_processes
+    sampler = StepSampler(size=len(source) if getattr(source, "bounded", True) else None, per_device=per_device,
+                          processes=world_size, rank=accelerator.process_index, accumulation=accum, seed=cfg.seed)
+    k = loop_ratio(runtime.config.loop_len, len(adapter.blocks(model)), "m/n")
+    return DataObjective(cfg=cfg, model=model, source=source, sampler=sampler, encoder=encoder,
+                         noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),  # the training schedule
+                         null_text=null_text, null_class=null_class, loop_ratio=k, accelerator=accelerator,
+                         skipped=skipped)
+
+
+def resolve_guidance(cfg: TrainConfig, pipe) -> float:
+    """--guidance-scale, else the world's, else the pipeline class's own default (PixArt 4.5, DiT 4.0)."""
+    if cfg.guidance_scale is not None:
+        return cfg.guidance_scale
+    if cfg.world is not None:
+        from ..worlds.registry import CALL_KWARGS
+
+        return CALL_KWARGS[cfg.world]["guidance_scale"]
+    import inspect
+
+    param = inspect.signature(type(pipe).__call__).parameters.get("guidance_scale")
+    return float(param.default) if param is not None and param.default is not inspect.Parameter.empty else 1.0
 
 
 def _stop_non_finite(cfg: TrainConfig, step: int, terms) -> None:

@@ -1,0 +1,170 @@
+"""Guided sampling paths driven by the pipeline's own scheduler: what trajectory distillation trains on.
+
+A *path* is one guided N-step run of a diffusers scheduler from a fixed noise, batched the way PixArt and DiT
+pipelines batch classifier-free guidance (cond and uncond in one model call). It records, for every step k,
+the state `x_k` the scheduler held before the step and the guided model output `eps_k` it was given:
+
+    states:  [S, N, C, H, W]   x_0 (= noise · init_noise_sigma) … x_{N-1}
+    outputs: [S, N, C, H, W]   the guided prediction passed to `scheduler.step` at step k
+    final:   [S, C, H, W]      the scheduler's last `prev_sample` (the latents the pipeline decodes)
+
+`replay(...)` rebuilds a fresh scheduler's state just before step k from the recorded (state, output) pairs,
+so that one more `scheduler.step` — with a prediction that carries gradients — is the solver's exact update,
+multistep history and lower-order first/last steps included. No solver coefficient is written here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..clock import StepInfo
+from ..errors import ILFError
+from .encode import model_kwargs
+from .objective import prediction_part
+
+
+@dataclass
+class Conditions:
+    """Per-sample conditioning in the transformer's keyword names, plus the unconditional one.
+
+    cond: {"class_labels": [S]} or {"encoder_hidden_states": [S, L, D], "encoder_attention_mask": [S, L]};
+    null: the same keys with batch 1 (DiT's null class, PixArt's empty-caption embedding).
+    """
+
+    cond: dict
+    null: dict
+
+    def __len__(self) -> int:
+        return next(iter(self.cond.values())).shape[0]
+
+    def take(self, index) -> "Conditions":
+        return Conditions({k: v[index] for k, v in self.cond.items()}, self.null)
+
+    def to(self, device) -> "Conditions":
+        return Conditions({k: v.to(device) for k, v in self.cond.items()},
+                          {k: v.to(device) for k, v in self.null.items()})
+
+
+def guided_call_kwargs(model, adapter, x: torch.Tensor, conds: Conditions, guidance_scale: float):
+    """(model input [2B or B, C, H, W], conditioning kwargs) batched as the family's pipeline batches CFG."""
+    if guidance_scale <= 1.0:
+        return x, model_kwargs(model, {"latents": x, **conds.cond})
+    n = x.shape[0]
+    null = {k: v.expand(n, *v.shape[1:]) for k, v in conds.null.items()}
+    pair = (null, conds.cond) if adapter.cfg_uncond_first else (conds.cond, null)
+    both = {k: torch.cat([pair[0][k], pair[1][k]]) for k in conds.cond}
+    x2 = torch.cat([x, x])
+    return x2, model_kwargs(model, {"latents": x2, **both})
+
+
+def guided_prediction(model, adapter, x, t, conds: Conditions, guidance_scale: float, channels: int,
+                      **ilf_kwargs) -> torch.Tensor:
+    """The guided noise prediction [B, C, H, W] that the pipeline passes to `scheduler.step` at timestep t."""
+    xin, kwargs = guided_call_kwargs(model, adapter, x, conds, guidance_scale)
+    timestep = torch.as_tensor(t, device=x.device).reshape(1).expand(xin.shape[0])
+    dtype = next(model.parameters()).dtype  # the backbone's (a bf16 backbone takes bf16 latents, as in its pipeline)
+    out = model(xin.to(dtype), timestep=timestep, **kwargs, **ilf_kwargs).sample
+    out = prediction_part(out, channels).to(x.dtype)
+    if guidance_scale <= 1.0:
+        return out
+    first, second = out.chunk(2)
+    uncond, cond = (first, second) if adapter.cfg_uncond_first else (second, first)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+def new_scheduler(template, num_steps: int, device=None):
+    """A fresh scheduler of the template's class and config, with `num_steps` timesteps set."""
+    if getattr(template, "order", 1) != 1:
+        raise ILFError(
+            f"{type(template).__name__} calls the model {template.order} times per step; trajectory "
+            "distillation needs one model call per step (DPM-Solver++, UniPC, DDIM, Euler, …): pass "
+            "--scheduler DPMSolverMultistepScheduler or train with the pipeline's default scheduler"
+        )
+    sched = type(template).from_config(template.config)
+    sched.set_timesteps(num_steps, device=device)
+    return sched
+
+
+def step_info(sched, k: int) -> StepInfo:
+    """The schedule position of step k, as the runtime's clock reports it during inference."""
+    ts = sched.timesteps
+    n = len(ts)
+    return StepInfo(index=k, num_steps=n, t=float(ts[k]), t_next=float(ts[k + 1]) if k + 1 < n else 0.0,
+                    num_train_timesteps=int(sched.config.num_train_timesteps))
+
+
+def ilf_call_kwargs(runtime, sched, k: int, plan: frozenset[int]) -> dict:
+    """Explicit ILF control for step k: feedback and t_post as inference would choose them, or the stock forward."""
+    if runtime is None or k not in plan:
+        return {"ilf_feedback": False} if runtime is not None else {}
+    return {"ilf_feedback": True, "ilf_t_post": runtime.post_timestep_for(step_info(sched, k))}
+
+
+@dataclass
+class SamplePath:
+    states: torch.Tensor  # [S, N, C, H, W]
+    outputs: torch.Tensor  # [S, N, C, H, W]
+    final: torch.Tensor  # [S, C, H, W]
+
+
+@torch.no_grad()
+def sample_paths(model, adapter, template, noise: torch.Tensor, conds: Conditions, num_steps: int,
+                 guidance_scale: float, *, runtime=None, plan: frozenset[int] = frozenset(),
+                 batch_size: int = 64) -> SamplePath:
+    """Guided `num_steps` runs from `noise` [S, C, H, W]; feedback on the `plan` steps when `runtime` is set."""
+    channels = noise.shape[1]
+    parts = []
+    for lo in range(0, noise.shape[0], batch_size):
+        sl = slice(lo, lo + batch_size)
+        sched = new_scheduler(template, num_steps, noise.device)
+        x = noise[sl] * sched.init_noise_sigma
+        cb = conds.take(sl)
+        states, outputs = [], []
+        for k, t in enumerate(sched.timesteps):
+            xin = sched.scale_model_input(x, t)
+            eps = guided_prediction(model, adapter, xin, t, cb, guidance_scale, channels,
+                                    **ilf_call_kwargs(runtime, sched, k, plan))
+            states.append(x)
+            outputs.append(eps)
+            x = sched.step(eps, t, x).prev_sample
+        parts.append((torch.stack(states, 1), torch.stack(outputs, 1), x))
+    return SamplePath(*(torch.cat([p[i] for p in parts]) for i in range(3)))
+
+
+def replay(template, num_steps: int, k: int, states: torch.Tensor, outputs: torch.Tensor):
+    """A fresh scheduler whose state is the recorded path's just before step k.
+
+    states, outputs: [B, ≥k, C, H, W] (the path's first k steps). Replaying through `scheduler.step` itself
+    rebuilds whatever the solver keeps (DPM-Solver++'s previous x0 predictions, UniPC's corrector sample,
+    Euler's step index) for any single-call scheduler class.
+    """
+    sched = new_scheduler(template, num_steps, states.device)
+    for j in range(k):
+        t = sched.timesteps[j]
+        sched.scale_model_input(states[:, j], t)
+        sched.step(outputs[:, j], t, states[:, j])
+    return sched
+
+
+def grid_targets(student, teacher, teacher_path: SamplePath) -> torch.Tensor:
+    """The teacher's state at each student step's *next* grid point: [S, N, C, H, W].
+
+    Target k is the teacher state at the student's timestep k+1; the last target is the teacher's final sample.
+    The student's timesteps must lie on the teacher's grid (true for `timestep_spacing="linspace"` and
+    teacher steps a multiple of student steps).
+    """
+    st, tt = student.timesteps.double().cpu(), teacher.timesteps.double().cpu()
+    idx = []
+    for k in range(1, len(st)):
+        hit = torch.nonzero(torch.abs(tt - st[k]) < 1e-3).flatten()
+        if len(hit) == 0:
+            raise ILFError(
+                f"student timestep {float(st[k]):g} is not on the teacher's {len(tt)}-step grid; choose "
+                f"--teacher-steps as a multiple of --student-steps ({len(st)}) with a scheduler whose "
+                "timestep_spacing is 'linspace'"
+            )
+        idx.append(int(hit[0]))
+    picked = [teacher_path.states[:, i] for i in idx] + [teacher_path.final]
+    return torch.stack(picked, 1)
