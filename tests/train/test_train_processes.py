@@ -6,14 +6,20 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from ilf.train import checkpoint as ckpt
 
 
-def _args(tiny_world, out, steps, every):
-    return ["--pipeline", str(tiny_world / "pixart-alpha"), "--data", str(tiny_world / "captions"), "--loop", "2", "4",
+TRAJECTORY = ["--distill", "trajectory", "--student-steps", "4", "--feedback-steps", "last:2", "--rollout-size", "8",
+              "--rollout-every", "3", "--inference-t-post", "none"]
+OBJECTIVES = {"fad": [], "trajectory": TRAJECTORY}
+
+
+def _args(tiny_world, out, steps, every, objective="fad"):
+    return OBJECTIVES[objective] + ["--pipeline", str(tiny_world / "pixart-alpha"), "--data", str(tiny_world / "captions"), "--loop", "2", "4",
             "--lr", "1e-3", "--batch-size", "4", "--max-steps", str(steps), "--checkpoint-every", str(every),
             "--max-sequence-length", "16", "--output-dir", str(out), "--no-progress"]
 
@@ -22,11 +28,12 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
 
 
-def test_two_processes_end_with_identical_feedback(tiny_world, tmp_path):
+@pytest.mark.parametrize("objective", ["fad", "trajectory"])
+def test_two_processes_end_with_identical_feedback(tiny_world, tmp_path, objective):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "ilf", "train", *_args(tiny_world, out, 4, 0), "--dump-rank-weights"]
+           "-m", "ilf", "train", *_args(tiny_world, out, 4, 0, objective), "--dump-rank-weights"]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = load_file(str(out / "rank0_feedback.safetensors"))
@@ -37,17 +44,15 @@ def test_two_processes_end_with_identical_feedback(tiny_world, tmp_path):
     assert all(torch.equal(final[k], r0[k]) for k in final)
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_world, tmp_path):
-    from ilf.train.config import TrainConfig
-    from ilf.train.trainer import train
-
+@pytest.mark.parametrize("objective", ["fad", "trajectory"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_world, tmp_path, objective):
     steps, every = 24, 4
-    reference = train(TrainConfig(
-        output_dir=tmp_path / "full", pipeline=str(tiny_world / "pixart-alpha"), data=tiny_world / "captions",
-        loop=(2, 4), lr=1e-3, batch_size=4, max_steps=steps, checkpoint_every=every, max_sequence_length=16,
-        progress=False))
+    ref_out = tmp_path / "full"
+    full = subprocess.run([sys.executable, "-m", "ilf", "train", *_args(tiny_world, ref_out, steps, every, objective)],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "ilf", "train", *_args(tiny_world, out, steps, every)],
+    proc = subprocess.Popen([sys.executable, "-m", "ilf", "train", *_args(tiny_world, out, steps, every, objective)],
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and not any(s >= 8 for s, _ in ckpt.list_checkpoints(out)):
@@ -57,17 +62,19 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_world, tmp_path):
     proc.wait()
     done = [s for s, _ in ckpt.list_checkpoints(out)]
     assert done and max(done) < steps and not (out / "feedback").exists()
-    resumed = subprocess.run([sys.executable, "-m", "ilf", "train", *_args(tiny_world, out, steps, every),
+    resumed = subprocess.run([sys.executable, "-m", "ilf", "train", *_args(tiny_world, out, steps, every, objective),
                               "--resume", "latest"], env=_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = load_file(str(reference.feedback_dir / "ilf_feedback.safetensors"))
+    a = load_file(str(ref_out / "feedback" / "ilf_feedback.safetensors"))
     b = load_file(str(out / "feedback" / "ilf_feedback.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_bf16_backbone_with_autocast_and_gradient_checkpointing(tiny_world, tmp_path):
+@pytest.mark.parametrize("objective", ["fad", "trajectory"])
+def test_bf16_backbone_with_autocast_and_gradient_checkpointing(tiny_world, tmp_path, objective):
     out = tmp_path / "bf16"
-    proc = subprocess.run([sys.executable, "-m", "ilf", "train", *_args(tiny_world, out, 3, 0), "--mixed-precision",
+    proc = subprocess.run([sys.executable, "-m", "ilf", "train", *_args(tiny_world, out, 3, 0, objective),
+                           "--mixed-precision",
                            "bf16", "--backbone-dtype", "bf16", "--gradient-checkpointing"],
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
