@@ -180,3 +180,28 @@ def test_trajectory_config_errors_name_the_fix(tiny_world, tmp_path):
         _traj_cfg(tiny_world, tmp_path, teacher_steps=4)
     with pytest.raises(ILFError, match="no step in a 4-step schedule"):
         train(_traj_cfg(tiny_world, tmp_path / "none", feedback_steps="none"))
+
+
+def test_precomputed_teacher_paths_train_the_same_feedback_and_refuse_another_schedule(tiny_world, tmp_path):
+    from ilf.train.precompute import precompute_teacher_paths
+    from ilf.train.teacher_paths import TeacherPaths
+
+    paths = tmp_path / "paths"
+    meta = precompute_teacher_paths(str(tiny_world / "pixart-alpha"), tiny_world / "captions", paths, num_paths=8,
+                                    student_steps=4, max_sequence_length=16, batch_size=64, progress=False)
+    assert meta["rows"] == 8 and meta["teacher_steps"] == 8 and meta["scheduler"] == "DPMSolverMultistepScheduler"
+    assert meta["guidance_scale"] == 4.5  # PixArtAlphaPipeline's own default
+    loaded = TeacherPaths(paths)
+    assert loaded.targets.shape == (8, 4, 4, 8, 8) and len(loaded.conds) == 8
+    direct = train(_traj_cfg(tiny_world, tmp_path / "direct", max_steps=4))
+    from_paths = train(_traj_cfg(tiny_world, tmp_path / "from-paths", max_steps=4, data=paths))
+    log = (tmp_path / "from-paths" / "train_log.jsonl").read_text()
+    assert '"teacher_precomputed": true' in log
+    a = load_file(str(direct.feedback_dir / "ilf_feedback.safetensors"))
+    b = load_file(str(from_paths.feedback_dir / "ilf_feedback.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ILFError, match=r"made for another run \(student_steps: paths 4 vs run 5"):
+        train(_traj_cfg(tiny_world, tmp_path / "other", student_steps=5, data=paths))
+    with pytest.raises(ILFError, match="only --distill trajectory"):
+        train(_traj_cfg(tiny_world, tmp_path / "fad", distill="fad", data=paths))

@@ -177,17 +177,38 @@ def add_precompute_parser(sub) -> None:
     p.add_argument("--pipeline", required=True, help="diffusers pipeline folder or hub id whose VAE/text encoder encode")
     p.add_argument("--data", type=Path, required=True, help="image folder with .txt captions, or class folders")
     p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
-    p.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes"], help="how to read --data")
+    p.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes", "shards"],
+                   help="how to read --data (shards: only with --teacher-paths, whose conditions they give)")
     p.add_argument("--resolution", type=int, help="image side (default: the backbone's native size)")
     p.add_argument("--batch-size", type=int, default=32, help="images encoded at once (default: 32)")
     p.add_argument("--shard-size", type=int, default=4096, help="rows per shard file (default: 4096)")
     p.add_argument("--max-sequence-length", type=int, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
     p.add_argument("--device", help="cuda, cpu, … (default: cuda when available)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="encoder dtype (default: fp32)")
+    g = p.add_argument_group("teacher paths for --distill trajectory (instead of latent shards)")
+    g.add_argument("--teacher-paths", type=int, metavar="S",
+                   help="write S guided teacher paths (the run's fixed noises, conditions from --data) instead of "
+                   "latent shards; train on them with `ilf train --distill trajectory --data OUT`")
+    g.add_argument("--student-steps", type=int, default=10, help="the student's step count the paths serve (default: 10)")
+    g.add_argument("--teacher-steps", type=int, help="the teacher's finer grid (default: 2 × --student-steps)")
+    g.add_argument("--guidance-scale", type=float, help="guidance of the paths (default: the pipeline class's own)")
+    g.add_argument("--scheduler", help="a diffusers scheduler class instead of the pipeline's (default: the pipeline's)")
+    g.add_argument("--seed", type=int, default=0, help="the training run's --seed: fixes noises and conditions (default: 0)")
     p.set_defaults(func=cmd_precompute)
 
 
 def cmd_precompute(args) -> int:
+    if args.teacher_paths:
+        from .precompute import precompute_teacher_paths
+
+        meta = precompute_teacher_paths(
+            args.pipeline, args.data, args.out, num_paths=args.teacher_paths, student_steps=args.student_steps,
+            teacher_steps=args.teacher_steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
+            seed=args.seed, batch_size=args.batch_size, max_sequence_length=args.max_sequence_length,
+            data_type=args.data_type, device=args.device, dtype=args.dtype)
+        print(f"wrote {meta['rows']} teacher paths ({meta['teacher_steps']} steps each, "
+              f"{meta['cpu_seconds']:.0f} s CPU) to {args.out}")
+        return 0
     from .precompute import precompute
 
     meta = precompute(args.pipeline, args.data, args.out, data_type=args.data_type, resolution=args.resolution,

@@ -95,3 +95,38 @@ def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto",
         print(f"skipped {skipped[0]} unreadable samples")
     return meta
 
+
+
+def precompute_teacher_paths(pipeline: str, data: Path, out: Path, *, num_paths: int, student_steps: int = 10,
+                             teacher_steps: int | None = None, guidance_scale: float | None = None,
+                             scheduler: str | None = None, seed: int = 0, batch_size: int = 32,
+                             max_sequence_length: int | None = None, data_type: str = "auto",
+                             device: str | None = None, dtype: str = "fp32", progress: bool = True) -> dict:
+    """The teacher half of `--distill trajectory`: `num_paths` guided teacher paths from the run's fixed noises,
+    conditions drawn from `data` (captions, class folders or shards) exactly as a training run draws them."""
+    from diffusers import DiffusionPipeline
+
+    from ..adapters import get_adapter
+    from .teacher_paths import write_teacher_paths
+    from .trainer import DTYPES, resolve_guidance, use_scheduler
+    from .trajectory import fixed_noise, trajectory_conditions
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = DiffusionPipeline.from_pretrained(pipeline, dtype=DTYPES[dtype]).to(device)
+    use_scheduler(pipe, scheduler)
+    model = pipe.transformer.eval()
+    source = open_source(data, data_type, None, None, seed)
+    if getattr(source, "resolution", 0) is None:  # images are read (for their captions) at the backbone's size
+        source.resolution = model.config.sample_size * vae_scale(pipe)
+    encoder = None if source.encoded else Encoder(pipe, source.kind, max_sequence_length)
+    null_text = None
+    if source.kind == "text":
+        null_text = source.null_text() if source.encoded else encoder.null_text()
+    null_class = model.config.get("num_embeds_ada_norm") or 1000
+    conds = trajectory_conditions(source, encoder, num_paths, seed, null_text, null_class, [0], device)
+    adapter = get_adapter(model)
+    return write_teacher_paths(
+        out, model=model, adapter=adapter, template=pipe.scheduler, noise=fixed_noise(model, num_paths, seed, device),
+        conds=conds, student_steps=student_steps, teacher_steps=teacher_steps or 2 * student_steps,
+        guidance_scale=resolve_guidance(pipe, guidance_scale), kind=source.kind, fingerprint=adapter.fingerprint(model),
+        batch_size=batch_size, progress=progress)

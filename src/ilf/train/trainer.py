@@ -68,7 +68,7 @@ def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig:
     schedule = {}
     if cfg.distill == "trajectory":  # trained for one inference schedule: record it in the adapter
         schedule = dict(num_inference_steps=cfg.student_steps, scheduler=type(pipe.scheduler).__name__,
-                        guidance_scale=float(resolve_guidance(cfg, pipe)))
+                        guidance_scale=float(resolve_guidance(pipe, cfg.guidance_scale, cfg.world)))
     return ILFConfig(loop=cfg.loop, init=cfg.init, init_block=cfg.init_block, rerun_loop=cfg.rerun_loop,
                      feedback_steps=cfg.feedback_steps, t_post=cfg.inference_t_post, **schedule)
 
@@ -98,6 +98,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     per_device = cfg.batch_size // (world_size * accum)
 
     source = open_source(cfg.data, cfg.data_type, cfg.resolution, cfg.world, cfg.seed)
+    if type(source).__name__ == "TeacherPaths" and cfg.distill != "trajectory":
+        raise ILFError(f"{cfg.data} holds precomputed teacher paths, which only --distill trajectory trains on; "
+                       "pass image folders or `ilf precompute` shards for the other objectives")
     pipe = load_pipeline(cfg, source.encoded)
     use_scheduler(pipe, cfg.scheduler)
     model = pipe.transformer
@@ -251,7 +254,7 @@ def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per
         from .trajectory import build_trajectory
 
         return build_trajectory(cfg, pipe, model, adapter, runtime, source, encoder, null_text, null_class,
-                                accelerator, per_device, resolve_guidance(cfg, pipe), skipped)
+                                accelerator, per_device, resolve_guidance(pipe, cfg.guidance_scale, cfg.world), skipped)
     from diffusers import DDPMScheduler
 
     from .fad import DataObjective
@@ -266,14 +269,14 @@ def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per
                          skipped=skipped)
 
 
-def resolve_guidance(cfg: TrainConfig, pipe) -> float:
-    """--guidance-scale, else the world's, else the pipeline class's own default (PixArt 4.5, DiT 4.0)."""
-    if cfg.guidance_scale is not None:
-        return cfg.guidance_scale
-    if cfg.world is not None:
+def resolve_guidance(pipe, guidance_scale: float | None = None, world: str | None = None) -> float:
+    """The guidance given, else the world's, else the pipeline class's own default (PixArt 4.5, DiT 4.0)."""
+    if guidance_scale is not None:
+        return guidance_scale
+    if world is not None:
         from ..worlds.registry import CALL_KWARGS
 
-        return CALL_KWARGS[cfg.world]["guidance_scale"]
+        return CALL_KWARGS[world]["guidance_scale"]
     import inspect
 
     param = inspect.signature(type(pipe).__call__).parameters.get("guidance_scale")

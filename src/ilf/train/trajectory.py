@@ -72,7 +72,9 @@ class TrajectoryObjective:
         return out if world == 1 else tuple(self.acc.gather(t.contiguous()) for t in out)
 
     def prepare(self) -> dict:
-        """Teacher targets (once); returns their cost for the log."""
+        """Teacher targets (once, unless precomputed); returns their cost for the log."""
+        if self.targets is not None:
+            return {"teacher_paths": int(self.noise.shape[0]), "teacher_precomputed": True}
         start = time.process_time()
         student = new_scheduler(self.template, self.n)
         teacher = new_scheduler(self.template, self.teacher_steps)
@@ -164,18 +166,34 @@ def trajectory_conditions(source, encoder, size: int, seed: int, null_text, null
     return Conditions(cond, null)
 
 
+def fixed_noise(model, size: int, seed: int, device) -> torch.Tensor:
+    """The run's fixed noises [S, C, H, W]: a pure function of the seed (precomputed paths draw the same)."""
+    g = torch.Generator().manual_seed(seed * 7919 + 2)
+    c, s = model.config.in_channels, model.config.sample_size
+    return torch.randn((size, c, s, s), generator=g).to(device)
+
+
 def build_trajectory(cfg, pipe, model, adapter, runtime, source, encoder, null_text, null_class, accelerator,
                      per_device: int, guidance_scale: float, skipped: list[int]) -> TrajectoryObjective:
     from ..schedule import feedback_steps
+    from .teacher_paths import TeacherPaths
 
-    device = accelerator.device
-    conds = trajectory_conditions(source, encoder, cfg.rollout_size, cfg.seed, null_text, null_class, skipped, device)
-    g = torch.Generator().manual_seed(cfg.seed * 7919 + 2)  # fixed noises: a pure function of the seed
-    c, s = model.config.in_channels, model.config.sample_size
-    noise = torch.randn((cfg.rollout_size, c, s, s), generator=g).to(device)
-    return TrajectoryObjective(
+    device, teacher_steps = accelerator.device, cfg.teacher_steps or 2 * cfg.student_steps
+    if isinstance(source, TeacherPaths):  # precomputed: noises, conditions and targets come from the folder
+        source.check(student_steps=cfg.student_steps, teacher_steps=teacher_steps,
+                     scheduler=type(pipe.scheduler).__name__, guidance_scale=guidance_scale,
+                     fingerprint=adapter.fingerprint(model))
+        conds, noise = source.conds.to(device), source.noise.to(device)
+    else:
+        conds = trajectory_conditions(source, encoder, cfg.rollout_size, cfg.seed, null_text, null_class, skipped,
+                                      device)
+        noise = fixed_noise(model, cfg.rollout_size, cfg.seed, device)
+    objective = TrajectoryObjective(
         model=model, adapter=adapter, runtime=runtime, template=pipe.scheduler, conds=conds, noise=noise,
-        student_steps=cfg.student_steps, teacher_steps=cfg.teacher_steps or 2 * cfg.student_steps,
+        student_steps=cfg.student_steps, teacher_steps=teacher_steps,
         plan=feedback_steps(cfg.feedback_steps, cfg.student_steps), guidance_scale=guidance_scale,
         rollout_every=cfg.rollout_every, per_device=per_device, accelerator=accelerator, seed=cfg.seed,
     )
+    if isinstance(source, TeacherPaths):
+        objective.targets = source.targets.to(device)
+    return objective
