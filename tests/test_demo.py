@@ -30,9 +30,8 @@ def test_block_forwards_follow_the_configurations(demo):
         "plain:20": 20 * n, "plain:12": 12 * n, "plain:10": 10 * n,
         "paper cache ~1.5x": 20 * n - 10 * c,  # 10 of 20 steps cached
         "paper cache ~1.8x": 20 * n - 13 * c,  # steps 0, 3, …, 18 refresh: 13 cached
-        "ILF ~1.5x": 12 * n + 4 * (m + 1),  # 12 steps, feedback on the first 2 and last 2
-        "ILF ~1.8x": 10 * n + 4 * (m + 1),
-    }
+        "ILF": 10 * n + 2 * (m + 1),  # 10 steps, feedback on the last 2 (the trained schedule)
+    }  # plain:12 is ILF's rival: the fewest plain steps with at least its 134 block forwards
     assert {k: rows[k]["block_forwards"] for k in expected} == expected
 
 
@@ -43,7 +42,7 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
     for col in ("# Steps", "# Blocks", "s / img", "Alignment", "FD", "PSNR", "SSIM"):
         assert col in header
     rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
-    assert len(rows) == 7
+    assert len(rows) == 6
     ref_s = None
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -55,22 +54,35 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
         assert float(blocks.group(2)) == pytest.approx(ref_blocks / int(blocks.group(1)), abs=0.051)
         assert float(secs.group(2)) == pytest.approx(ref_s / float(secs.group(1)), rel=0.06, abs=0.051)
     assert "## Verdict" in report and ("ILF wins" in report or "ILF LOSES" in report or "ILF ties" in report)
-    assert "Feedback: trained here with Fast Approximate Distillation" in report
+    assert "Feedback: trained here with trajectory distillation for 10 steps with feedback on `last:2`" in report
+    assert "vs **plain:12** (144, the fewest plain steps with at least as many)" in report
 
 
-def test_verdict_calls_noise_a_tie_and_says_when_ilf_loses():
+def test_verdict_compares_with_the_fair_rival_and_agrees_with_the_table(demo):
+    results = json.loads((demo / "results.json").read_text())
+    (found,) = results["demo"]["verdict"]
+    assert (found["ilf"], found["rival"], found["ilf_blocks"], found["rival_blocks"]) == ("ILF", "plain:12", 134, 144)
+    rows = {r["display"]: r for r in results["rows"]}
+    c = found["comparisons"]
+    for k in ("psnr", "ssim", "alignment"):  # per-item means from the image folders = the table's means
+        assert c[k]["mean_a"] == pytest.approx(rows["ILF"]["metrics"][k], rel=1e-4, abs=1e-4)
+        assert c[k]["mean_b"] == pytest.approx(rows["plain:12"]["metrics"][k], rel=1e-4, abs=1e-4)
+        assert c[k]["ci95"][0] <= c[k]["diff"] <= c[k]["ci95"][1]
+
+
+def test_verdict_words_follow_the_intervals():
     from ilf.demo import verdict
 
-    def row(name, blocks, **metrics):
-        return {"display": name, "block_forwards": blocks, "metrics": metrics}
+    def comp(diff, lo, hi):
+        return {"mean_a": 1.0 + diff, "mean_b": 1.0, "diff": diff, "ci95": [lo, hi], "seed_wins": 3, "num_seeds": 4}
 
-    rows = [row("plain:12", 144, accuracy=0.95, world_fd=197.2, psnr=39.7),
-            row("ILF ~1.8x", 148, accuracy=0.95, world_fd=195.3, psnr=33.6)]
-    (line,) = verdict(rows, "accuracy")
-    assert "ILF LOSES" in line and "within noise" in line  # a 1 % FD gap is noise; 6 dB PSNR is not
-    rows[1]["metrics"].update(world_fd=150.0, psnr=39.6, accuracy=0.99)
-    (line,) = verdict(rows, "accuracy")
-    assert "ILF wins" in line and "better world_fd" in line and "equal psnr" in line
+    found = {"ilf": "ILF", "rival": "plain:12", "ilf_blocks": 134, "rival_blocks": 144,
+             "comparisons": {"psnr": comp(0.9, 0.4, 1.4), "accuracy": comp(0.0, -0.02, 0.02)}}
+    (line,) = verdict([found])
+    assert "ILF wins" in line and "better psnr" in line and "equal (within noise) accuracy" in line
+    found["comparisons"]["accuracy"] = comp(-0.05, -0.09, -0.01)
+    (line,) = verdict([found])
+    assert "ILF LOSES" in line and "worse accuracy" in line
 
 
 def test_digits_demo_with_the_shipped_feedback(tmp_path):
@@ -82,5 +94,5 @@ def test_digits_demo_with_the_shipped_feedback(tmp_path):
     assert "Feedback: the shipped one" in report and "t_post = none" in report
     assert "feedback-run" not in {p.name for p in out.iterdir()}  # nothing was trained
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["display"] for r in rows][-2:] == ["ILF ~1.5x", "ILF ~1.8x"]
+    assert [r["display"] for r in rows][-1] == "ILF"
     assert all("accuracy" in r["metrics"] for r in rows)

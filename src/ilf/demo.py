@@ -1,29 +1,29 @@
 """`ilf demo`: the whole job offline on an embedded world — train a feedback, generate, measure, report.
 
-1. train a feedback on the world's shipped backbone with Fast Approximate Distillation (or take the shipped
-   feedback with `--pretrained-feedback`);
-2. generate the world's held-out prompts (shapes) or all ten classes (digits) with fixed seeds for 20, 12 and
-   10 plain steps, the paper cache at ~1.5× and ~1.8×, and ILF at ~1.5× and ~1.8× (Tables 1 and 4 at this
-   depth), timing every method and counting its block forwards;
-3. write `report.md` (the paper's Table 1 shape, plus a plain-words verdict that says when ILF loses),
-   `results.json`, `grid.png` (rows = methods, same seeds, like Fig. 9) and `pareto.png` (like Fig. 8).
+1. train a feedback on the world's shipped backbone with trajectory distillation, for the world's schedule
+   (or take the shipped feedback with `--pretrained-feedback`);
+2. generate held-out prompts (shapes) or all ten classes (digits) with fixed seeds for 20 and 10 plain steps,
+   plain at the smallest step count whose block forwards are at least ILF's (its fair rival), the paper cache at
+   ~1.5× and ~1.8×, and ILF at its trained schedule, timing every method and counting its block forwards;
+3. write `report.md` (Table 1's shape, then a verdict: ILF against its fair plain rival, paired bootstrap 95%
+   intervals and items won), `results.json`, `grid.png` (rows = methods, same seeds) and `pareto.png`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# Per world: the inner loop (paper: 8–19 of 28 blocks, scaled to our 12), the feedback training run, and the
-# ILF rows' t_post — chosen by bench/world_study.py on each world (see the README's "Embedded worlds").
+# Per world: the loop (paper: 8–19 of 28 blocks, scaled to our 12), the trajectory run that trains the feedback
+# for the shipped schedule (10 DPM-Solver++ steps, feedback on the last 2), and the ILF rows' t_post — chosen by
+# bench/quality_per_block.py (see the README's "Quality per block forward").
 WORLD_SETTINGS = {
-    "shapes": dict(loop=(3, 8), steps=200, quick_steps=8, lr=1e-3, batch=32, images=32, quick_images=4,
-                   t_post="none"),
-    "digits": dict(loop=(3, 8), steps=200, quick_steps=8, lr=1e-3, batch=32, images=50, quick_images=4,
-                   t_post="none"),
+    "shapes": dict(loop=(3, 8), steps=600, quick_steps=6, lr=1e-3, batch=32, images=32, quick_images=4,
+                   t_post="none", student_steps=10, plan="last:2", rollout_size=128),
+    "digits": dict(loop=(3, 8), steps=600, quick_steps=6, lr=1e-3, batch=32, images=50, quick_images=4,
+                   t_post="none", student_steps=10, plan="last:2", rollout_size=128),
 }
 
 
@@ -41,21 +41,27 @@ class DemoPlan:
     seed: int
     t_post: str
     threads: int | None
+    student_steps: int = 10
+    plan: str = "last:2"
+    rollout_size: int = 128
 
 
-def demo_methods(num_blocks: int, t_post: str = "rescale") -> list[str]:
-    """Table 1 and Table 4's rows at this depth: ~1.5× and ~1.8× for the paper cache and for ILF.
+def demo_methods(num_blocks: int, ilf_steps: int, plan: str, t_post: str, loop: tuple[int, int]) -> list[str]:
+    """plain 20 / 10 / the fair rival, Table 1's paper cache at ~1.5× and ~1.8×, and ILF at its trained schedule.
 
     Cache: c = 2N/3 inner blocks (N=28: 18.7 → the paper's 18); refresh every 2nd step ≈ 1.5×, every 3rd ≈ 1.8×.
-    ILF: 12 steps skipping the inner 8 (≈ 1.45×) and 10 steps with feedback on the outer 2 + 2 (≈ 1.7×).
+    The rival: plain at the smallest step count whose block forwards are at least ILF's.
     """
+    from .bench.paired import fair_plain_steps
+    from .schedule import predicted_block_forwards
+
     c = round(2 * num_blocks / 3)
-    return [
-        "plain:20", "plain:12", "plain:10",
+    ilf_blocks = predicted_block_forwards(num_blocks, ilf_steps, loop=loop, feedback_plan=plan)
+    plain = sorted({20, 10, fair_plain_steps(num_blocks, ilf_blocks)}, reverse=True)
+    return [f"plain:{n}" for n in plain] + [
         f"paper-cache:20,location=inner,blocks={c},refresh=2,label=paper cache ~1.5x",
         f"paper-cache:20,location=inner,blocks={c},refresh=3,label=paper cache ~1.8x",
-        f"ilf:12,plan=skip-inner:8,t_post={t_post},label=ILF ~1.5x",
-        f"ilf:10,plan=outer:2,t_post={t_post},label=ILF ~1.8x",
+        f"ilf:{ilf_steps},plan={plan},t_post={t_post},label=ILF",
     ]
 
 
@@ -66,55 +72,68 @@ def train_feedback(plan: DemoPlan) -> tuple[Path, dict]:
     run = plan.out / "feedback-run"
     cfg = TrainConfig(output_dir=run, world=plan.world, loop=plan.loop, lr=plan.lr, batch_size=plan.batch,
                       max_steps=plan.train_steps, checkpoint_every=0, log_every=max(1, plan.train_steps // 20),
-                      inference_t_post=plan.t_post, seed=plan.seed)
+                      inference_t_post=plan.t_post, seed=plan.seed, distill="trajectory",
+                      student_steps=plan.student_steps, feedback_steps=plan.plan,
+                      rollout_size=plan.rollout_size if plan.train_steps > 20 else 8)
     start = time.perf_counter()
     result = train(cfg)
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    losses = [r for r in log if "loss_distill" in r]
     info = {"steps": plan.train_steps, "seconds": time.perf_counter() - start, "lr": plan.lr,
-            "batch": plan.batch, "loop": list(plan.loop), "first": log[0], "last": log[-1]}
+            "batch": plan.batch, "loop": list(plan.loop), "first": losses[0], "last": losses[-1]}
     return result.feedback_dir, info
 
 
-# Differences smaller than these are called ties: a few dozen images cannot resolve them (FD from so few
-# samples moves by several per cent between seeds; one image flips accuracy by 1/n).
-TIES = {
-    "world_fd": lambda ref: 0.05 * abs(ref),
-    "psnr": lambda ref: 0.25,
-    "alignment": lambda ref: 0.01,
-    "accuracy": lambda ref: 0.01,
-}
+def paired_verdict(out: Path, results: dict, world: str, num_blocks: int) -> list[dict]:
+    """ILF against the plain rival with at least its block forwards, per item: paired bootstrap 95% CIs."""
+    import numpy as np
 
+    from .bench.paired import compare, fair_plain_steps
+    from .eval.metrics import fidelity_folders, load_images
+    from .worlds import load_evaluator
 
-def verdict(rows: list[dict], quality: str) -> list[str]:
-    """Plain-words comparisons: ILF against plain steps at about the same block budget, and against the cache
-    at the same speedup. Says so when ILF loses."""
-    by = {r["display"]: r for r in rows}
-
-    def q(r):
-        return r["metrics"].get(quality)
-
-    def cmp(a, b, metric, higher=True):
-        va, vb = a["metrics"].get(metric), b["metrics"].get(metric)
-        if va is None or vb is None or (isinstance(va, float) and math.isinf(va)):
-            return None
-        if abs(va - vb) <= TIES.get(metric, lambda v: 0.0)(vb):
-            return f"equal {metric} ({va:.4g} vs {vb:.4g}, within noise)"
-        better = va > vb if higher else va < vb
-        return f"{'better' if better else 'worse'} {metric} ({va:.4g} vs {vb:.4g})"
-
-    lines = []
-    pairs = [("ILF ~1.8x", "plain:12", "the same block budget"), ("ILF ~1.8x", "plain:10", "the same step count"),
-             ("ILF ~1.8x", "paper cache ~1.8x", "the same speedup"), ("ILF ~1.5x", "paper cache ~1.5x",
-                                                                     "the same speedup")]
-    for a, b, why in pairs:
-        if a not in by or b not in by or q(by[a]) is None:
+    rows = {r["display"]: r for r in results["rows"]}
+    ref = next(r for r in results["rows"] if r.get("reference"))
+    quality = "accuracy" if world == "digits" else "alignment"
+    items = results["items"]
+    conds = [it["class_label"] if world == "digits" else it["prompt"] for it in items]
+    ev = load_evaluator(world)
+    found = []
+    for name, row in rows.items():
+        if row["family"] != "ilf" or not row.get("images"):
             continue
-        parts = [c for c in (cmp(by[a], by[b], quality), cmp(by[a], by[b], "world_fd", higher=False),
-                             cmp(by[a], by[b], "psnr")) if c]
-        wins, losses = (sum(p.startswith(w) for p in parts) for w in ("better", "worse"))
-        head = "wins" if wins > losses else ("ties" if wins == losses else "LOSES")
-        lines.append(f"- **{a}** ({by[a]['block_forwards']:.0f} block forwards) vs **{b}** "
-                     f"({by[b]['block_forwards']:.0f}), {why}: ILF {head} — " + "; ".join(parts) + ".")
+        rival = rows.get(f"plain:{fair_plain_steps(num_blocks, row['block_forwards'])}")
+        if rival is None or rival is ref:
+            continue
+        scores = {}
+        for r in (row, rival):
+            fid = fidelity_folders(out / r["images"], out / ref["images"])
+            images = load_images(out / r["images"])
+            scores[r["display"]] = {"psnr": fid.psnr.numpy(), "ssim": fid.ssim.numpy(),
+                                    quality: ev.score(images, conds).numpy()}
+        seeds = np.arange(len(items))  # one seed per item: wins are counted per item
+        found.append({"ilf": name, "rival": rival["display"], "ilf_blocks": row["block_forwards"],
+                      "rival_blocks": rival["block_forwards"], "comparisons": {
+                          k: compare(scores[name][k], scores[rival["display"]][k], seeds, k).to_dict()
+                          for k in ("psnr", "ssim", quality)}})
+    return found
+
+
+def verdict(found: list[dict]) -> list[str]:
+    """Plain words: ILF wins a metric when its paired 95% interval lies above zero, loses when below, else ties."""
+    lines = []
+    for f in found:
+        parts, wins, losses = [], 0, 0
+        for k, c in f["comparisons"].items():
+            lo, hi = c["ci95"]
+            word = "better" if lo > 0 else ("worse" if hi < 0 else "equal (within noise)")
+            wins, losses = wins + (lo > 0), losses + (hi < 0)
+            parts.append(f"{word} {k}: {c['mean_a']:.4g} vs {c['mean_b']:.4g}, Δ {c['diff']:+.3g} "
+                         f"[{lo:+.3g}, {hi:+.3g}], {c['seed_wins']}/{c['num_seeds']} items better")
+        head = "LOSES" if losses else ("wins" if wins else "ties")
+        lines.append(f"- **{f['ilf']}** ({f['ilf_blocks']:.0f} block forwards) vs **{f['rival']}** "
+                     f"({f['rival_blocks']:.0f}, the fewest plain steps with at least as many): ILF {head} — "
+                     + "; ".join(parts) + ".")
     return lines
 
 
@@ -123,25 +142,28 @@ def write_report(plan: DemoPlan, results: dict, train_info: dict | None, feedbac
     table = (plan.out / "table.md").read_text()
     lines = [f"# ilf demo — the {plan.world} world", ""]
     src = results.get("source", {})
-    lines.append(f"Backbone: the shipped {src.get('transformer', 'transformer')} ({src.get('num_blocks', '?')} blocks), "
+    lines.append(f"Backbone: the shipped {src.get('transformer_class', 'transformer')} ({src.get('num_blocks', '?')} blocks), "
                  f"{results['settings'].get('num_images', len(results['items']))} held-out images per method, "
                  f"same seeds for every method; s/img is the median of {plan.repeats} interleaved timing rounds "
                  "on this machine.")
     lines.append("")
     if train_info:
         f, l_ = train_info["first"], train_info["last"]
-        lines.append(f"Feedback: trained here with Fast Approximate Distillation — loop {tuple(plan.loop)}, "
-                     f"{train_info['steps']} steps × batch {train_info['batch']}, lr {train_info['lr']:g}, "
-                     f"{train_info['seconds']:.0f} s; distillation loss {f['loss_distill']:.4f} (step {f['step']}) → "
-                     f"{l_['loss_distill']:.4f} (step {l_['step']}); learned scales {l_['scales']}.")
+        lines.append(f"Feedback: trained here with trajectory distillation for {plan.student_steps} steps with "
+                     f"feedback on `{plan.plan}` — loop {tuple(plan.loop)}, {train_info['steps']} iterations × batch "
+                     f"{train_info['batch']}, lr {train_info['lr']:g}, {train_info['seconds']:.0f} s; next-state loss "
+                     f"{f['loss_distill']:.3g} (step {f['step']}) → {l_['loss_distill']:.3g} (step {l_['step']}); "
+                     f"learned scales {l_['scales']}.")
     else:
-        lines.append(f"Feedback: the shipped one ({feedback}).")
+        lines.append(f"Feedback: the shipped one ({feedback}), at its trained schedule: {plan.student_steps} steps, "
+                     f"feedback on `{plan.plan}`.")
     lines.append(f"ILF rows: t_post = {plan.t_post} (the post-feedback timestep; `--t-post` changes it).")
     lines += ["", table.strip(), "", "## Verdict", ""]
-    lines += verdict(results["rows"], quality) or ["- (no ILF row could be compared)"]
+    lines += verdict(results["demo"]["verdict"]) or ["- (no ILF row could be compared)"]
     lines += ["", f"Higher {quality} and PSNR/SSIM (to the 20-step image of the same seed) are better; FD (Fréchet "
-              "distance of the evaluator's features to real held-out images) is better lower.", "",
-              "![grid](grid.png)", "", "![pareto](pareto.png)", ""]
+              "distance of the evaluator's features to real held-out images) is better lower, but a few dozen "
+              "images cannot resolve it, so the verdict leaves it out. Intervals: paired bootstrap (2000 "
+              "resamples) of the per-item difference.", "", "![grid](grid.png)", "", "![pareto](pareto.png)", ""]
     path = plan.out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -157,9 +179,14 @@ def run_demo(plan: DemoPlan) -> Path:
     plan.out.mkdir(parents=True, exist_ok=True)
     train_info = None
     if plan.pretrained:
+        from .feedback import read_feedback
         from .worlds import paths
 
         feedback = paths.feedback(plan.world)
+        saved = read_feedback(feedback)[0]["config"]  # run it at the schedule it was trained for
+        plan.student_steps = saved.get("num_inference_steps") or 10
+        plan.plan = saved["feedback_steps"] if isinstance(saved["feedback_steps"], str) else \
+            ",".join(map(str, saved["feedback_steps"]))
     else:
         print(f"ilf demo: 1/2 training a feedback on the {plan.world} world ({plan.train_steps} steps)")
         feedback, train_info = train_feedback(plan)
@@ -167,13 +194,15 @@ def run_demo(plan: DemoPlan) -> Path:
 
     num_blocks = len(load_transformer(plan.world).transformer_blocks)
     print("ilf demo: 2/2 generating and measuring every method")
-    argv = ["--world", plan.world, "--feedback", str(feedback), "--methods", *demo_methods(num_blocks, plan.t_post),
+    methods = demo_methods(num_blocks, plan.student_steps, plan.plan, plan.t_post, plan.loop)
+    argv = ["--world", plan.world, "--feedback", str(feedback), "--methods", *methods,
             "--num-images", str(plan.num_images), "--repeats", str(plan.repeats), "--seed", str(plan.seed),
             "--grid-items", str(min(6, plan.num_images)), "--out", str(plan.out)]
     if plan.threads:
         argv += ["--threads", str(plan.threads)]
     results = run_bench(argv)
-    results["demo"] = {"train": train_info, "feedback": str(feedback), "world": plan.world}
+    results["demo"] = {"train": train_info, "feedback": str(feedback), "world": plan.world,
+                       "verdict": paired_verdict(plan.out, results, plan.world, num_blocks)}
     (plan.out / "results.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n")
     report = write_report(plan, results, train_info, feedback)
     print(report.read_text())
@@ -195,6 +224,8 @@ def cmd_demo(args) -> int:
         num_images=args.num_images or (s["quick_images"] if args.quick else s["images"]),
         repeats=args.repeats or (1 if args.quick else 3), pretrained=args.pretrained_feedback, seed=args.seed,
         threads=args.threads, t_post=args.t_post or s["t_post"],
+        student_steps=args.student_steps or s["student_steps"], plan=args.feedback_steps or s["plan"],
+        rollout_size=s["rollout_size"],
     )
     start = time.perf_counter()
     run_demo(plan)
@@ -205,21 +236,26 @@ def cmd_demo(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "demo", help="train a feedback on an embedded world, then generate, measure and report (offline)",
-        description="The whole ILF job offline on a CPU: train a feedback on an embedded world's shipped backbone "
-        "(or use the shipped feedback), generate held-out prompts with fixed seeds for 20/12/10 plain steps, the "
-        "paper cache and ILF at ~1.5x and ~1.8x, and write report.md, results.json, grid.png and pareto.png.",
+        description="The whole ILF job offline on a CPU: train a feedback with trajectory distillation on an "
+        "embedded world's shipped backbone for a schedule (or use the shipped feedback), generate held-out prompts "
+        "with fixed seeds for 20 and 10 plain steps, plain at ILF's block budget, the paper cache at ~1.5x and "
+        "~1.8x and ILF at its schedule, and write report.md (with a paired-bootstrap verdict against plain at "
+        "ILF's budget), results.json, grid.png and pareto.png. About 5 minutes on 2 cores.",
     )
     p.add_argument("--world", choices=sorted(WORLD_SETTINGS), default="shapes",
                    help="shapes (text-to-image, PixArt; Table 1 shape) or digits (class-to-image, DiT; Table 2)")
     p.add_argument("--out", default="ilf-demo", help="output folder (default: ./ilf-demo)")
     p.add_argument("--pretrained-feedback", action="store_true", help="use the shipped feedback instead of training")
     p.add_argument("--quick", action="store_true", help="a smoke run in about 2 minutes (few steps and images)")
-    p.add_argument("--train-steps", type=int, help="feedback training steps (default: 200; 8 with --quick)")
+    p.add_argument("--train-steps", type=int, help="trajectory training iterations (default: 600; 6 with --quick)")
+    p.add_argument("--student-steps", type=int, help="the inference step count the feedback is trained for (default: 10)")
+    p.add_argument("--feedback-steps", help="the steps that get feedback, e.g. last:2, outer:2, 0,4 (default: last:2)")
     p.add_argument("--lr", type=float, help="feedback learning rate (default: 1e-3)")
     p.add_argument("--batch-size", type=int, help="training batch (default: 32; 8 with --quick)")
     p.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"), help="inner loop blocks (default: 3 8)")
     p.add_argument("--t-post", choices=["none", "uniform", "rescale", "anneal"],
-                   help="post-feedback timestep of the ILF rows (default: the world's, from bench/world_study.py)")
+                   help="post-feedback timestep of training and of the ILF row (default: none, the best measured by "
+                   "bench/world_study.py)")
     p.add_argument("--num-images", type=int, help="images per method (default: 32 shapes / 50 digits; 4 with --quick)")
     p.add_argument("--repeats", type=int, help="timing rounds, median reported (default: 3; 1 with --quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of training and generation (default: 0)")
