@@ -37,22 +37,26 @@ def cmd_generate(args) -> int:
     pipe, call = load_any_pipeline(args.world, args.pipeline, device, DTYPES[args.dtype])
     pipe.set_progress_bar_config(disable=False)
     overrides = {k: v for k, v in (("feedback_steps", args.feedback_steps), ("t_post", args.t_post)) if v is not None}
+    trained = None
     if args.feedback:
         path = args.feedback
         if path == "shipped":
             from .worlds import paths
 
             path = paths.feedback(args.world)
-        apply_ilf(pipe, path, **overrides)
+        trained = apply_ilf(pipe, path, **overrides).config  # the schedule it was trained for, if recorded
     elif args.loop:
         apply_ilf(pipe, ILFConfig(loop=tuple(args.loop), **overrides))  # untrained: a no-op, for checks
     if args.cache:
         location, c, k = args.cache.split(":")
         apply_cache(pipe, CacheConfig(location, int(c), int(k)))
-    default_steps = 10 if args.feedback else call.get("num_inference_steps", 20)  # ILF's 1.7x setting: 10 steps
+    # a feedback runs at the schedule it was trained for; else ILF's 1.7x setting, 10 steps
+    default_steps = ((trained.num_inference_steps or 10) if trained else call.get("num_inference_steps", 20))
     call.update(num_inference_steps=args.steps or default_steps)
     if args.guidance is not None:
         call["guidance_scale"] = args.guidance
+    elif trained is not None and trained.guidance_scale is not None:
+        call["guidance_scale"] = trained.guidance_scale
     is_dit = type(pipe).__name__ == "DiTPipeline"
     if is_dit:
         if not args.class_id:
@@ -96,8 +100,9 @@ def register(sub) -> None:
     p.add_argument("--feedback-steps", help="override the feedback's schedule, e.g. outer:2, skip-inner:8, all")
     p.add_argument("--t-post", choices=["none", "uniform", "rescale", "anneal"], help="override the feedback's t_post")
     p.add_argument("--cache", help="the paper's cache instead, as LOCATION:BLOCKS:REFRESH, e.g. inner:18:3")
-    p.add_argument("--steps", type=int, help="denoising steps (default: 10 with --feedback, the paper's ILF setting; else 20)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the pipeline's)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the feedback's trained step count, else 10 with --feedback, "
+                   "the paper's ILF setting; 20 without)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the feedback's trained one, else the pipeline's)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default="ilf-images", help="output folder (default: ./ilf-images)")
