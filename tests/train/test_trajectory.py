@@ -205,3 +205,25 @@ def test_precomputed_teacher_paths_train_the_same_feedback_and_refuse_another_sc
         train(_traj_cfg(tiny_world, tmp_path / "other", student_steps=5, data=paths))
     with pytest.raises(ILFError, match="only --distill trajectory"):
         train(_traj_cfg(tiny_world, tmp_path / "fad", distill="fad", data=paths))
+
+
+def test_trajectory_non_finite_loss_stops_before_the_update(tiny_world, tmp_path, monkeypatch):
+    from ilf.train.trainer import NonFiniteLossError
+    from ilf.train.trajectory import TrajectoryObjective
+
+    real, calls = TrajectoryObjective.loss, {"n": 0}
+
+    def poisoned(self, *a, **k):
+        calls["n"] += 1
+        terms, n = real(self, *a, **k)
+        if calls["n"] == 3:
+            terms.total = terms.total * float("nan")
+        return terms, n
+
+    monkeypatch.setattr(TrajectoryObjective, "loss", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3.*step-00000002"):
+        train(_traj_cfg(tiny_world, out, max_steps=6, checkpoint_every=2))
+    assert [s for s, _ in ckpt.list_checkpoints(out)] == [2]
+    assert (ckpt.checkpoint_dir(out, 2) / "rollout.safetensors").is_file()
+    assert not (out / "feedback").exists()
