@@ -6,6 +6,7 @@ import dataclasses
 import os
 import weakref
 
+from diffusers.utils.torch_utils import unwrap_module
 from torch import nn
 
 from .adapters import get_adapter
@@ -22,9 +23,11 @@ def resolve_target(target, scheduler=None) -> tuple[nn.Module, SchedulerClock | 
     """(transformer, clock) for a pipeline (`.transformer` + `.scheduler`) or a bare transformer."""
     model = getattr(target, "transformer", None)
     if isinstance(model, nn.Module) and not isinstance(target, nn.Module):
+        model = unwrap_module(model)  # `torch.compile(pipe.transformer)`: ILF hooks the model it wraps
         pipe_ref = weakref.ref(target)  # the pipeline owns the transformer; no reference cycle through us
         return model, SchedulerClock(lambda: getattr(pipe_ref(), "scheduler", None))
     if isinstance(target, nn.Module):
+        target = unwrap_module(target)
         return target, (SchedulerClock(lambda: scheduler) if scheduler is not None else None)
     raise ILFError(
         f"expected a diffusers pipeline with a `.transformer` or a transformer model, got {type(target).__name__}"
