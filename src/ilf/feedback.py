@@ -33,7 +33,8 @@ class FeedbackModule(nn.Module):
     """F and the scales s_b … s_e of eq. 2–3.
 
     `block` is a block of the backbone's own class and settings; `scales` has one learnable scalar per
-    loop block, zero-initialised so an untrained feedback leaves the backbone's output unchanged.
+    loop block, zero-initialised so an untrained feedback adds nothing to the loop's input. (The output is the
+    stock model's only with `t_post="none"`: any other t_post conditions everything after the feedback on it.)
     """
 
     def __init__(self, block: nn.Module, loop: tuple[int, int]):

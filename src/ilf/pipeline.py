@@ -48,7 +48,9 @@ def apply_ilf(
     Args:
         target: a `PixArtAlphaPipeline`, `PixArtSigmaPipeline`, `DiTPipeline` (anything with `.transformer`
             and `.scheduler`), or a bare `PixArtTransformer2DModel` / `DiTTransformer2DModel`.
-        config: an `ILFConfig` (a new, untrained feedback is built: zero scales, so the output is unchanged)
+        config: an `ILFConfig` (a new, untrained feedback is built with zero scales: with `t_post="none"` the
+            output is exactly the stock model's; with any other t_post, e.g. the default `"rescale"`, the
+            blocks after the feedback and the output layer are conditioned on t_post, so it differs)
             or the path of a feedback folder saved by `save_feedback` / `ilf train`.
         feedback: an existing `FeedbackModule` to attach with `config` (e.g. one being trained).
         scheduler: for a bare transformer, the scheduler whose timesteps the calls follow. Without it each
