@@ -163,10 +163,10 @@ def test_a_config_from_a_newer_writer_loads_with_a_warning(tmp_path):
     model = tiny_pixart(num_layers=6)
     expected = _save(model, tmp_path / "fb", 0.5)
     meta = json.loads((tmp_path / "fb" / CONFIG_NAME).read_text())
-    meta["config"].update(num_inference_steps=10, guidance_scale=4.5)  # fields a newer ilf writes
+    meta["config"].update(zz_future_option=10, zz_other_option="x")  # fields only a newer ilf knows
     meta["something_new"] = {"x": 1}
     (tmp_path / "fb" / CONFIG_NAME).write_text(json.dumps(meta))
-    with pytest.warns(UserWarning, match=r"ignoring ILFConfig fields \['guidance_scale', 'num_inference_steps'\]"):
+    with pytest.warns(UserWarning, match=r"ignoring ILFConfig fields \['zz_future_option', 'zz_other_option'\]"):
         rt = apply_ilf(model, tmp_path / "fb")
     assert rt.config.loop == LOOP
     torch.testing.assert_close(_run(model), expected, rtol=0, atol=0)
