@@ -9,6 +9,7 @@ from accelerate.hooks import ModelHook as AccelerateHook
 from accelerate.hooks import add_hook_to_module, remove_hook_from_module
 from diffusers.hooks import apply_group_offloading
 from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.normalization import AdaLayerNormSingle
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, remove_cache, remove_ilf
 from ilf.testing import pixart_call_kwargs, tiny_pipeline
@@ -99,15 +100,22 @@ def test_group_offloading_survives_ilf_both_ways(pipe):
 
 @pytest.fixture
 def wrapped_block_class(monkeypatch):
-    """A profiler-style class-level wrapper of the block's forward, without functools.wraps."""
-    original = BasicTransformerBlock.forward
+    """Profiler-style class-level wrappers, without functools.wraps, of the block's forward and of PixArt's
+    time embedding (which the pipeline calls with two positional arguments)."""
     seen = []
 
-    def forward(self, *args, **kwargs):
-        seen.append(len(args))
-        return original(self, *args, **kwargs)
+    def wrapper(original):
+        def forward(self, *args, **kwargs):
+            seen.append(len(args))
+            return original(self, *args, **kwargs)
 
-    yield lambda: monkeypatch.setattr(BasicTransformerBlock, "forward", forward), seen
+        return forward
+
+    def wrap():
+        for cls in (BasicTransformerBlock, AdaLayerNormSingle):
+            monkeypatch.setattr(cls, "forward", wrapper(cls.forward))
+
+    yield wrap, seen
 
 
 @pytest.mark.parametrize("how", ["ilf", "cache"])

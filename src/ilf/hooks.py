@@ -136,6 +136,22 @@ class ArgBinder:
         bound.update(kwargs)
         return bound
 
+    def get(self, args: tuple, kwargs: dict[str, Any], name: str):
+        """Argument `name` of a call, by keyword or by its position (no full binding needed)."""
+        if name in kwargs:
+            return kwargs[name]
+        if name in self.names[: len(args)]:
+            return args[self.names.index(name)]
+        raise TypeError(f"{self.qualname} was called without {name!r}")
+
+    def replace(self, args: tuple, kwargs: dict[str, Any], name: str, value) -> tuple[tuple, dict[str, Any]]:
+        """The call with argument `name` set to `value`, wherever the caller put it; other arguments
+        untouched (so a generic wrapper's extra positional arguments pass through)."""
+        if name in kwargs or name not in self.names[: len(args)]:
+            return args, {**kwargs, name: value}
+        i = self.names.index(name)
+        return args[:i] + (value,) + args[i + 1:], kwargs
+
 
 @functools.lru_cache(maxsize=None)
 def binder_for(fn: Callable) -> ArgBinder:

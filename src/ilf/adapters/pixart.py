@@ -27,9 +27,9 @@ class _PixArtTimeHook(ModelHook):
         st = self.runtime.state
         if st is None or not st.feedback_on:
             return cond, embedded
-        call = self.binder.bind(args, kwargs)
-        call["timestep"] = as_float_timestep(st.t_post, call["timestep"])
-        cond_post, embedded_post = self.fn_ref.original_forward(**call)
+        t_post = as_float_timestep(st.t_post, self.binder.get(args, kwargs, "timestep"))
+        post_args, post_kwargs = self.binder.replace(args, kwargs, "timestep", t_post)
+        cond_post, embedded_post = self.fn_ref.original_forward(*post_args, **post_kwargs)
         st.post_block_kwargs = {"timestep": cond_post}
         return cond, embedded_post
 
