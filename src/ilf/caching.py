@@ -39,7 +39,7 @@ class _CacheBlockHook(ModelHook):
         self.residual: torch.Tensor | None = None  # [B, L, D] from the last refresh step
 
     def new_forward(self, module, *args, **kwargs):
-        x = self.binder.bind(args, kwargs)["hidden_states"]  # [B, L, D]
+        x = self.binder.get(args, kwargs, "hidden_states")  # [B, L, D]
         r = self.residual
         if self.runtime.refresh or r is None or r.shape != x.shape:
             out = self.fn_ref.original_forward(*args, **kwargs)
