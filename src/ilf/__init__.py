@@ -14,6 +14,7 @@ from .counting import count_block_forwards  # noqa: E402
 from .errors import (  # noqa: E402
     CorruptFeedbackError,
     FeedbackMismatchError,
+    FeedbackNotFoundError,
     ILFError,
     LoopRangeError,
     ScheduleError,
@@ -27,5 +28,5 @@ __all__ = [
     "ILFConfig", "CacheConfig", "apply_ilf", "remove_ilf", "apply_cache", "remove_cache",
     "count_block_forwards", "save_feedback", "load_feedback", "FeedbackModule", "feedback_steps",
     "predicted_block_forwards", "ILFError", "UnsupportedModelError", "LoopRangeError",
-    "FeedbackMismatchError", "CorruptFeedbackError", "ScheduleError",
+    "FeedbackMismatchError", "FeedbackNotFoundError", "CorruptFeedbackError", "ScheduleError",
 ]

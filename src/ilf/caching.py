@@ -15,7 +15,7 @@ from .adapters import get_adapter
 from .clock import StepInfo
 from .config import CacheConfig
 from .errors import ILFError, ScheduleError
-from .hooks import CACHE_BLOCK_HOOK, CACHE_MODEL_HOOK, bind_arguments, register, unregister
+from .hooks import CACHE_BLOCK_HOOK, CACHE_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
 from .schedule import cache_refresh_steps
 
 CACHE_ATTR = "_ilf_paper_cache"
@@ -32,13 +32,14 @@ class _CacheModelHook(ModelHook):
 
 
 class _CacheBlockHook(ModelHook):
-    def __init__(self, runtime: "PaperCache"):
+    def __init__(self, runtime: "PaperCache", binder: ArgBinder):
         super().__init__()
         self.runtime = runtime
+        self.binder = binder  # the block class's signature, read at attach
         self.residual: torch.Tensor | None = None  # [B, L, D] from the last refresh step
 
     def new_forward(self, module, *args, **kwargs):
-        x = bind_arguments(type(module).forward, args, kwargs)["hidden_states"]  # [B, L, D]
+        x = self.binder.get(args, kwargs, "hidden_states")  # [B, L, D]
         r = self.residual
         if self.runtime.refresh or r is None or r.shape != x.shape:
             out = self.fn_ref.original_forward(*args, **kwargs)
@@ -56,28 +57,30 @@ class PaperCache:
         self.cached = config.block_indices(len(self.adapter.blocks(model)))
         self.refresh = True
         self.step: StepInfo | None = None
-        self._hooked: list[tuple[nn.Module, str]] = []
+        self._hooked: list[HookHandle] = []
+        self.model_binder = ArgBinder(type(model).forward)
         self._block_hooks: list[_CacheBlockHook] = []
 
     def attach(self) -> "PaperCache":
-        register(self.model, _CacheModelHook(self), CACHE_MODEL_HOOK)
-        self._hooked.append((self.model, CACHE_MODEL_HOOK))
+        self._hooked.append(register(self.model, _CacheModelHook(self), CACHE_MODEL_HOOK))
         blocks = self.adapter.blocks(self.model)
         for i in self.cached:
-            hook = _CacheBlockHook(self)
-            register(blocks[i], hook, CACHE_BLOCK_HOOK)
-            self._hooked.append((blocks[i], CACHE_BLOCK_HOOK))
+            hook = _CacheBlockHook(self, ArgBinder(type(blocks[i]).forward))
+            self._hooked.append(register(blocks[i], hook, CACHE_BLOCK_HOOK))
             self._block_hooks.append(hook)
         setattr(self.model, CACHE_ATTR, self)
         return self
 
     def detach(self) -> None:
-        for module, name in reversed(self._hooked):
-            unregister(module, name)
+        for handle in self._hooked:  # refuse before anything changes
+            check_removable(handle)
+        for handle in reversed(self._hooked):
+            unregister(handle)
         self._hooked.clear()
         self._block_hooks.clear()
         delattr(self.model, CACHE_ATTR)
 
+    @torch.compiler.disable  # host work once per call (reads the scheduler); compiled code sees the flag
     def begin_call(self, args, kwargs, refresh: bool | None) -> None:
         if refresh is not None:
             self.refresh = bool(refresh)
@@ -87,7 +90,7 @@ class PaperCache:
                 "the paper cache on a bare transformer needs ilf_cache_refresh=True/False per call, or "
                 "apply_cache(model, ..., scheduler=scheduler)"
             )
-        t = self.adapter.call_inputs(self.model, args, kwargs).get("timestep")
+        t = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder).get("timestep")
         self.step = self.clock.locate(t)
         self.refresh = self.step.index in cache_refresh_steps(self.step.num_steps, self.config.refresh_every)
 

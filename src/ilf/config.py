@@ -7,6 +7,7 @@ and benchmark results.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 from .errors import ILFError, LoopRangeError, ScheduleError
@@ -130,9 +131,12 @@ class ILFConfig:
     def from_dict(cls, d: dict) -> "ILFConfig":
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
-        if unknown:
-            raise ILFError(f"unknown ILFConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
+        if unknown:  # written by a newer ilf: read what this version knows, say what it leaves out
+            warnings.warn(
+                f"ignoring ILFConfig fields {sorted(unknown)} that this ilf does not know (written by a newer "
+                f"version?); known: {sorted(known)}. Upgrade ilf to use them.", UserWarning, stacklevel=2,
+            )
+        d = {k: v for k, v in d.items() if k in known}
         if "loop" in d:
             d["loop"] = tuple(d["loop"])
         if "feedback_steps" in d and isinstance(d["feedback_steps"], list):

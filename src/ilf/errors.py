@@ -20,6 +20,10 @@ class FeedbackMismatchError(ILFError):
     """A saved feedback was trained for another backbone or loop."""
 
 
+class FeedbackNotFoundError(ILFError):
+    """A feedback named by a Hub repo id could not be found (locally, in the cache, or on the Hub)."""
+
+
 class CorruptFeedbackError(ILFError):
     """A saved feedback file is unreadable, truncated or altered."""
 

@@ -20,6 +20,7 @@ from . import __version__
 from .adapters import BackboneAdapter, get_adapter
 from .config import ILFConfig
 from .errors import CorruptFeedbackError, FeedbackMismatchError
+from .hub import base_model_of, resolve_feedback_folder
 from .io import atomic_dir, sha256_file
 
 WEIGHTS_NAME = "ilf_feedback.safetensors"
@@ -33,7 +34,8 @@ class FeedbackModule(nn.Module):
     """F and the scales s_b … s_e of eq. 2–3.
 
     `block` is a block of the backbone's own class and settings; `scales` has one learnable scalar per
-    loop block, zero-initialised so an untrained feedback leaves the backbone's output unchanged.
+    loop block, zero-initialised so an untrained feedback adds nothing to the loop's input. (The output is the
+    stock model's only with `t_post="none"`: any other t_post conditions everything after the feedback on it.)
     """
 
     def __init__(self, block: nn.Module, loop: tuple[int, int]):
@@ -72,9 +74,16 @@ def _like_model(feedback: FeedbackModule, model: nn.Module) -> FeedbackModule:
     return feedback.to(device=ref.device, dtype=ref.dtype).train(model.training)
 
 
-def feedback_metadata(model: nn.Module, feedback: FeedbackModule, config: ILFConfig) -> dict:
+def feedback_metadata(
+    model: nn.Module, feedback: FeedbackModule, config: ILFConfig, base_model: tuple[str | None, str | None] | None = None
+) -> dict:
+    """The adapter description. `base_model`: (name or path, revision) of the backbone's checkpoint, as peft
+    records it; by default read from what diffusers recorded when the model was loaded."""
     adapter = get_adapter(model)
+    name, revision = base_model if base_model is not None else base_model_of(model)
     return {
+        "base_model_name_or_path": name,
+        "revision": revision,
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "ilf_version": __version__,
@@ -89,10 +98,11 @@ def feedback_metadata(model: nn.Module, feedback: FeedbackModule, config: ILFCon
 
 
 def write_feedback(
-    path: str | os.PathLike, model: nn.Module, feedback: FeedbackModule, config: ILFConfig, extra: dict | None = None
+    path: str | os.PathLike, model: nn.Module, feedback: FeedbackModule, config: ILFConfig, extra: dict | None = None,
+    *, base_model: tuple[str | None, str | None] | None = None,
 ) -> Path:
     """Write the adapter folder atomically: only the feedback's tensors, plus the JSON description."""
-    meta = feedback_metadata(model, feedback, config)
+    meta = feedback_metadata(model, feedback, config, base_model)
     if extra:
         meta["extra"] = extra
     tensors = {k: v.detach().contiguous().cpu() for k, v in feedback.state_dict().items()}
@@ -172,8 +182,17 @@ def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tens
         )
 
 
-def load_feedback(path: str | os.PathLike, model: nn.Module, strict: bool = True) -> tuple[FeedbackModule, ILFConfig]:
-    """Build the feedback stored at `path` for `model` (not attached). Raises before touching `model`."""
+def load_feedback(
+    path: str | os.PathLike, model: nn.Module, strict: bool = True, *, revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+) -> tuple[FeedbackModule, ILFConfig]:
+    """Build the feedback stored at `path` for `model` (not attached). Raises before touching `model`.
+
+    `path`: a feedback folder, or a Hub repo id (`"org/name"`, fetched through huggingface_hub with
+    `revision`, `cache_dir` and `token`; `HF_HUB_OFFLINE=1` reads only the local cache). A local folder wins.
+    """
+    path = resolve_feedback_folder(path, [CONFIG_NAME, WEIGHTS_NAME], revision=revision, cache_dir=cache_dir,
+                                   token=token)
     meta, tensors = read_feedback(path)
     check_compatible(model, meta, tensors, strict=strict)
     config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))

@@ -46,7 +46,8 @@ def cmd_generate(args) -> int:
             path = paths.feedback(args.world)
         trained = apply_ilf(pipe, path, **overrides).config  # the schedule it was trained for, if recorded
     elif args.loop:
-        apply_ilf(pipe, ILFConfig(loop=tuple(args.loop), **overrides))  # untrained: a no-op, for checks
+        # untrained: zero scales and (unless --t-post says otherwise) t_post none, so exactly the plain output
+        apply_ilf(pipe, ILFConfig(loop=tuple(args.loop), **{"t_post": "none", **overrides}))
     if args.cache:
         location, c, k = args.cache.split(":")
         apply_cache(pipe, CacheConfig(location, int(c), int(k)))
@@ -96,7 +97,8 @@ def register(sub) -> None:
     p.add_argument("--class-id", nargs="*", type=int, default=[], help="class ids (class-to-image, e.g. DiT/digits)")
     p.add_argument("--feedback", help="a feedback folder to attach (ILF); 'shipped' = the world's shipped feedback")
     p.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"),
-                   help="attach an untrained feedback on this loop instead (an exact no-op; for checking)")
+                   help="attach an untrained feedback on this loop instead, for checking: zero scales and t_post none, so exactly "
+                   "the plain output (with --t-post other than none the post-feedback blocks see the shifted timestep)")
     p.add_argument("--feedback-steps", help="override the feedback's schedule, e.g. outer:2, skip-inner:8, all")
     p.add_argument("--t-post", choices=["none", "uniform", "rescale", "anneal"], help="override the feedback's t_post")
     p.add_argument("--cache", help="the paper's cache instead, as LOCATION:BLOCKS:REFRESH, e.g. inner:18:3")

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import weakref
 
+from diffusers.utils.torch_utils import unwrap_module
 from torch import nn
 
 from .adapters import get_adapter
@@ -13,6 +14,7 @@ from .clock import SchedulerClock
 from .config import ILFConfig
 from .errors import FeedbackMismatchError, ILFError
 from .feedback import FeedbackModule, build_feedback, load_feedback, write_feedback
+from .hub import base_model_of, push_folder
 from .runtime import ILFRuntime, get_runtime
 
 _INFERENCE_FIELDS = {"feedback_steps", "t_post", "t_post_ratio", "anneal_floor"}
@@ -22,9 +24,11 @@ def resolve_target(target, scheduler=None) -> tuple[nn.Module, SchedulerClock | 
     """(transformer, clock) for a pipeline (`.transformer` + `.scheduler`) or a bare transformer."""
     model = getattr(target, "transformer", None)
     if isinstance(model, nn.Module) and not isinstance(target, nn.Module):
+        model = unwrap_module(model)  # `torch.compile(pipe.transformer)`: ILF hooks the model it wraps
         pipe_ref = weakref.ref(target)  # the pipeline owns the transformer; no reference cycle through us
         return model, SchedulerClock(lambda: getattr(pipe_ref(), "scheduler", None))
     if isinstance(target, nn.Module):
+        target = unwrap_module(target)
         return target, (SchedulerClock(lambda: scheduler) if scheduler is not None else None)
     raise ILFError(
         f"expected a diffusers pipeline with a `.transformer` or a transformer model, got {type(target).__name__}"
@@ -38,6 +42,9 @@ def apply_ilf(
     feedback: FeedbackModule | None = None,
     scheduler=None,
     strict: bool = True,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
     **overrides,
 ) -> ILFRuntime:
     """Attach Inner Loop Feedback to a pipeline or transformer; the pipeline is then used unchanged.
@@ -45,12 +52,16 @@ def apply_ilf(
     Args:
         target: a `PixArtAlphaPipeline`, `PixArtSigmaPipeline`, `DiTPipeline` (anything with `.transformer`
             and `.scheduler`), or a bare `PixArtTransformer2DModel` / `DiTTransformer2DModel`.
-        config: an `ILFConfig` (a new, untrained feedback is built: zero scales, so the output is unchanged)
-            or the path of a feedback folder saved by `save_feedback` / `ilf train`.
+        config: a feedback folder saved by `save_feedback` / `ilf train`, or a Hub repo id (`"org/name"`,
+            fetched through huggingface_hub: `HF_HUB_OFFLINE=1` reads only the local cache; a local folder of
+            that name wins); or an `ILFConfig` (a new, untrained feedback is built with zero scales: with `t_post="none"` the
+            output is exactly the stock model's; with any other t_post, e.g. the default `"rescale"`, the
+            blocks after the feedback and the output layer are conditioned on t_post, so it differs).
         feedback: an existing `FeedbackModule` to attach with `config` (e.g. one being trained).
         scheduler: for a bare transformer, the scheduler whose timesteps the calls follow. Without it each
             call must pass `ilf_t_post=` (and may pass `ilf_feedback=`).
         strict: refuse a saved feedback whose backbone weights differ from this backbone's.
+        revision, cache_dir, token: for a Hub repo id, as `huggingface_hub.snapshot_download` takes them.
         **overrides: inference settings replacing the config's (`feedback_steps`, `t_post`, `t_post_ratio`,
             `anneal_floor`; for a new feedback also `loop`, `init`, `init_block`).
 
@@ -74,7 +85,7 @@ def apply_ilf(
     if config is None:
         config = ILFConfig()
     if isinstance(config, (str, os.PathLike)):
-        fb, saved = load_feedback(config, model, strict=strict)
+        fb, saved = load_feedback(config, model, strict=strict, revision=revision, cache_dir=cache_dir, token=token)
         bad = {k for k in overrides if k not in _INFERENCE_FIELDS}
         if bad:
             raise FeedbackMismatchError(
@@ -99,10 +110,40 @@ def remove_ilf(target) -> FeedbackModule | None:
     return runtime.detach() if runtime is not None else None
 
 
-def save_feedback(target, path: str | os.PathLike, *, extra: dict | None = None):
-    """Save the attached feedback (only its tensors) and its config as an adapter folder, atomically."""
+def save_feedback(
+    target,
+    path: str | os.PathLike,
+    *,
+    extra: dict | None = None,
+    base_model_name_or_path: str | None = None,
+    base_model_revision: str | None = None,
+    push_to_hub: bool = False,
+    repo_id: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    commit_message: str | None = None,
+):
+    """Save the attached feedback (only its tensors) and its config as an adapter folder, atomically.
+
+    The config records the base model as peft does (`base_model_name_or_path`, `revision`): what you pass,
+    else what diffusers recorded when the pipeline / transformer was loaded. `push_to_hub=True` then uploads
+    the folder to `repo_id` (default: the folder's name) with huggingface_hub's `HfApi`, as diffusers'
+    `save_pretrained(push_to_hub=True)` does.
+
+    Example::
+
+        save_feedback(pipe, "pixart-fb", push_to_hub=True, repo_id="me/pixart-alpha-512-ilf")
+        apply_ilf(other_pipe, "me/pixart-alpha-512-ilf")
+    """
     model, _ = resolve_target(target)
     runtime = get_runtime(model)
     if runtime is None:
         raise ILFError("no ILF is attached to this transformer; apply_ilf() first")
-    return write_feedback(path, model, runtime.feedback, runtime.config, extra=extra)
+    name, revision = base_model_of(model, pipeline=None if isinstance(target, nn.Module) else target)
+    if base_model_name_or_path is not None and base_model_name_or_path != name:
+        name, revision = base_model_name_or_path, None  # another id: its recorded revision does not apply
+    base = (name, base_model_revision or revision)
+    out = write_feedback(path, model, runtime.feedback, runtime.config, extra=extra, base_model=base)
+    if push_to_hub:
+        push_folder(out, repo_id or out.name, private=private, token=token, commit_message=commit_message)
+    return out

@@ -33,7 +33,7 @@ from .clock import SchedulerClock, StepInfo
 from .config import ILFConfig
 from .errors import LoopRangeError, ScheduleError
 from .feedback import FeedbackModule
-from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, bind_arguments, register, unregister
+from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
 from .schedule import feedback_steps, loop_ratio, post_timestep
 
 FEEDBACK_ATTR = "ilf_feedback"  # the feedback is a submodule of the transformer: it follows .to() and DDP
@@ -75,16 +75,17 @@ class _ModelHook(ModelHook):
 class _BlockHook(ModelHook):
     """On blocks b..N-1: save f_{b-1,t} (block b), run the loop (block e), swap in t_post (blocks > e)."""
 
-    def __init__(self, runtime: "ILFRuntime", index: int):
+    def __init__(self, runtime: "ILFRuntime", index: int, binder: ArgBinder):
         super().__init__()
         self.runtime = runtime
         self.index = index
+        self.binder = binder  # the block class's signature, read at attach
 
     def new_forward(self, module, *args, **kwargs):
         rt, st = self.runtime, self.runtime.state
         if st is None or not st.feedback_on or st.in_loop:
             return self.fn_ref.original_forward(*args, **kwargs)
-        call = bind_arguments(type(module).forward, args, kwargs)
+        call = self.binder.bind(args, kwargs)
         b, e = rt.config.loop
         if self.index > e:
             call.update(rt.adapter.post_block_kwargs(rt.model, st))
@@ -114,7 +115,8 @@ class ILFRuntime:
         self.model, self.adapter, self.feedback, self.clock = model, adapter, feedback, clock
         self.config = config
         self.state: ForwardState | None = None
-        self._hooked: list[tuple[nn.Module, str]] = []
+        self._hooked: list[HookHandle] = []
+        self.model_binder = ArgBinder(type(model).forward)
         self._plans: dict[int, frozenset[int]] = {}
         self.warned_off_schedule = False
 
@@ -123,17 +125,18 @@ class ILFRuntime:
         model, blocks = self.model, self.adapter.blocks(self.model)
         model.add_module(FEEDBACK_ATTR, self.feedback)
         setattr(model, RUNTIME_ATTR, self)
-        register(model, _ModelHook(self), ILF_MODEL_HOOK)
-        self._hooked.append((model, ILF_MODEL_HOOK))
+        self._hooked.append(register(model, _ModelHook(self), ILF_MODEL_HOOK))
         for i in range(self.config.loop[0], len(blocks)):
-            register(blocks[i], _BlockHook(self, i), ILF_BLOCK_HOOK)
-            self._hooked.append((blocks[i], ILF_BLOCK_HOOK))
+            hook = _BlockHook(self, i, ArgBinder(type(blocks[i]).forward))
+            self._hooked.append(register(blocks[i], hook, ILF_BLOCK_HOOK))
         self._hooked += self.adapter.install_time_hooks(model, self)
         return self
 
     def detach(self) -> FeedbackModule:
-        for module, name in reversed(self._hooked):
-            unregister(module, name)
+        for handle in self._hooked:  # refuse before anything changes
+            check_removable(handle)
+        for handle in reversed(self._hooked):
+            unregister(handle)
         self._hooked.clear()
         del self.model._modules[FEEDBACK_ATTR]
         delattr(self.model, RUNTIME_ATTR)
@@ -182,8 +185,9 @@ class ILFRuntime:
             )
 
     # ---- per call ----
+    @torch.compiler.disable  # host work once per call (reads the scheduler); compiled code sees only its result
     def begin_call(self, args: tuple, kwargs: dict, t_post=None, feedback: bool | None = None) -> None:
-        inputs = self.adapter.call_inputs(self.model, args, kwargs)
+        inputs = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder)
         t = inputs.get("timestep")
         if t is None:
             raise ScheduleError("the transformer was called without `timestep`; ILF conditions on it")

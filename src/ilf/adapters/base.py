@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from ..hooks import bind_arguments
+from ..hooks import ArgBinder, binder_for
 
 
 class BackboneAdapter:
@@ -58,12 +58,13 @@ class BackboneAdapter:
         return out
 
     # ---- calls ----
-    def call_inputs(self, model: nn.Module, args: tuple, kwargs: dict) -> dict:
-        """The model call's arguments by name (timestep, class labels, …)."""
-        return bind_arguments(type(model).forward, args, kwargs)
+    def call_inputs(self, model: nn.Module, args: tuple, kwargs: dict, binder: ArgBinder | None = None) -> dict:
+        """The model call's arguments by name (timestep, class labels, …); `binder`: the signature at attach."""
+        return (binder or binder_for(type(model).forward)).bind(args, kwargs)
 
-    def install_time_hooks(self, model: nn.Module, runtime) -> list[tuple[nn.Module, str]]:
-        """Hook whatever computes the output layer's time conditioning so it uses t_post."""
+    def install_time_hooks(self, model: nn.Module, runtime) -> list:
+        """Hook whatever computes the output layer's time conditioning so it uses t_post; returns the
+        `HookHandle`s."""
         raise NotImplementedError
 
     def post_block_kwargs(self, model: nn.Module, state) -> dict:

@@ -49,8 +49,7 @@ class DiTAdapter(BackboneAdapter):
 
     def install_time_hooks(self, model, runtime):
         hook = _DiTOutputTimeHook(runtime, model.transformer_blocks[0].norm1.emb)
-        register(model.proj_out_1, hook, ILF_TIME_HOOK)
-        return [(model.proj_out_1, ILF_TIME_HOOK)]
+        return [register(model.proj_out_1, hook, ILF_TIME_HOOK)]
 
     def post_block_kwargs(self, model, state):
         return {"timestep": as_float_timestep(state.t_post, state.inputs["timestep"])}

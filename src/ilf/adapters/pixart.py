@@ -11,25 +11,25 @@ from __future__ import annotations
 from diffusers import PixArtTransformer2DModel
 from diffusers.hooks import ModelHook
 from diffusers.models.attention import BasicTransformerBlock
-from diffusers.models.normalization import AdaLayerNormSingle
 
-from ..hooks import ILF_TIME_HOOK, bind_arguments, register
+from ..hooks import ILF_TIME_HOOK, ArgBinder, register
 from .base import BackboneAdapter, as_float_timestep, basic_block_kwargs, register_adapter
 
 
 class _PixArtTimeHook(ModelHook):
-    def __init__(self, runtime):
+    def __init__(self, runtime, binder: ArgBinder):
         super().__init__()
         self.runtime = runtime
+        self.binder = binder  # AdaLayerNormSingle.forward's signature, read at attach
 
     def new_forward(self, module, *args, **kwargs):
         cond, embedded = self.fn_ref.original_forward(*args, **kwargs)  # [B, 6D], [B, D] at t
         st = self.runtime.state
         if st is None or not st.feedback_on:
             return cond, embedded
-        call = bind_arguments(AdaLayerNormSingle.forward, args, kwargs)
-        call["timestep"] = as_float_timestep(st.t_post, call["timestep"])
-        cond_post, embedded_post = self.fn_ref.original_forward(**call)
+        t_post = as_float_timestep(st.t_post, self.binder.get(args, kwargs, "timestep"))
+        post_args, post_kwargs = self.binder.replace(args, kwargs, "timestep", t_post)
+        cond_post, embedded_post = self.fn_ref.original_forward(*post_args, **post_kwargs)
         st.post_block_kwargs = {"timestep": cond_post}
         return cond, embedded_post
 
@@ -50,8 +50,8 @@ class PixArtAdapter(BackboneAdapter):
         )
 
     def install_time_hooks(self, model, runtime):
-        register(model.adaln_single, _PixArtTimeHook(runtime), ILF_TIME_HOOK)
-        return [(model.adaln_single, ILF_TIME_HOOK)]
+        hook = _PixArtTimeHook(runtime, ArgBinder(type(model.adaln_single).forward, first="timestep"))
+        return [register(model.adaln_single, hook, ILF_TIME_HOOK)]
 
     def post_block_kwargs(self, model, state):
         return state.post_block_kwargs  # filled by the adaln_single hook of this call

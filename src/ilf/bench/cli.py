@@ -116,8 +116,8 @@ def register(subparsers) -> None:
                    help="method strings and @presets, in table order; the first is the reference for PSNR/SSIM and "
                    "speedups (default: @all)")
     g.add_argument("--feedback", metavar="PATH", default=None,
-                   help="feedback folder for ilf rows without feedback= ('untrained': an untrained, identity "
-                   "feedback, for smoke runs); without it, such rows are skipped with a note")
+                   help="feedback folder for ilf rows without feedback= ('untrained': zero scales, for smoke runs; the "
+                   "plain model's output only with t_post=none); without it, such rows are skipped with a note")
     g.add_argument("--list-methods", action="store_true", help="print the method families and presets, then exit")
     g = p.add_argument_group("timing")
     g.add_argument("--repeats", type=int, default=None, help="timed calls per method (default 3; 0 = no timing)")
@@ -360,7 +360,8 @@ def run_bench_args(args):
     feedback = args.feedback
     if feedback is None and source.kind == "tiny" and any(s.family == "ilf" for s in specs):
         feedback = "untrained"  # a random tiny model has nothing a feedback could have been trained on
-        print("ilf bench: --tiny without --feedback: ILF rows use an untrained (identity) feedback", file=sys.stderr)
+        print("ilf bench: --tiny without --feedback: ILF rows use an untrained feedback (zero scales; their t_post "
+              "still shifts the post-feedback conditioning unless t_post=none)", file=sys.stderr)
     options = BenchOptions(
         out_dir=Path(args.out), batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
         time_batch=args.time_batch, feedback=feedback, grid_items=args.grid_items, crop=args.crop,

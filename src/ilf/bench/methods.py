@@ -141,7 +141,7 @@ class MethodSpec:
         """The row's name in tables and plots: the label, else the spec without file paths."""
         if self.label:
             return self.label
-        shown = [(k, v) for k, v in self.options if k != "feedback"]
+        shown = [(k, v) for k, v in self.options if k != "feedback" or v == UNTRAINED]  # paths hidden
         return f"{self.family}:{self.steps}" + "".join(f",{k}={format_value(v, k)}" for k, v in shown)
 
     @property
@@ -446,7 +446,8 @@ class ILFFamily(Family):
     summary = "Inner Loop Feedback with a trained feedback (feedback=PATH, default --feedback)"
     default_steps = 10
     options = {
-        "feedback": Option(_str, "a feedback folder from `ilf train`, or 'untrained' (an exact no-op; smoke runs)"),
+        "feedback": Option(_str, "a feedback folder from `ilf train`, or 'untrained' (zero scales, smoke runs: the plain "
+                           "output only with t_post=none)"),
         "plan": Option(_plan, "feedback steps: all, none, outer:K, first:K, last:K, skip-inner:K, ..., alternating "
                        "or [i,j,...] (default: the feedback's own, else outer:2)"),
         "t_post": Option(_choice("none", "uniform", "rescale", "anneal"),
@@ -466,7 +467,7 @@ class ILFFamily(Family):
         if fb is None:
             raise MethodSpecError(
                 f"{spec.name!r} needs a feedback: add feedback=PATH (a folder from `ilf train`) or pass --feedback "
-                "PATH; feedback=untrained runs an untrained (identity) feedback for smoke tests"
+                "PATH; feedback=untrained runs an untrained feedback (zero scales) for smoke tests"
             )
         return fb
 

@@ -84,8 +84,10 @@ def table_notes(results: dict) -> list[str]:
                      f"{s['num_images']} images (fewer than twice the feature width) it is dominated by the "
                      "covariance estimate: compare rows, not absolute values, or use more --num-images.")
     if s.get("untrained_feedback"):
-        notes.append("ILF rows use an UNTRAINED feedback (zero scales: the plain model's output at that step "
-                     "count plus the feedback's cost) — a smoke run, not ILF's quality.")
+        notes.append("Rows marked feedback=untrained use an UNTRAINED feedback (zero scales, so it adds nothing; "
+                     "with t_post=none they are exactly the plain model's output at that step count, with any other "
+                     "t_post, the default rescale included, the blocks after the feedback see the shifted timestep, "
+                     "so they differ from plain) at the feedback's cost — a smoke run, not ILF's quality.")
     for r in results["rows"]:  # what attention-level peers skip inside blocks that still run (not in # Blocks)
         peer = r.get("peer_stats") or {}
         parts = [f"{kind.replace('_', ' ')} computed {st['computed']}/{st['calls']}"
