@@ -32,7 +32,10 @@ _COMMON = [
 ]
 VARIANTS = {  # NAME:key=value,...; see --variants
     "digits": _COMMON + ["traj-10-last2-loop5-7:distill=trajectory,steps=10,plan=last:2,loop=5-7"],
-    "shapes": list(_COMMON),
+    "shapes": _COMMON + [  # training length and a deeper loop, for the one plan that came close on shapes
+        "traj-10-last1-3000it:distill=trajectory,steps=10,plan=last:1,iters=3000",
+        "traj-10-last1-loop1-10-3000it:distill=trajectory,steps=10,plan=last:1,loop=1-10,iters=3000",
+    ],
 }
 FAD_FEEDBACK = "docs/quality-per-block/fad-feedback/{world}"  # the pre-study shipped FAD feedbacks, kept
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Per world: the loop (paper: 8–19 of 28 blocks, scaled to our 12), the trajectory run that trains the feedback
-# for the shipped schedule (10 DPM-Solver++ steps, feedback on the last 2), and the ILF rows' t_post — chosen by
-# bench/quality_per_block.py (see the README's "Quality per block forward").
+# for the shipped schedule (10 DPM-Solver++ steps, feedback on the last one: the recipe of the shipped feedbacks),
+# and the ILF rows' t_post — chosen by bench/quality_per_block.py (see the README's "Quality per block forward").
 WORLD_SETTINGS = {
-    "shapes": dict(loop=(3, 8), steps=600, quick_steps=6, lr=1e-3, batch=32, images=32, quick_images=4,
-                   t_post="none", student_steps=10, plan="last:2", rollout_size=128),
-    "digits": dict(loop=(3, 8), steps=600, quick_steps=6, lr=1e-3, batch=32, images=50, quick_images=4,
-                   t_post="none", student_steps=10, plan="last:2", rollout_size=128),
+    "shapes": dict(loop=(3, 8), steps=1000, quick_steps=6, lr=1e-3, batch=32, images=32, quick_images=4,
+                   t_post="none", student_steps=10, plan="last:1", rollout_size=256),
+    "digits": dict(loop=(3, 8), steps=1000, quick_steps=6, lr=1e-3, batch=32, images=50, quick_images=4,
+                   t_post="none", student_steps=10, plan="last:1", rollout_size=256),
 }
 
 
@@ -42,7 +42,7 @@ class DemoPlan:
     t_post: str
     threads: int | None
     student_steps: int = 10
-    plan: str = "last:2"
+    plan: str = "last:1"
     rollout_size: int = 128
 
 
@@ -247,9 +247,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="ilf-demo", help="output folder (default: ./ilf-demo)")
     p.add_argument("--pretrained-feedback", action="store_true", help="use the shipped feedback instead of training")
     p.add_argument("--quick", action="store_true", help="a smoke run in about 2 minutes (few steps and images)")
-    p.add_argument("--train-steps", type=int, help="trajectory training iterations (default: 600; 6 with --quick)")
+    p.add_argument("--train-steps", type=int, help="trajectory training iterations (default: 1000; 6 with --quick)")
     p.add_argument("--student-steps", type=int, help="the inference step count the feedback is trained for (default: 10)")
-    p.add_argument("--feedback-steps", help="the steps that get feedback, e.g. last:2, outer:2, 0,4 (default: last:2)")
+    p.add_argument("--feedback-steps", help="the steps that get feedback, e.g. last:1, last:2, outer:2 (default: last:1)")
     p.add_argument("--lr", type=float, help="feedback learning rate (default: 1e-3)")
     p.add_argument("--batch-size", type=int, help="training batch (default: 32; 8 with --quick)")
     p.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"), help="inner loop blocks (default: 3 8)")
