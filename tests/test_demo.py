@@ -89,11 +89,19 @@ def test_verdict_words_follow_the_intervals():
 def test_digits_demo_with_the_shipped_feedback(tmp_path):
     out = tmp_path / "digits"
     assert main(["demo", "--world", "digits", "--quick", "--pretrained-feedback", "--out", str(out),
-                 "--threads", "1"]) == 0
+                 "--threads", "1", "--num-images", "12"]) == 0
     report = (out / "report.md").read_text()
     assert report.startswith("# ilf demo — the digits world")
     assert "Feedback: the shipped one" in report and "t_post = none" in report
     assert "feedback-run" not in {p.name for p in out.iterdir()}  # nothing was trained
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["display"] for r in rows][-1] == "ILF"
+    # the verdict re-reads the image folders (sorted names: d0_0, d10_0, d11_0, d1_0, …): its per-item accuracy
+    # must pair each image with its own class, so its means equal the table's
+    by = {r["display"]: r for r in rows}
+    (found,) = json.loads((out / "results.json").read_text())["demo"]["verdict"]
+    assert found["rival"] == "plain:11"
+    for name, side in ((found["ilf"], "mean_a"), (found["rival"], "mean_b")):
+        assert found["comparisons"]["accuracy"][side] == pytest.approx(by[name]["metrics"]["accuracy"])
+        assert by[name]["metrics"]["accuracy"] > 0.5
     assert all("accuracy" in r["metrics"] for r in rows)

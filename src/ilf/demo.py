@@ -95,8 +95,8 @@ def paired_verdict(out: Path, results: dict, world: str, num_blocks: int) -> lis
     rows = {r["display"]: r for r in results["rows"]}
     ref = next(r for r in results["rows"] if r.get("reference"))
     quality = "accuracy" if world == "digits" else "alignment"
-    items = results["items"]
-    conds = [it["class_label"] if world == "digits" else it["prompt"] for it in items]
+    key = "class_label" if world == "digits" else "prompt"
+    by_name = {f"{it['id']}.png": it for it in results["items"]}  # the image folders hold ITEM_ID.png, sorted
     ev = load_evaluator(world)
     found = []
     for name, row in rows.items():
@@ -108,10 +108,11 @@ def paired_verdict(out: Path, results: dict, world: str, num_blocks: int) -> lis
         scores = {}
         for r in (row, rival):
             fid = fidelity_folders(out / r["images"], out / ref["images"])
-            images = load_images(out / r["images"])
+            images = load_images(out / r["images"])  # in the same (sorted file name) order as fid.names
+            conds = [by_name[n][key] for n in fid.names]
             scores[r["display"]] = {"psnr": fid.psnr.numpy(), "ssim": fid.ssim.numpy(),
                                     quality: ev.score(images, conds).numpy()}
-        seeds = np.arange(len(items))  # one seed per item: wins are counted per item
+        seeds = np.arange(len(fid.names))  # one seed per item: wins are counted per item
         found.append({"ilf": name, "rival": rival["display"], "ilf_blocks": row["block_forwards"],
                       "rival_blocks": rival["block_forwards"], "comparisons": {
                           k: compare(scores[name][k], scores[rival["display"]][k], seeds, k).to_dict()
