@@ -120,3 +120,16 @@ def model_kwargs(model, batch: dict) -> dict:
     else:
         kw["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
     return kw
+
+
+def unconditional_inputs(pipe, source, max_sequence_length: int | None = None):
+    """(encoder or None, null text or None, null class) for a data source: what CFG dropout and guided paths need.
+
+    The encoder is the pipeline's frozen VAE + text encoder (none for precomputed data); the null text is the empty
+    caption's embedding and mask (from the shards when precomputed); the null class is DiT's `num_embeds_ada_norm`.
+    """
+    encoder = None if source.encoded else Encoder(pipe, source.kind, max_sequence_length)
+    null_text = None
+    if source.kind == "text":
+        null_text = source.null_text() if source.encoded else encoder.null_text()
+    return encoder, null_text, pipe.transformer.config.get("num_embeds_ada_norm") or 1000

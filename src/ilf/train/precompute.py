@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..errors import ILFError
 from ..io import atomic_write_text
 from .data import NULL_TEXT, SHARD_META, open_source
-from .encode import Encoder, vae_scale
+from .encode import Encoder, unconditional_inputs, vae_scale
 
 
 def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto", resolution: int | None = None,
@@ -118,11 +118,7 @@ def precompute_teacher_paths(pipeline: str, data: Path, out: Path, *, num_paths:
     source = open_source(data, data_type, None, None, seed)
     if getattr(source, "resolution", 0) is None:  # images are read (for their captions) at the backbone's size
         source.resolution = model.config.sample_size * vae_scale(pipe)
-    encoder = None if source.encoded else Encoder(pipe, source.kind, max_sequence_length)
-    null_text = None
-    if source.kind == "text":
-        null_text = source.null_text() if source.encoded else encoder.null_text()
-    null_class = model.config.get("num_embeds_ada_norm") or 1000
+    encoder, null_text, null_class = unconditional_inputs(pipe, source, max_sequence_length)
     conds = trajectory_conditions(source, encoder, num_paths, seed, null_text, null_class, [0], device)
     adapter = get_adapter(model)
     return write_teacher_paths(

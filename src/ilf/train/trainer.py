@@ -29,7 +29,7 @@ from ..schedule import loop_ratio
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import StepSampler, open_source
-from .encode import Encoder, vae_scale
+from .encode import unconditional_inputs, vae_scale
 
 logger = logging.getLogger("ilf.train")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -245,11 +245,7 @@ def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per
         from ..worlds.registry import CALL_KWARGS
 
         max_len = CALL_KWARGS[cfg.world].get("max_sequence_length")
-    encoder = None if source.encoded else Encoder(pipe, source.kind, max_len)
-    null_text = None
-    if source.kind == "text":
-        null_text = source.null_text() if source.encoded else encoder.null_text()
-    null_class = model.config.get("num_embeds_ada_norm") or 1000
+    encoder, null_text, null_class = unconditional_inputs(pipe, source, max_len)
     if cfg.distill == "trajectory":
         from .trajectory import build_trajectory
 
