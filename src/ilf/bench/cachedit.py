@@ -12,13 +12,13 @@ import importlib.util
 import logging
 import os
 
-from .methods import Attachment, Family, Option, Prepared, _float, _int, register_family
-from .peers import _quiet
+from .methods import Attachment, Family, Option, Prepared, parse_float, parse_int, register_family
+from .peers import quiet_loggers
 
 
 def _quiet_cache_dit():
     """cache-dit logs INFO lines on every enable and a warning on every disable; keep the bench output readable."""
-    return _quiet(*(n for n in logging.root.manager.loggerDict if n.startswith(("cache_dit", "CACHE_DIT"))))
+    return quiet_loggers(*(n for n in logging.root.manager.loggerDict if n.startswith(("cache_dit", "CACHE_DIT"))))
 
 
 def _import_cache_dit():
@@ -34,12 +34,12 @@ class CacheDiTFamily(Family):
     summary = ("cache-dit DBCache: the first FN and last BN blocks always run, the middle ones are skipped while "
                "the residual after the first FN changes less than THRESHOLD (optional extra)")
     options = {
-        "fn": Option(_int, "Fn_compute_blocks: leading blocks that always run", 1),
-        "bn": Option(_int, "Bn_compute_blocks: trailing blocks that always run", 0),
-        "threshold": Option(_float, "residual_diff_threshold", 0.08),
-        "warmup": Option(_int, "max_warmup_steps: the first steps never skip (cache-dit's default 8)", 8),
-        "max_cached": Option(_int, "max_cached_steps (-1 = no limit)", -1),
-        "max_continuous": Option(_int, "max_continuous_cached_steps (-1 = no limit)", -1),
+        "fn": Option(parse_int, "Fn_compute_blocks: leading blocks that always run", 1),
+        "bn": Option(parse_int, "Bn_compute_blocks: trailing blocks that always run", 0),
+        "threshold": Option(parse_float, "residual_diff_threshold", 0.08),
+        "warmup": Option(parse_int, "max_warmup_steps: the first steps never skip (cache-dit's default 8)", 8),
+        "max_cached": Option(parse_int, "max_cached_steps (-1 = no limit)", -1),
+        "max_continuous": Option(parse_int, "max_continuous_cached_steps (-1 = no limit)", -1),
     }
 
     def unavailable(self):

@@ -36,18 +36,18 @@ GRAMMAR = "FAMILY[:STEPS][,KEY=VALUE]... (a value with commas in brackets, e.g. 
 # ---------------------------------------------------------------------------------------------- values
 
 
-def _int(v: str) -> int:
+def parse_int(v: str) -> int:
     return int(v)
 
 
-def _pos_int(v: str) -> int:
+def parse_pos_int(v: str) -> int:
     n = int(v)
     if n < 1:
         raise ValueError("must be >= 1")
     return n
 
 
-def _float(v: str) -> float:
+def parse_float(v: str) -> float:
     return float(v)
 
 
@@ -55,7 +55,7 @@ def _str(v: str) -> str:
     return v
 
 
-def _choice(*choices: str) -> Callable[[str], str]:
+def parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(v: str) -> str:
         if v not in choices:
             raise ValueError(f"choose one of {', '.join(choices)}")
@@ -68,7 +68,7 @@ def _choice(*choices: str) -> Callable[[str], str]:
 _PAIR = re.compile(r"^(-?\d+(?:\.\d+)?)-(-?\d+(?:\.\d+)?)$")
 
 
-def _pair(v: str) -> tuple[float, float]:
+def parse_pair(v: str) -> tuple[float, float]:
     """"100-800" / "-1-681" -> (100.0, 800.0) / (-1.0, 681.0)."""
     m = _PAIR.match(v)
     if not m:
@@ -77,7 +77,7 @@ def _pair(v: str) -> tuple[float, float]:
 
 
 def _loop(v: str) -> tuple[int, int]:
-    b, e = _pair(v)
+    b, e = parse_pair(v)
     if b != int(b) or e != int(e) or b < 0 or e < b:
         raise ValueError("write B-E with 0 <= B <= E, e.g. 8-19")
     return int(b), int(e)
@@ -183,7 +183,7 @@ def parse_method(text: str) -> MethodSpec:
     family_name, _, steps_text = head.partition(":")
     family = get_family(family_name.strip())
     try:
-        steps = _pos_int(steps_text) if steps_text else family.default_steps
+        steps = parse_pos_int(steps_text) if steps_text else family.default_steps
     except ValueError:
         raise MethodSpecError(f"{text!r}: steps {steps_text!r} must be a positive integer") from None
     label, options = None, {}
@@ -385,10 +385,10 @@ class PaperCacheFamily(Family):
     name = "paper-cache"
     summary = "the paper's caching baseline: cacheable blocks reuse their residual between refresh steps"
     options = {
-        "location": Option(_choice("inner", "outer", "first", "last", "alternating"),
+        "location": Option(parse_choice("inner", "outer", "first", "last", "alternating"),
                            "which blocks are cacheable", "inner"),
-        "blocks": Option(_int, "c, how many blocks are cacheable (default 18 of 28, scaled to the model)"),
-        "refresh": Option(_pos_int, "k: steps 0, k, 2k, ... recompute everything", 3),
+        "blocks": Option(parse_int, "c, how many blocks are cacheable (default 18 of 28, scaled to the model)"),
+        "refresh": Option(parse_pos_int, "k: steps 0, k, 2k, ... recompute everything", 3),
     }
 
     def config(self, spec, num_blocks):
@@ -450,9 +450,9 @@ class ILFFamily(Family):
                            "output only with t_post=none)"),
         "plan": Option(_plan, "feedback steps: all, none, outer:K, first:K, last:K, skip-inner:K, ..., alternating "
                        "or [i,j,...] (default: the feedback's own, else outer:2)"),
-        "t_post": Option(_choice("none", "uniform", "rescale", "anneal"),
+        "t_post": Option(parse_choice("none", "uniform", "rescale", "anneal"),
                          "post-feedback timestep (default: the feedback's own, else rescale)"),
-        "ratio": Option(_choice("m/n", "n/m"), "k of eq. 4-5 (default: the feedback's own, else m/n)"),
+        "ratio": Option(parse_choice("m/n", "n/m"), "k of eq. 4-5 (default: the feedback's own, else m/n)"),
         "loop": Option(_loop, "B-E, only with feedback=untrained (default: 8-19 of 28, scaled)"),
     }
 

@@ -34,7 +34,7 @@ from ilf.hooks import bind_arguments
 
 from .errors import BenchError
 from .methods import (
-    Attachment, Family, Option, Prepared, _choice, _float, _int, _pair, _pos_int, register_family,
+    Attachment, Family, Option, Prepared, parse_choice, parse_float, parse_int, parse_pair, parse_pos_int, register_family,
 )
 from .stock import strip_empty_registries
 
@@ -166,7 +166,7 @@ class _UncondSkipCounter:
 
 
 @contextlib.contextmanager
-def _quiet(*loggers: str):
+def quiet_loggers(*loggers: str):
     """Silence the experimental-feature warnings diffusers logs on every apply."""
     saved = [(lg, lg.level) for lg in map(logging.getLogger, loggers)]
     for lg, _ in saved:
@@ -205,7 +205,7 @@ def attach_diffusers_hooks(
     for name, hook in inner_hooks:
         registry.register_hook(hook, name)
     ctx_hook = _CacheContextHook(clock)
-    with _quiet("diffusers.hooks"):
+    with quiet_loggers("diffusers.hooks"):
         apply(model, ctx_hook)
     registry.register_hook(ctx_hook, CONTEXT_HOOK)  # registered last = runs first
     registry.invalidate_child_registries_cache()  # `_set_cache_context` must reach the new block hooks
@@ -246,7 +246,7 @@ class _PeerFamily(Family):
 class FirstBlockCacheFamily(_PeerFamily):
     name = "fbc"
     summary = "diffusers FirstBlockCache: skip blocks 1..N-1 when block 0's residual barely changed"
-    options = {"threshold": Option(_float, "relative change of block 0's residual below which a step is skipped", 0.05)}
+    options = {"threshold": Option(parse_float, "relative change of block 0's residual below which a step is skipped", 0.05)}
 
     def prepare(self, spec, ctx):
         from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
@@ -272,11 +272,11 @@ class TaylorSeerFamily(_PeerFamily):
     summary = ("diffusers TaylorSeerCache: between full steps, each block's output (mode=block) or only the "
                "output projection (mode=lite) is a Taylor extrapolation")
     options = {
-        "interval": Option(_pos_int, "a full step every INTERVAL steps after the warm-up", 2),
-        "warmup": Option(_int, "the first WARMUP steps always compute", 3),
-        "cooldown": Option(_int, "steps >= COOLDOWN always compute (default: never)"),
-        "order": Option(_pos_int, "Taylor order", 1),
-        "mode": Option(_choice("block", "lite"), "block: predict every block's output; lite: skip the blocks and "
+        "interval": Option(parse_pos_int, "a full step every INTERVAL steps after the warm-up", 2),
+        "warmup": Option(parse_int, "the first WARMUP steps always compute", 3),
+        "cooldown": Option(parse_int, "steps >= COOLDOWN always compute (default: never)"),
+        "order": Option(parse_pos_int, "Taylor order", 1),
+        "mode": Option(parse_choice("block", "lite"), "block: predict every block's output; lite: skip the blocks and "
                        "predict the output projection", "block"),
     }
 
@@ -318,9 +318,9 @@ class MagCacheFamily(_PeerFamily):
     summary = ("diffusers MagCache: skip whole steps while the accumulated residual-magnitude error stays small "
                "(ratios calibrated on the first prompt)")
     options = {
-        "threshold": Option(_float, "accumulated error below which a step is skipped", 0.06),
-        "max_skip": Option(_int, "at most this many consecutive skipped steps (K)", 3),
-        "retention": Option(_float, "the first RETENTION x steps never skip", 0.2),
+        "threshold": Option(parse_float, "accumulated error below which a step is skipped", 0.06),
+        "max_skip": Option(parse_int, "at most this many consecutive skipped steps (K)", 3),
+        "retention": Option(parse_float, "the first RETENTION x steps never skip", 0.2),
     }
 
     def prepare(self, spec, ctx):
@@ -360,10 +360,10 @@ class PABFamily(_PeerFamily):
     summary = ("diffusers PyramidAttentionBroadcast: reuse attention outputs inside a timestep range "
                "(blocks still run; only attention is skipped)")
     options = {
-        "spatial": Option(_pos_int, "self-attention computed every SPATIAL calls in range", 2),
-        "cross": Option(_pos_int, "cross-attention computed every CROSS calls in range (PixArt only)", 4),
-        "range": Option(_pair, "timestep range LO-HI where self-attention may be reused", (100.0, 800.0)),
-        "cross_range": Option(_pair, "timestep range LO-HI where cross-attention may be reused", (100.0, 800.0)),
+        "spatial": Option(parse_pos_int, "self-attention computed every SPATIAL calls in range", 2),
+        "cross": Option(parse_pos_int, "cross-attention computed every CROSS calls in range (PixArt only)", 4),
+        "range": Option(parse_pair, "timestep range LO-HI where self-attention may be reused", (100.0, 800.0)),
+        "cross_range": Option(parse_pair, "timestep range LO-HI where cross-attention may be reused", (100.0, 800.0)),
     }
 
     def predicted_block_forwards(self, spec, num_blocks, feedback=None):
@@ -394,12 +394,12 @@ class FasterCacheFamily(_PeerFamily):
     summary = ("diffusers FasterCache: extrapolate self-attention between computed steps, and approximate the "
                "unconditional CFG branch from the conditional one (CFG-cache; PixArt only)")
     options = {
-        "spatial": Option(_pos_int, "self-attention computed every SPATIAL calls in range", 2),
-        "range": Option(_pair, "timestep range LO-HI where self-attention may be extrapolated", (-1.0, 681.0)),
-        "uncond": Option(_pos_int, "CFG-cache: the unconditional branch computed every UNCOND steps in range", 5),
-        "uncond_range": Option(_pair, "timestep range LO-HI where the unconditional branch may be skipped",
+        "spatial": Option(parse_pos_int, "self-attention computed every SPATIAL calls in range", 2),
+        "range": Option(parse_pair, "timestep range LO-HI where self-attention may be extrapolated", (-1.0, 681.0)),
+        "uncond": Option(parse_pos_int, "CFG-cache: the unconditional branch computed every UNCOND steps in range", 5),
+        "uncond_range": Option(parse_pair, "timestep range LO-HI where the unconditional branch may be skipped",
                                (-1.0, 641.0)),
-        "weight": Option(_float, "attention extrapolation weight (diffusers' default 0.5)", 0.5),
+        "weight": Option(parse_float, "attention extrapolation weight (diffusers' default 0.5)", 0.5),
     }
 
     def predicted_block_forwards(self, spec, num_blocks, feedback=None):
