@@ -60,3 +60,27 @@ def test_control_costs_one_block_per_feedback_step_in_a_pipeline():
     assert counter.total == 5 * 6 + 2 * 1
     assert predicted_block_forwards(6, 5, loop=LOOP, feedback_plan="last:2", rerun_loop=False) == 32
     assert predicted_block_forwards(6, 5, loop=LOOP, feedback_plan="last:2") == 30 + 2 * 4
+
+
+def test_update_changes_the_schedule_on_the_next_call_and_refuses_what_apply_ilf_refuses():
+    from ilf import FeedbackMismatchError, LoopRangeError
+    from ilf.testing import tiny_pipeline
+
+    pipe = tiny_pipeline("dit")
+    pipe.set_progress_bar_config(disable=True)
+    rt = apply_ilf(pipe, ILFConfig(loop=LOOP, feedback_steps="last:2", t_post="none"))
+
+    def blocks():
+        with count_block_forwards(pipe) as counter:
+            pipe(class_labels=[1], num_inference_steps=5, generator=torch.Generator().manual_seed(0))
+        return counter.total
+
+    assert blocks() == 30 + 2 * 4
+    assert rt.update(feedback_steps="all").feedback_steps == "all"
+    assert blocks() == 30 + 5 * 4  # the next run follows the new plan
+    for bad in ({"init": "fresh"}, {"rerun_loop": False}, {"num_inference_steps": 7}):
+        with pytest.raises(FeedbackMismatchError, match="cannot change on an attached feedback"):
+            rt.update(**bad)
+    with pytest.raises(LoopRangeError, match="trained for loop"):
+        rt.update(loop=(1, 3))
+    assert rt.config.feedback_steps == "all" and rt.config.rerun_loop  # nothing half-applied

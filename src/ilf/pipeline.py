@@ -11,13 +11,12 @@ from torch import nn
 
 from .adapters import get_adapter
 from .clock import SchedulerClock
-from .config import ILFConfig
+from .config import INFERENCE_FIELDS, ILFConfig
 from .errors import FeedbackMismatchError, ILFError
 from .feedback import FeedbackModule, build_feedback, load_feedback, write_feedback
 from .hub import base_model_of, push_folder
 from .runtime import ILFRuntime, get_runtime
 
-_INFERENCE_FIELDS = {"feedback_steps", "t_post", "t_post_ratio", "anneal_floor"}
 
 
 def resolve_target(target, scheduler=None) -> tuple[nn.Module, SchedulerClock | None]:
@@ -86,11 +85,11 @@ def apply_ilf(
         config = ILFConfig()
     if isinstance(config, (str, os.PathLike)):
         fb, saved = load_feedback(config, model, strict=strict, revision=revision, cache_dir=cache_dir, token=token)
-        bad = {k for k in overrides if k not in _INFERENCE_FIELDS}
+        bad = {k for k in overrides if k not in INFERENCE_FIELDS}
         if bad:
             raise FeedbackMismatchError(
                 f"{sorted(bad)} cannot change for a trained feedback (it was trained for loop {saved.loop}); "
-                f"only {sorted(_INFERENCE_FIELDS)} can be overridden"
+                f"only {sorted(INFERENCE_FIELDS)} can be overridden"
             )
         config = dataclasses.replace(saved, **overrides)
         feedback = feedback or fb

@@ -30,8 +30,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .adapters import BackboneAdapter
 from .clock import SchedulerClock, StepInfo
-from .config import ILFConfig
-from .errors import LoopRangeError, ScheduleError
+from .config import INFERENCE_FIELDS, ILFConfig
+from .errors import FeedbackMismatchError, LoopRangeError, ScheduleError
 from .feedback import FeedbackModule
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
 from .schedule import feedback_steps, loop_ratio, post_timestep
@@ -150,6 +150,12 @@ class ILFRuntime:
             raise LoopRangeError(
                 f"the attached feedback was trained for loop {self.config.loop}; a different loop needs a "
                 "feedback trained for it"
+            )
+        bad = sorted(k for k in changes if k not in INFERENCE_FIELDS and k != "loop")
+        if bad:  # the same rule as apply_ilf's overrides of a trained feedback
+            raise FeedbackMismatchError(
+                f"{bad} cannot change on an attached feedback (it was built as {self.config.to_dict()}); only "
+                f"{sorted(INFERENCE_FIELDS)} can be updated — remove_ilf() and apply_ilf() anew for the rest"
             )
         self.config = dataclasses.replace(self.config, **changes)
         self._plans.clear()

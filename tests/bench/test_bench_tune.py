@@ -45,3 +45,14 @@ def test_tune_picks_the_best_scored_candidate(tmp_path, capsys):
     assert all(t["block_forwards"] <= 80 for t in res["tried"])
     assert res["num_candidates"] == len(res["tried"]) == 4  # outer:1, outer:2 x rescale, none (loop 2-4: 60+4k)
     assert res["best"]["method"] in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("metric,order", [("fid", ["b", "a", "failed"]), ("psnr", ["a", "b", "failed"])])
+def test_ranking_puts_a_failed_candidate_last_in_either_direction(metric, order):
+    from ilf.bench.tune import rank_tried
+
+    def row(name, score, reference=False):
+        return {"method": {"spec": name}, "reference": reference, "metrics": {} if score is None else {metric: score}}
+
+    rows = [row("ref", 99.0, reference=True), row("failed", None), row("a", 30.0), row("b", 10.0)]
+    assert [r["method"]["spec"] for r in rank_tried(rows, metric)] == order  # fid: lower first; psnr: higher

@@ -90,6 +90,17 @@ def pick_best(results: dict, metric: str) -> dict:
     return (max if higher else min)(rows, key=lambda r: r["metrics"][metric])
 
 
+def rank_tried(rows: list[dict], metric: str) -> list[dict]:
+    """Candidates best first by `metric` (its direction from METRICS); a candidate without a score goes last."""
+    higher = METRICS[metric].higher_is_better
+
+    def key(r):
+        v = r["metrics"].get(metric)
+        return (1, 0.0) if v is None else (0, -v if higher else v)
+
+    return sorted((r for r in rows if not r["reference"]), key=key)
+
+
 def autotune(source, items, scorer, space: TuneSpace, *, budget: float, metric: str, reference: str,
              out_dir: Path, batch_size: int = 4, max_configs: int | None = None, progress: bool = True) -> dict:
     """Generate the reference and every candidate on `items`, score them, write tune.json; return the summary."""
@@ -104,8 +115,7 @@ def autotune(source, items, scorer, space: TuneSpace, *, budget: float, metric: 
     bench = Bench(source, items, specs, scorer, options)
     results = bench.run()
     best = pick_best(results, metric)
-    tried = sorted((r for r in results["rows"] if not r["reference"]),
-                   key=lambda r: r["metrics"].get(metric) or 0.0, reverse=METRICS[metric].higher_is_better)
+    tried = rank_tried(results["rows"], metric)
     summary = {
         "metric": metric, "higher_is_better": METRICS[metric].higher_is_better, "budget_block_forwards": budget,
         "reference": ref.name, "num_candidates": len(specs) - 1, "calibration_items": [it.to_dict() for it in items],
