@@ -10,7 +10,7 @@ by seed-level win counts (per seed, the mean difference over its conditions).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -105,11 +105,6 @@ class Comparison:
     seed_wins: int  # seeds where a's mean beats b's
     seed_losses: int
     num_seeds: int
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def significant(self) -> bool:
-        return self.ci[0] > 0 or self.ci[1] < 0
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "mean_a": self.mean_a, "mean_b": self.mean_b, "diff": self.diff,

@@ -62,6 +62,12 @@ def vae_scale(pipe) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 8
 
 
+def default_resolution(source, pipe) -> None:
+    """Raw image folders without --resolution are read at the backbone's native size (latent size × VAE scale)."""
+    if getattr(source, "resolution", 0) is None:
+        source.resolution = pipe.transformer.config.sample_size * vae_scale(pipe)
+
+
 def stack_encoded(samples: list[dict], device) -> dict:
     """Rows of precomputed shards → a batch on `device`."""
     out = {k: torch.stack([s[k] for s in samples]).to(device) for k in samples[0]}

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..errors import ILFError
 from ..io import atomic_write_text
 from .data import NULL_TEXT, SHARD_META, open_source
-from .encode import Encoder, unconditional_inputs, vae_scale
+from .encode import Encoder, default_resolution, unconditional_inputs
 
 
 def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto", resolution: int | None = None,
@@ -32,8 +32,7 @@ def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto",
     source = open_source(data, data_type, resolution, None, 0)
     if source.encoded:
         raise ILFError(f"{data} already holds precomputed shards; pass them to `ilf train --data` directly")
-    if source.resolution is None:
-        source.resolution = pipe.transformer.config.sample_size * vae_scale(pipe)
+    default_resolution(source, pipe)
     encoder = Encoder(pipe, source.kind, max_sequence_length)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,8 +115,7 @@ def precompute_teacher_paths(pipeline: str, data: Path, out: Path, *, num_paths:
     use_scheduler(pipe, scheduler)
     model = pipe.transformer.eval()
     source = open_source(data, data_type, None, None, seed)
-    if getattr(source, "resolution", 0) is None:  # images are read (for their captions) at the backbone's size
-        source.resolution = model.config.sample_size * vae_scale(pipe)
+    default_resolution(source, pipe)  # images are read (for their captions) at the backbone's size
     encoder, null_text, null_class = unconditional_inputs(pipe, source, max_sequence_length)
     conds = trajectory_conditions(source, encoder, num_paths, seed, null_text, null_class, [0], device)
     adapter = get_adapter(model)

@@ -29,7 +29,8 @@ from ..schedule import loop_ratio
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import StepSampler, open_source
-from .encode import unconditional_inputs, vae_scale
+from .encode import default_resolution, unconditional_inputs
+from .teacher_paths import TeacherPaths
 
 logger = logging.getLogger("ilf.train")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -98,7 +99,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     per_device = cfg.batch_size // (world_size * accum)
 
     source = open_source(cfg.data, cfg.data_type, cfg.resolution, cfg.world, cfg.seed)
-    if type(source).__name__ == "TeacherPaths" and cfg.distill != "trajectory":
+    if isinstance(source, TeacherPaths) and cfg.distill != "trajectory":
         raise ILFError(f"{cfg.data} holds precomputed teacher paths, which only --distill trajectory trains on; "
                        "pass image folders or `ilf precompute` shards for the other objectives")
     pipe = load_pipeline(cfg, source.encoded)
@@ -107,8 +108,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if (source.kind == "text") != (model.config.get("caption_channels") is not None):
         raise ILFError(f"{source.kind}-conditioned data do not fit {type(model).__name__}: captions need a "
                        "text-to-image backbone (PixArt), class folders a class-conditional one (DiT)")
-    if getattr(source, "resolution", 0) is None:  # raw images default to the backbone's native size
-        source.resolution = model.config.sample_size * vae_scale(pipe)
+    default_resolution(source, pipe)
     pipe.to(accelerator.device)
     model.requires_grad_(False).eval()  # frozen; eval also keeps DiT's label embedding from dropping labels
     adapter = get_adapter(model)

@@ -90,7 +90,7 @@ class TrajectoryObjective:
 
     def refresh(self, step: int) -> dict | None:
         """Re-run the student's own sampler every `rollout_every` iterations (and when no buffer exists)."""
-        if self.states is not None and (step % self.rollout_every or step == self.rollout_step):
+        if self.states is not None and step % self.rollout_every:
             return None
         start = time.process_time()
         plan = frozenset(self.plan)
