@@ -2,7 +2,8 @@
 
 On refresh steps every block runs and each cacheable block keeps its residual r = B(x) − x, i.e. its
 attention, cross-attention and feed-forward results as the block adds them to its input. On the other steps
-a cacheable block does not run: its output is x_new + r.
+a cacheable block does not run: its output is x_new + r. For MMDiT blocks (SD3, Flux) this holds per stream
+(image and text each keep their residual); a stream the block does not return stays `None`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from diffusers.hooks import ModelHook
 from torch import nn
 
 from .adapters import get_adapter
+from .adapters.blocks import IMAGE_STREAM, BlockStack
 from .clock import StepInfo
 from .config import CacheConfig
 from .errors import ILFError, ScheduleError
@@ -32,20 +34,22 @@ class _CacheModelHook(ModelHook):
 
 
 class _CacheBlockHook(ModelHook):
-    def __init__(self, runtime: "PaperCache", binder: ArgBinder):
+    def __init__(self, runtime: "PaperCache", binder: ArgBinder, stack: BlockStack):
         super().__init__()
         self.runtime = runtime
         self.binder = binder  # the block class's signature, read at attach
-        self.residual: torch.Tensor | None = None  # [B, L, D] from the last refresh step
+        self.stack = stack
+        self.residual: dict | None = None  # stream → [B, L, D] from the last refresh step
 
     def new_forward(self, module, *args, **kwargs):
-        x = self.binder.get(args, kwargs, "hidden_states")  # [B, L, D]
+        x = {k: self.binder.get(args, kwargs, k) for k in self.stack.streams}  # the streams it was given
         r = self.residual
-        if self.runtime.refresh or r is None or r.shape != x.shape:
+        if self.runtime.refresh or r is None or r[IMAGE_STREAM].shape != x[IMAGE_STREAM].shape:
             out = self.fn_ref.original_forward(*args, **kwargs)
-            self.residual = (out - x).detach()
+            self.residual = {k: None if v is None else (v - x[k]).detach()
+                             for k, v in self.stack.as_streams(out).items()}
             return out
-        return x + r
+        return self.stack.as_output({k: None if v is None else x[k] + v for k, v in r.items()})
 
 
 class PaperCache:
@@ -63,10 +67,10 @@ class PaperCache:
 
     def attach(self) -> "PaperCache":
         self._hooked.append(register(self.model, _CacheModelHook(self), CACHE_MODEL_HOOK))
-        blocks = self.adapter.blocks(self.model)
+        sites = self.adapter.sites(self.model)
         for i in self.cached:
-            hook = _CacheBlockHook(self, ArgBinder(type(blocks[i]).forward))
-            self._hooked.append(register(blocks[i], hook, CACHE_BLOCK_HOOK))
+            hook = _CacheBlockHook(self, ArgBinder(type(sites[i].module).forward), sites[i].stack)
+            self._hooked.append(register(sites[i].module, hook, CACHE_BLOCK_HOOK))
             self._block_hooks.append(hook)
         setattr(self.model, CACHE_ATTR, self)
         return self
@@ -91,7 +95,8 @@ class PaperCache:
                 "apply_cache(model, ..., scheduler=scheduler)"
             )
         t = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder).get("timestep")
-        self.step = self.clock.locate(t)
+        units = self.adapter.timestep_units(self.model)  # the clock reads the scheduler's units
+        self.step = self.clock.locate(t if units == 1.0 else torch.as_tensor(t).double() / units)
         self.refresh = self.step.index in cache_refresh_steps(self.step.num_steps, self.config.refresh_every)
 
 

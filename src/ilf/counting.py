@@ -26,8 +26,9 @@ class BlockForwardCounter:
 def count_block_forwards(target) -> Iterator[BlockForwardCounter]:
     """Count every block forward (feedback block included) while the context is open.
 
-    A block is counted when it computes, detected by its first normalisation layer (the adapter's
-    `compute_marker`) being called; a block that a cache skips (ours or diffusers') is not counted.
+    A block is counted when it computes, detected by its first normalisation layer (its stack's `marker` in
+    the adapter's block contract) being called; a block that a cache skips (ours or diffusers') is not
+    counted.
 
     Example::
 
@@ -40,10 +41,11 @@ def count_block_forwards(target) -> Iterator[BlockForwardCounter]:
     model, _ = resolve_target(target)
     adapter = get_adapter(model)
     counter = BlockForwardCounter()
-    marked = {f"block.{i}": b for i, b in enumerate(adapter.blocks(model))}
+    sites = adapter.sites(model)
+    marked = {f"block.{s.index}": (s.module, s.stack.marker) for s in sites}
     fb = getattr(model, FEEDBACK_ATTR, None)
-    if fb is not None:
-        marked["feedback"] = fb.block
+    if fb is not None:  # built like the loop's last block, so it has that block's marker
+        marked["feedback"] = (fb.block, sites[fb.loop[1]].stack.marker)
     handles = []
 
     def make(name):
@@ -57,8 +59,8 @@ def count_block_forwards(target) -> Iterator[BlockForwardCounter]:
         counter.calls += 1
 
     try:
-        for name, block in marked.items():
-            handles.append(getattr(block, adapter.compute_marker).register_forward_pre_hook(make(name)))
+        for name, (block, marker) in marked.items():
+            handles.append(getattr(block, marker).register_forward_pre_hook(make(name)))
         handles.append(model.register_forward_pre_hook(on_call))
         yield counter
     finally:

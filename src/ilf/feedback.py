@@ -18,6 +18,7 @@ from torch import nn
 
 from . import __version__
 from .adapters import BackboneAdapter, get_adapter
+from .adapters.blocks import IMAGE_STREAM, cast_floats
 from .config import ILFConfig
 from .errors import CorruptFeedbackError, FeedbackMismatchError
 from .hub import base_model_of, resolve_feedback_folder
@@ -33,9 +34,10 @@ DIGEST_ATOL = 5e-2  # digest tolerance: survives fp16/bf16 casts, not another ch
 class FeedbackModule(nn.Module):
     """F and the scales s_b … s_e of eq. 2–3.
 
-    `block` is a block of the backbone's own class and settings; `scales` has one learnable scalar per
-    loop block, zero-initialised so an untrained feedback adds nothing to the loop's input. (The output is the
-    stock model's only with `t_post="none"`: any other t_post conditions everything after the feedback on it.)
+    `block` is a new block of the class and settings of the loop's last block e; `scales` has one learnable
+    scalar per loop block, zero-initialised so an untrained feedback adds nothing to the loop's input. (The
+    output is the stock model's only with `t_post="none"`: any other t_post conditions everything after the
+    feedback on it.)
     """
 
     def __init__(self, block: nn.Module, loop: tuple[int, int]):
@@ -44,15 +46,15 @@ class FeedbackModule(nn.Module):
         self.loop = tuple(loop)
         self.scales = nn.Parameter(torch.zeros(loop[1] - loop[0] + 1))
 
-    def forward(self, features: torch.Tensor, **block_kwargs) -> torch.Tensor:
-        # features: [B, L, D] = f_{e,t}; block_kwargs carry t's conditioning (and text / class labels).
-        # A feedback trained in fp32 beside a bf16/fp16 backbone computes in its own dtype.
+    def forward(self, **block_call):
+        """F called as block e is called: its streams ({"hidden_states": f_e [B, L, D], ...}) and t's
+        conditioning by name; returns what the block returns. A feedback trained in fp32 beside a bf16/fp16
+        backbone computes in its own dtype."""
         dtype = self.scales.dtype
-        if features.dtype != dtype:
-            block_kwargs = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v
-                            for k, v in block_kwargs.items()}
-            return self.block(features.to(dtype), **block_kwargs).to(features.dtype)
-        return self.block(features, **block_kwargs)  # f_feed: [B, L, D]
+        if block_call.get(IMAGE_STREAM) is not None and block_call[IMAGE_STREAM].dtype != dtype:
+            like = block_call[IMAGE_STREAM].dtype
+            return cast_floats(self.block(**cast_floats(block_call, dtype)), like)
+        return self.block(**block_call)
 
 
 def build_feedback(model: nn.Module, config: ILFConfig, adapter: BackboneAdapter | None = None) -> FeedbackModule:
@@ -60,7 +62,8 @@ def build_feedback(model: nn.Module, config: ILFConfig, adapter: BackboneAdapter
     adapter = adapter or get_adapter(model)
     blocks = adapter.blocks(model)
     config.check_model(len(blocks))
-    block = adapter.build_block(model)
+    adapter.check_loop(model, config.loop)
+    block = adapter.build_block(model, config.loop[1])
     if config.init == "copy":
         src = config.init_block if config.init_block is not None else config.loop[1]
         block.load_state_dict(blocks[src].state_dict())
@@ -163,6 +166,7 @@ def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tens
         )
     loop = tuple(meta.get("loop", ()))
     ILFConfig(loop=loop).check_model(len(adapter.blocks(model)))
+    adapter.check_loop(model, loop)
     if strict:
         want_d, have_d = meta.get("backbone", {}).get("digest"), adapter.digest(model)
         if want_d and any(abs(a - b) > DIGEST_ATOL for a, b in zip(want_d, have_d)):
@@ -170,7 +174,7 @@ def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tens
                 "the backbone's weights differ from those the feedback was trained on (same architecture, "
                 "another checkpoint); load it onto its own checkpoint, or pass strict=False to use it anyway"
             )
-    expected = {f"block.{k}": v.shape for k, v in adapter.build_block(model).state_dict().items()}
+    expected = {f"block.{k}": v.shape for k, v in adapter.build_block(model, loop[1]).state_dict().items()}
     expected["scales"] = torch.Size([loop[1] - loop[0] + 1])
     got = {k: v.shape for k, v in tensors.items()}
     if got != expected:
@@ -197,6 +201,6 @@ def load_feedback(
     check_compatible(model, meta, tensors, strict=strict)
     config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))
     adapter = get_adapter(model)
-    feedback = FeedbackModule(adapter.build_block(model), config.loop)
+    feedback = FeedbackModule(adapter.build_block(model, config.loop[1]), config.loop)
     feedback.load_state_dict(tensors)
     return _like_model(feedback, model), config

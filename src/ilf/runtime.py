@@ -14,6 +14,14 @@ the *input* of block B_i (which is then run), because the paper's block counts (
 require the m loop blocks to run again. The block-e hook returns h_e in place of f_{e,t}, so the model's own
 loop carries on with blocks e+1.. and its own output layer.
 
+Blocks are addressed through the adapter's block contract (`adapters/blocks.py`): global indices across
+the model's block lists, and streams by name. f and h above are the image stream (`hidden_states`); in
+MMDiT blocks (SD3, Flux) the text stream (`encoder_hidden_states`) threads through the loop re-run as the
+model threads it (block b gets the text stream block b got, each loop block the one its predecessor
+returned), and F gets the streams block e returned (where block e returns no text stream, SD3's
+`context_pre_only` last block, the text stream block e was given). Each loop block re-runs with its own
+conditioning arguments of this call, its time argument replaced by t_post's.
+
 Without feedback on a call (a skipped step, or `ilf_feedback=False`) every hook passes straight through.
 """
 
@@ -29,6 +37,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .adapters import BackboneAdapter
+from .adapters.blocks import BlockSite, BlockStack
 from .clock import SchedulerClock, StepInfo
 from .config import INFERENCE_FIELDS, ILFConfig
 from .errors import FeedbackMismatchError, LoopRangeError, ScheduleError
@@ -49,7 +58,8 @@ class ForwardState:
     t_post: torch.Tensor | None = None
     step: StepInfo | None = None
     post_block_kwargs: dict = field(default_factory=dict)
-    loop_input: torch.Tensor | None = None  # f_{b-1,t}: [B, L, D]
+    loop_input: dict | None = None  # the streams block b was given: {"hidden_states": f_{b-1,t} [B, L, D], …}
+    loop_calls: dict = field(default_factory=dict)  # block index → its non-stream arguments in this call
     in_loop: bool = False
 
 
@@ -73,12 +83,12 @@ class _ModelHook(ModelHook):
 
 
 class _BlockHook(ModelHook):
-    """On blocks b..N-1: save f_{b-1,t} (block b), run the loop (block e), swap in t_post (blocks > e)."""
+    """On blocks b..N-1: save block b's streams, run the loop (block e), swap in t_post (blocks > e)."""
 
-    def __init__(self, runtime: "ILFRuntime", index: int, binder: ArgBinder):
+    def __init__(self, runtime: "ILFRuntime", site: BlockSite, binder: ArgBinder):
         super().__init__()
         self.runtime = runtime
-        self.index = index
+        self.index, self.stack = site.index, site.stack
         self.binder = binder  # the block class's signature, read at attach
 
     def new_forward(self, module, *args, **kwargs):
@@ -90,11 +100,13 @@ class _BlockHook(ModelHook):
         if self.index > e:
             call.update(rt.adapter.post_block_kwargs(rt.model, st))
             return self.fn_ref.original_forward(**call)
+        streams = {k: call[k] for k in self.stack.streams if k in call}
+        st.loop_calls[self.index] = {k: v for k, v in call.items() if k not in streams}
         if self.index == b:
-            st.loop_input = call["hidden_states"]
+            st.loop_input = streams
         out = self.fn_ref.original_forward(**call)
         if self.index == e:
-            out = rt.inner_loop(out, call)
+            out = rt.inner_loop(out, call, self.stack)
         return out
 
 
@@ -112,23 +124,25 @@ class ILFRuntime:
         if tuple(feedback.loop) != tuple(config.loop):
             raise LoopRangeError(f"feedback was built for loop {feedback.loop}, config asks for {config.loop}")
         config.check_model(len(adapter.blocks(model)))
+        adapter.check_loop(model, config.loop)
         self.model, self.adapter, self.feedback, self.clock = model, adapter, feedback, clock
         self.config = config
         self.state: ForwardState | None = None
         self._hooked: list[HookHandle] = []
         self.model_binder = ArgBinder(type(model).forward)
+        self.units = adapter.timestep_units(model)  # model timestep = scheduler timestep × units
         self._plans: dict[int, frozenset[int]] = {}
         self.warned_off_schedule = False
 
     # ---- attach / detach ----
     def attach(self) -> "ILFRuntime":
-        model, blocks = self.model, self.adapter.blocks(self.model)
+        model = self.model
         model.add_module(FEEDBACK_ATTR, self.feedback)
         setattr(model, RUNTIME_ATTR, self)
         self._hooked.append(register(model, _ModelHook(self), ILF_MODEL_HOOK))
-        for i in range(self.config.loop[0], len(blocks)):
-            hook = _BlockHook(self, i, ArgBinder(type(blocks[i]).forward))
-            self._hooked.append(register(blocks[i], hook, ILF_BLOCK_HOOK))
+        for site in self.adapter.sites(model)[self.config.loop[0]:]:
+            hook = _BlockHook(self, site, ArgBinder(type(site.module).forward))
+            self._hooked.append(register(site.module, hook, ILF_BLOCK_HOOK))
         self._hooked += self.adapter.install_time_hooks(model, self)
         return self
 
@@ -197,49 +211,63 @@ class ILFRuntime:
         t = inputs.get("timestep")
         if t is None:
             raise ScheduleError("the transformer was called without `timestep`; ILF conditions on it")
-        step = None
+        # The clock and the t_post strategies work in the scheduler's units; t_post leaves in the model's.
+        step, t_post_sched = None, None
         if t_post is not None or feedback is not None:  # explicit control (training, custom loops)
             on = True if feedback is None else bool(feedback)
             if on and t_post is None:
                 if self.clock is None:
                     raise ScheduleError("ilf_feedback=True on a bare transformer also needs ilf_t_post=")
-                step = self.clock.locate(t)
-                t_post = self.post_timestep_for(step)
+                step = self.clock.locate(self.to_scheduler_units(t))
+                t_post_sched = self.post_timestep_for(step)
         elif self.clock is not None:
-            step = self.clock.locate(t)
+            step = self.clock.locate(self.to_scheduler_units(t))
             self.warn_if_off_schedule(step)
             on = step.index in self.feedback_plan(step.num_steps)
             if on:
-                t_post = t if self.config.t_post == "none" else self.post_timestep_for(step)
+                if self.config.t_post == "none":
+                    t_post = t
+                else:
+                    t_post_sched = self.post_timestep_for(step)
         else:
             raise ScheduleError(
                 "ILF on a bare transformer needs, per call, ilf_t_post=<post-feedback timestep> (or "
                 "ilf_feedback=False for the stock forward); or attach with apply_ilf(model, ..., "
                 "scheduler=scheduler) so steps are read from the scheduler"
             )
+        if t_post_sched is not None:
+            t_post = t_post_sched if self.units == 1.0 else t_post_sched * self.units
         if on and not torch.is_tensor(t_post):
             t_post = torch.tensor(float(t_post))
         self.state = ForwardState(feedback_on=on, inputs=inputs, t_post=t_post if on else None, step=step)
 
-    def inner_loop(self, f_e: torch.Tensor, call: dict) -> torch.Tensor:
-        """Feedback on f_{e,t} then the loop b..e re-run with the scaled feedback added (eq. 2–3)."""
-        st, fb = self.state, self.feedback
+    def to_scheduler_units(self, t):
+        return t if self.units == 1.0 else torch.as_tensor(t).double() / self.units
+
+    def inner_loop(self, out_e, call_e: dict, stack_e: BlockStack):
+        """Feedback on block e's output, then the loop b..e re-run with the scaled feedback added to the image
+        stream (eq. 2–3); returns the loop's result in block e's return form."""
+        st, fb, img = self.state, self.feedback, self.adapter.image_stream
         b, e = self.config.loop
-        cond_t = {k: v for k, v in call.items() if k != "hidden_states"}  # t's time + text/class conditioning
-        f_feed = fb(f_e, **cond_t)  # [B, L, D]
-        post = {**cond_t, **self.adapter.post_block_kwargs(self.model, st)}  # t_post conditioning
+        streams_e = stack_e.as_streams(out_e)
+        fb_in = {k: (v if v is not None else call_e[k]) for k, v in streams_e.items()}  # F's streams
+        f_feed = stack_e.as_streams(fb(**{**st.loop_calls[e], **fb_in}))[img]  # [B, L, D] at t
+        f_e = streams_e[img]
         if not self.config.rerun_loop:  # the no-loop control: F's output added once to f_e
-            return f_e + fb.scales[0].to(f_e.dtype) * f_feed.to(f_e.dtype)
-        blocks = self.adapter.blocks(self.model)
-        h = st.loop_input  # f_{b-1,t}: [B, L, D]
+            return stack_e.as_output({**streams_e, img: f_e + fb.scales[0].to(f_e.dtype) * f_feed.to(f_e.dtype)})
+        post = self.adapter.post_block_kwargs(self.model, st)  # t_post's time conditioning
+        sites = self.adapter.sites(self.model)
+        h = dict(st.loop_input)  # the streams block b was given; h[img] = f_{b-1,t}
         st.in_loop = True
         try:
-            for j, i in enumerate(range(b, e + 1)):
-                x = h + fb.scales[j].to(h.dtype) * f_feed.to(h.dtype)  # eq. 2 (j = 0), eq. 3 (j > 0)
-                h = blocks[i](x, **post)
+            for j, site in enumerate(sites[b:e + 1]):
+                x = h[img]
+                h[img] = x + fb.scales[j].to(x.dtype) * f_feed.to(x.dtype)  # eq. 2 (j = 0), eq. 3 (j > 0)
+                returned = site.stack.as_streams(site.module(**{**st.loop_calls[site.index], **post, **h}))
+                h.update({k: v for k, v in returned.items() if v is not None or k == img})
         finally:
             st.in_loop = False
-        return h
+        return stack_e.as_output({**streams_e, **{k: h[k] for k in streams_e if streams_e[k] is not None}})
 
     # ---- training ----
     def enable_gradient_checkpointing(self) -> None:

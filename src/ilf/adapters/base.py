@@ -1,9 +1,17 @@
 """What differs between backbone families, as data plus a few small functions.
 
 An adapter never copies a model's `forward`: the ILF runtime hooks the model's own blocks, and the adapter
-only says (1) how to build one more block of the backbone's class from its config, (2) how the time
-conditioning after the feedback block is switched to t_post, and (3) which config fields identify the
-architecture. Adapters are registered by class.
+only says
+
+1. the block contract (see `blocks.py`): the model's block lists in execution order, each block's outputs
+   by stream name and its compute marker; the image stream the feedback adds to;
+2. how to build one more block like block `index` (same class and settings) from the model's config;
+3. how the time conditioning after the feedback is switched to t_post (hooks on the model's own time
+   embedding, `time_hooks.py`), and in which units the model takes its timestep;
+4. its noise family: `"ddpm"` (ε or v on a β schedule) or `"flow"` (velocity on x_t = (1−σ)·x0 + σ·ε);
+5. which config fields identify the architecture.
+
+Adapters are registered by class; adding a family is one file in this folder.
 """
 
 from __future__ import annotations
@@ -15,15 +23,23 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from ..hooks import ArgBinder, binder_for
+from .blocks import IMAGE_STREAM, BlockSite, BlockStack, block_sites
+from .time_hooks import as_float_timestep
+
+__all__ = ["BackboneAdapter", "as_float_timestep", "basic_block_kwargs", "get_adapter", "register_adapter"]
 
 
 class BackboneAdapter:
     model_cls: ClassVar[type]
-    family: ClassVar[str]
-    blocks_attr: ClassVar[str] = "transformer_blocks"
-    # First submodule a block calls when it actually computes: the block-forward counter hooks it, so a
-    # block skipped by a cache (which never enters the block's own forward) is not counted.
-    compute_marker: ClassVar[str] = "norm1"
+    # The model's block lists in the order its forward runs them (global block indices run across them).
+    stacks: ClassVar[tuple[BlockStack, ...]] = (BlockStack("transformer_blocks"),)
+    # The stream the feedback output is added to (eq. 2-3): the image tokens.
+    image_stream: ClassVar[str] = IMAGE_STREAM
+    # The block argument that carries the time conditioning (t_post's replaces t's after the feedback).
+    time_arg: ClassVar[str] = "timestep"
+    # The model multiplies its `timestep` argument by this before embedding it (Flux: 1000).
+    embed_scale: ClassVar[float] = 1.0
+    noise: ClassVar[str] = "ddpm"
     # Config fields that must match for a feedback to fit a backbone.
     structure_keys: ClassVar[tuple[str, ...]] = ()
     # How the family's pipeline batches classifier-free guidance in one model call: PixArt puts the
@@ -31,12 +47,26 @@ class BackboneAdapter:
     cfg_uncond_first: ClassVar[bool] = True
 
     # ---- structure ----
-    def blocks(self, model: nn.Module) -> nn.ModuleList:
-        return getattr(model, self.blocks_attr)
+    def sites(self, model: nn.Module) -> list[BlockSite]:
+        """Every block with its global index and stack, in execution order."""
+        return block_sites(model, self.stacks)
 
-    def build_block(self, model: nn.Module) -> nn.Module:
-        """A new, freshly initialised block of the backbone's own block class and settings."""
+    def blocks(self, model: nn.Module) -> list[nn.Module]:
+        return [s.module for s in self.sites(model)]
+
+    def stack_of(self, model: nn.Module, index: int) -> BlockStack:
+        return self.sites(model)[index].stack
+
+    def build_block(self, model: nn.Module, index: int) -> nn.Module:
+        """A new, freshly initialised block of block `index`'s class and settings."""
         raise NotImplementedError
+
+    def check_loop(self, model: nn.Module, loop: tuple[int, int]) -> None:
+        """Refuse a loop this family cannot run (with the reason); the default accepts every loop."""
+
+    def timestep_units(self, model: nn.Module) -> float:
+        """The model's `timestep` argument = the scheduler's timestep × this (Flux: 1/1000)."""
+        return 1.0
 
     def fingerprint(self, model: nn.Module) -> dict:
         cfg = model.config
@@ -49,7 +79,8 @@ class BackboneAdapter:
         the first and last block's weights, each normalised by the sample's norm, so ~N(0, 1) per value
         for unrelated checkpoints and equal to ~1e-3 for the same weights in fp16/bf16."""
         out = []
-        for block in (self.blocks(model)[0], self.blocks(model)[-1]):
+        blocks = self.blocks(model)
+        for block in (blocks[0], blocks[-1]):
             w = torch.cat([p.detach().flatten()[:4096].float().cpu() for p in block.parameters()])[:16384]
             g = torch.Generator().manual_seed(1234)
             for _ in range(2):
@@ -69,7 +100,7 @@ class BackboneAdapter:
 
     def post_block_kwargs(self, model: nn.Module, state) -> dict:
         """Block keyword arguments that carry t_post for the blocks after the feedback."""
-        raise NotImplementedError
+        return state.post_block_kwargs  # filled by the time-embedding hook of this call
 
 
 def basic_block_kwargs(c) -> dict:
@@ -116,12 +147,3 @@ def get_adapter(model: nn.Module) -> BackboneAdapter:
         f"{', '.join(supported_classes())}. Pass a pipeline whose `.transformer` is one of them, or the "
         "transformer itself; a new family needs an adapter in ilf/adapters/."
     )
-
-
-def as_float_timestep(t_post: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """t_post broadcast to the batch shape of the model's own timestep argument."""
-    like = torch.as_tensor(like)
-    t_post = t_post.to(device=like.device)
-    if like.ndim and t_post.numel() == 1:
-        return t_post.reshape(()).expand(like.shape).float()
-    return t_post.float()

@@ -14,7 +14,8 @@ from diffusers.hooks import ModelHook
 from diffusers.models.attention import BasicTransformerBlock
 
 from ..hooks import ILF_TIME_HOOK, register
-from .base import BackboneAdapter, as_float_timestep, basic_block_kwargs, register_adapter
+from .base import BackboneAdapter, basic_block_kwargs, register_adapter
+from .time_hooks import as_float_timestep
 
 
 class _DiTOutputTimeHook(ModelHook):
@@ -37,14 +38,13 @@ class _DiTOutputTimeHook(ModelHook):
 
 class DiTAdapter(BackboneAdapter):
     model_cls = DiTTransformer2DModel
-    family = "dit"
     cfg_uncond_first = False  # DiTPipeline: class_labels_input = cat([class_labels, class_null])
     structure_keys = (
         "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "patch_size",
         "num_embeds_ada_norm", "norm_type", "activation_fn", "attention_bias", "norm_elementwise_affine",
     )
 
-    def build_block(self, model):
+    def build_block(self, model, index):
         return BasicTransformerBlock(**basic_block_kwargs(model.config))
 
     def install_time_hooks(self, model, runtime):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ilf.adapters import get_adapter
+from ilf.adapters.blocks import IMAGE_STREAM
 from ilf.hooks import bind_arguments
 from ilf.io import write_json
 
@@ -37,7 +38,7 @@ class FeatureDynamics:
 
     def __init__(self, model: nn.Module, cfg_batch: str | None):
         self.model, self.cfg_batch = model, cfg_batch
-        self.blocks = get_adapter(model).blocks(model)
+        self.sites = get_adapter(model).sites(model)
         self.step = -1
         self.full_batch = None
         self.first: dict[int, torch.Tensor] = {}
@@ -59,9 +60,9 @@ class FeatureDynamics:
             x = bind_arguments(type(module).forward, args, kwargs)["hidden_states"]
             self.full_batch = x.shape[0]
 
-        def on_block(index):
+        def on_block(index, stack):
             def hook(module, args, output):
-                out = output[0] if isinstance(output, tuple) else output  # [B, L, D]
+                out = stack.as_streams(output)[IMAGE_STREAM]  # [B, L, D]: the image tokens
                 f = self._cond(out.detach())
                 if self.step == 0:
                     self.first[index] = f.clone()  # the last output of step 0 wins (ILF loop)
@@ -75,8 +76,8 @@ class FeatureDynamics:
             return hook
 
         self._handles.append(self.model.register_forward_pre_hook(on_call, with_kwargs=True))
-        for i, block in enumerate(self.blocks):
-            self._handles.append(block.register_forward_hook(on_block(i)))
+        for site in self.sites:
+            self._handles.append(site.module.register_forward_hook(on_block(site.index, site.stack)))
         return self
 
     def __exit__(self, *exc):
@@ -92,7 +93,7 @@ class FeatureDynamics:
         steps = self.step + 1
         out = []
         for table in (self.time_change, self.block_change):
-            m = np.full((len(self.blocks), steps), np.nan)  # NaN: the block did not run (a cache skipped its call)
+            m = np.full((len(self.sites), steps), np.nan)  # NaN: the block did not run (a cache skipped its call)
             for (b, s), v in table.items():
                 m[b, s] = v
             out.append(m)

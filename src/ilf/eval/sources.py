@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ilf.adapters import get_adapter
 from ilf.errors import ILFError
 
 from .prompts import Condition, Item
@@ -43,7 +44,7 @@ class Source:
 
     @property
     def num_blocks(self) -> int:
-        return len(self.pipe.transformer.transformer_blocks)
+        return len(get_adapter(self.pipe.transformer).blocks(self.pipe.transformer))
 
     @property
     def device(self) -> torch.device:

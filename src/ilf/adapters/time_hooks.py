@@ -1,0 +1,93 @@
+"""How t_post reaches the blocks after the feedback and the output layer: hooks on the model's own time
+embedding, shared by the families that embed time the same way.
+
+* adaLN-single (PixArt `adaln_single`, Sana `time_embed`): one module returns the per-block modulation
+  ([B, 6·D], the blocks' `timestep` argument) and the embedded timestep the output layer uses ([B, D]).
+  The hook also computes both at t_post: the blocks after the feedback get the t_post modulation, and the
+  model's output layer receives the t_post embedding in place of t's.
+* temb (SD3 and Flux `time_text_embed`): one module returns `temb` ([B, D]), which every block and the
+  output norm (`norm_out`, an `AdaLayerNormContinuous`) take. The hook keeps t's temb for the model (the
+  blocks up to the feedback) and computes t_post's for the blocks after it; a second hook hands the t_post
+  temb to `norm_out`.
+
+`state.t_post` is in the units of the model's `timestep` argument; `adapter.embed_scale` is the factor the
+model applies before embedding it (Flux is called with t/1000 and multiplies by 1000).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.hooks import ModelHook
+
+from ..hooks import ILF_TIME_HOOK, ArgBinder, register
+
+
+def as_float_timestep(t_post: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """t_post broadcast to the batch shape of the model's own timestep argument."""
+    like = torch.as_tensor(like)
+    t_post = torch.as_tensor(t_post).to(device=like.device)
+    if like.ndim and t_post.numel() == 1:
+        return t_post.reshape(()).expand(like.shape).float()
+    return t_post.float()
+
+
+def post_time(runtime, like):
+    """t_post in the units of the time embedding, broadcast over the batch of `like` (its timestep input)."""
+    return as_float_timestep(torch.as_tensor(runtime.state.t_post) * runtime.adapter.embed_scale, like)
+
+
+class AdaLNSingleTimeHook(ModelHook):
+    def __init__(self, runtime, binder: ArgBinder, block_arg: str = "timestep"):
+        super().__init__()
+        self.runtime, self.binder, self.block_arg = runtime, binder, block_arg
+
+    def new_forward(self, module, *args, **kwargs):
+        cond, embedded = self.fn_ref.original_forward(*args, **kwargs)  # [B, 6D], [B, D] at t
+        st = self.runtime.state
+        if st is None or not st.feedback_on:
+            return cond, embedded
+        t_post = post_time(self.runtime, self.binder.get(args, kwargs, "timestep"))
+        post_args, post_kwargs = self.binder.replace(args, kwargs, "timestep", t_post)
+        cond_post, embedded_post = self.fn_ref.original_forward(*post_args, **post_kwargs)
+        st.post_block_kwargs = {self.block_arg: cond_post}
+        return cond, embedded_post
+
+
+class TembTimeHook(ModelHook):
+    def __init__(self, runtime, binder: ArgBinder):
+        super().__init__()
+        self.runtime, self.binder = runtime, binder
+
+    def new_forward(self, module, *args, **kwargs):
+        temb = self.fn_ref.original_forward(*args, **kwargs)  # [B, D] at t
+        st = self.runtime.state
+        if st is None or not st.feedback_on:
+            return temb
+        t_post = post_time(self.runtime, self.binder.get(args, kwargs, "timestep"))
+        post_args, post_kwargs = self.binder.replace(args, kwargs, "timestep", t_post)
+        st.post_block_kwargs = {"temb": self.fn_ref.original_forward(*post_args, **post_kwargs)}
+        return temb
+
+
+class OutputNormTimeHook(ModelHook):
+    """On `norm_out` (`AdaLayerNormContinuous(x, conditioning_embedding)`): t_post's temb in place of t's."""
+
+    def __init__(self, runtime, binder: ArgBinder):
+        super().__init__()
+        self.runtime, self.binder = runtime, binder
+
+    def pre_forward(self, module, *args, **kwargs):
+        st = self.runtime.state
+        if st is None or not st.feedback_on or "temb" not in st.post_block_kwargs:
+            return args, kwargs
+        name = self.binder.names[1]  # the conditioning argument, second in the signature
+        return self.binder.replace(args, kwargs, name, st.post_block_kwargs["temb"])
+
+
+def install_temb_hooks(model, runtime) -> list:
+    """The two hooks of the temb families (SD3, Flux); returns their `HookHandle`s."""
+    embed, norm = model.time_text_embed, model.norm_out
+    return [
+        register(embed, TembTimeHook(runtime, ArgBinder(type(embed).forward, first="timestep")), ILF_TIME_HOOK),
+        register(norm, OutputNormTimeHook(runtime, ArgBinder(type(norm).forward)), ILF_TIME_HOOK),
+    ]
