@@ -1,8 +1,10 @@
 """Adapter tests written once and run per architecture (as diffusers' cache tests are).
 
-A subclass provides: `make_model(num_layers, seed)`, `make_inputs(model, batch, cfg)` (the model call's
-keyword arguments, with `timestep`), and `reference(model, feedback, loop, inputs, t_post)`: a plain-PyTorch
-implementation of eq. 2–3 written independently of ilf's hooks.
+A subclass provides: `make_model(num_layers, seed)`, `make_inputs(model, batch, cfg, t)` (the model call's
+keyword arguments, with `timestep`; `t` in the scheduler's units, 0..1000), and `reference(model, feedback,
+loop, inputs, t_post)`: a plain-PyTorch implementation of eq. 2–3 written independently of ilf's hooks.
+`t_units` is the model's timestep per scheduler timestep (Flux: 1/1000); timesteps passed to the model in
+these tests are multiplied by it. Blocks are addressed by global index across the model's block lists.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import copy
 import pytest
 import torch
 
-from ilf import CacheConfig, ILFConfig, ScheduleError, apply_cache, apply_ilf, remove_cache, remove_ilf
+from ilf import (
+    CacheConfig, FeedbackMismatchError, ILFConfig, ScheduleError, apply_cache, apply_ilf, count_block_forwards,
+    remove_cache, remove_ilf, save_feedback,
+)
+from ilf.adapters import get_adapter
 from ilf.runtime import get_runtime
 
 
@@ -25,9 +31,32 @@ def _hooked_modules(model):
     return [n for n, m in model.named_modules() if hasattr(m, "_diffusers_hook") or "forward" in m.__dict__]
 
 
+def _blocks(model):
+    return get_adapter(model).blocks(model)
+
+
+def _without_block(model, k):
+    """A copy of `model` with global block k deleted from its block list."""
+    pruned = copy.deepcopy(model)
+    site = get_adapter(pruned).sites(pruned)[k]
+    blocks = getattr(pruned, site.stack.attr)
+    del blocks[[i for i, b in enumerate(blocks) if b is site.module][0]]
+    return pruned
+
+
 class ILFAdapterTests:
-    num_layers = 6
+    num_layers = 6  # blocks in all (across the model's block lists)
     loop = (2, 4)
+    t_units = 1.0
+
+    def T(self, t):
+        """A scheduler timestep in the model's units."""
+        return t * self.t_units
+
+    def other_family_model(self):
+        from ilf.testing import tiny_dit
+
+        return tiny_dit(num_layers=self.num_layers)
 
     # ---- provided by subclasses ----
     def make_model(self, num_layers=None, seed=0):
@@ -44,9 +73,9 @@ class ILFAdapterTests:
         model = self.make_model()
         inputs = self.make_inputs(model, batch=2)
         ref = _out(model, inputs)
-        for k in (0, self.loop[0], self.num_layers - 1):
-            pruned = copy.deepcopy(model)
-            del pruned.transformer_blocks[k]
+        assert len(_blocks(model)) == self.num_layers
+        for k in sorted({0, self.loop[0], self.loop[1], self.num_layers - 1}):
+            pruned = _without_block(model, k)
             assert not torch.allclose(_out(pruned, inputs), ref, atol=1e-4), f"dropping block {k} changed nothing"
 
     # ---- identity of an untrained feedback ----
@@ -64,7 +93,7 @@ class ILFAdapterTests:
         inputs = self.make_inputs(model, batch=2)
         ref = _out(model, inputs)
         apply_ilf(model, ILFConfig(loop=self.loop))
-        out = _out(model, inputs, ilf_t_post=200.0)  # zero scales, but later blocks see another timestep
+        out = _out(model, inputs, ilf_t_post=self.T(200.0))  # zero scales, but later blocks see another timestep
         assert not torch.allclose(out, ref, atol=1e-4)
 
     def test_feedback_off_call_is_stock_even_with_trained_scales(self):
@@ -86,7 +115,7 @@ class ILFAdapterTests:
         rt = apply_ilf(model, ILFConfig(loop=loop, init="fresh"))
         torch.manual_seed(1)
         rt.feedback.scales.data.copy_(torch.randn(loop[1] - loop[0] + 1) * 0.5)
-        t_post = torch.full_like(inputs["timestep"], 350.0, dtype=torch.float32)
+        t_post = torch.full_like(inputs["timestep"], self.T(350.0), dtype=torch.float32)
         out = _out(model, inputs, ilf_t_post=t_post)
         expected = self.reference(model, rt.feedback, loop, inputs, t_post)
         assert not torch.allclose(out, _out(model, inputs, ilf_feedback=False), atol=1e-3)
@@ -96,7 +125,7 @@ class ILFAdapterTests:
     def test_feedback_block_is_a_backbone_block_with_copied_settings(self):
         model = self.make_model()
         rt = apply_ilf(model, ILFConfig(loop=self.loop))
-        block, ref_block = rt.feedback.block, model.transformer_blocks[self.loop[1]]
+        block, ref_block = rt.feedback.block, _blocks(model)[self.loop[1]]
         assert type(block) is type(ref_block)
         got = {k: v.shape for k, v in block.state_dict().items()}
         assert got == {k: v.shape for k, v in ref_block.state_dict().items()}
@@ -107,8 +136,10 @@ class ILFAdapterTests:
         fresh = apply_ilf(model, ILFConfig(loop=self.loop, init="fresh")).feedback.block
         assert any(not torch.equal(fresh.state_dict()[k], v) for k, v in ref_block.state_dict().items())
         remove_ilf(model)
-        other = apply_ilf(model, ILFConfig(loop=self.loop, init_block=0)).feedback.block
-        first = model.transformer_blocks[0].state_dict()
+        blocks = _blocks(model)
+        src = min(i for i, b in enumerate(blocks) if type(b) is type(blocks[self.loop[1]]))  # Flux: a single block
+        other = apply_ilf(model, ILFConfig(loop=self.loop, init_block=src)).feedback.block
+        first = blocks[src].state_dict()
         assert all(torch.equal(other.state_dict()[k], v) for k, v in first.items())
 
     # ---- detaching ----
@@ -119,7 +150,7 @@ class ILFAdapterTests:
         keys = set(model.state_dict())
         rt = apply_ilf(model, ILFConfig(loop=self.loop))
         rt.feedback.scales.data.fill_(0.5)
-        _out(model, inputs, ilf_t_post=100.0)
+        _out(model, inputs, ilf_t_post=self.T(100.0))
         removed = remove_ilf(model)
         assert removed is rt.feedback
         assert _hooked_modules(model) == []
@@ -137,12 +168,13 @@ class ILFAdapterTests:
             rt.feedback.scales.data.fill_(0.3)
             if ckpt:
                 rt.enable_gradient_checkpointing()
-            student = model(**inputs, ilf_t_post=300.0).sample
+            student = model(**inputs, ilf_t_post=self.T(300.0)).sample
             with torch.no_grad():  # a teacher call between the student's forward and its backward
                 teacher = model(**inputs, ilf_feedback=False).sample
             ((student - teacher) ** 2).mean().backward()
-            grads.append([p.grad.clone() for p in rt.feedback.parameters()])
-            assert all(p.grad is None for p in model.transformer_blocks.parameters())
+            # (an MMDiT F's text-side output layers get no gradient: only F's image stream is fed back)
+            grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in rt.feedback.parameters()])
+            assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("ilf_feedback."))
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
         assert any(g.abs().sum() > 0 for g in grads[1])
@@ -178,20 +210,60 @@ class ILFAdapterTests:
         a, b = self.make_inputs(model, batch=2, t=600), self.make_inputs(model, batch=2, t=500)
         _out(model, a, ilf_cache_refresh=True)
         cached = _out(model, b, ilf_cache_refresh=False)
-        # reference: blocks 0 and 1 replaced by x + (B_i(x_refresh) - x_refresh) from the refresh call
+        # reference: blocks 0 and 1 return x + (B_i(x_refresh) - x_refresh) per stream, from the refresh call
         remove_cache(model)
+        sites = get_adapter(model).sites(model)[:2]
+
+        def streams_in(site, args, kw):
+            names = ("hidden_states", "encoder_hidden_states")  # every family passes these first, in this order
+            given = {**dict(zip(names, args)), **kw}
+            return {k: given[k] for k in site.stack.outputs}
+
         res = []
-        x_of = lambda args, kw: args[0] if args else kw["hidden_states"]  # noqa: E731
-        hooks = [blk.register_forward_hook(lambda m, args, kw, out: res.append(out - x_of(args, kw)),
-                                           with_kwargs=True) for blk in model.transformer_blocks[:2]]
+        hooks = [s.module.register_forward_hook(
+            lambda m, args, kw, out, s=s: res.append(
+                {k: None if v is None else v - streams_in(s, args, kw)[k] for k, v in s.stack.as_streams(out).items()}),
+            with_kwargs=True) for s in sites]
         _out(model, a)
         for h in hooks:
             h.remove()
-        patch = [blk.register_forward_hook(lambda m, args, kw, out, r=r: x_of(args, kw) + r, with_kwargs=True)
-                 for blk, r in zip(model.transformer_blocks[:2], res)]
+        patch = [s.module.register_forward_hook(
+            lambda m, args, kw, out, s=s, r=r: s.stack.as_output(
+                {k: None if v is None else streams_in(s, args, kw)[k] + v for k, v in r.items()}),
+            with_kwargs=True) for s, r in zip(sites, res)]
         expected = _out(model, b)
         for h in patch:
             h.remove()
         assert cache.cached == (0, 1)
         torch.testing.assert_close(cached, expected, rtol=1e-6, atol=1e-6)
         assert not torch.allclose(cached, _out(model, b), atol=1e-4)
+
+    # ---- the block-forward counter ----
+    def test_block_counts_are_n_per_plain_call_and_n_plus_m_plus_1_with_feedback(self):
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2)
+        apply_ilf(model, ILFConfig(loop=self.loop))
+        m = self.loop[1] - self.loop[0] + 1
+        with count_block_forwards(model) as plain:
+            _out(model, inputs, ilf_feedback=False)
+        with count_block_forwards(model) as fed:
+            _out(model, inputs, ilf_t_post=self.T(300.0))
+        assert (plain.total, plain.calls, plain.feedback) == (self.num_layers, 1, 0)
+        assert (fed.total, fed.feedback) == (self.num_layers + m + 1, 1)
+        assert all(fed.per_block[f"block.{i}"] == 2 for i in range(self.loop[0], self.loop[1] + 1))
+
+    # ---- adapter files ----
+    def test_saved_feedback_reloads_exactly_and_refuses_another_family(self, tmp_path):
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2)
+        rt = apply_ilf(model, ILFConfig(loop=self.loop, t_post="none"))
+        rt.feedback.scales.data.fill_(0.4)
+        want = _out(model, inputs, ilf_t_post=inputs["timestep"])
+        save_feedback(model, tmp_path / "fb")
+        remove_ilf(model)
+        apply_ilf(model, tmp_path / "fb")
+        torch.testing.assert_close(_out(model, inputs, ilf_t_post=inputs["timestep"]), want, rtol=0, atol=0)
+        other = self.other_family_model()
+        with pytest.raises(FeedbackMismatchError, match="another backbone"):
+            apply_ilf(other, tmp_path / "fb")
+        assert _hooked_modules(other) == []

@@ -6,6 +6,11 @@ from ilf.testing import tiny_dit
 
 
 class TestDiTAdapter(ILFAdapterTests):
+    def other_family_model(self):
+        from ilf.testing import tiny_pixart
+
+        return tiny_pixart(num_layers=self.num_layers)
+
     def make_model(self, num_layers=None, seed=0):
         return tiny_dit(num_layers=num_layers or self.num_layers, seed=seed)
 

@@ -20,7 +20,7 @@ from . import __version__
 from .adapters import BackboneAdapter, get_adapter
 from .adapters.blocks import IMAGE_STREAM, cast_floats
 from .config import ILFConfig
-from .errors import CorruptFeedbackError, FeedbackMismatchError
+from .errors import CorruptFeedbackError, FeedbackMismatchError, LoopRangeError
 from .hub import base_model_of, resolve_feedback_folder
 from .io import atomic_dir, sha256_file
 
@@ -66,6 +66,14 @@ def build_feedback(model: nn.Module, config: ILFConfig, adapter: BackboneAdapter
     block = adapter.build_block(model, config.loop[1])
     if config.init == "copy":
         src = config.init_block if config.init_block is not None else config.loop[1]
+        want = {k: v.shape for k, v in block.state_dict().items()}
+        if {k: v.shape for k, v in blocks[src].state_dict().items()} != want:
+            fits = [i for i, b in enumerate(blocks) if {k: v.shape for k, v in b.state_dict().items()} == want]
+            raise LoopRangeError(
+                f"init_block={src} is a {type(blocks[src]).__name__} whose weights do not fit the feedback, a new "
+                f"{type(block).__name__} built like the loop's last block {config.loop[1]}; copy one of blocks "
+                f"{fits}, or pass init='fresh'"
+            )
         block.load_state_dict(blocks[src].state_dict())
     return _like_model(FeedbackModule(block, config.loop), model)
 

@@ -1,6 +1,6 @@
 """Backbone adapters, registered by model class."""
 
-from . import dit, pixart  # noqa: F401  (registration)
+from . import dit, flux, pixart, sana, sd3  # noqa: F401  (registration)
 from .base import BackboneAdapter, get_adapter, register_adapter, supported_classes
 
 __all__ = ["BackboneAdapter", "get_adapter", "register_adapter", "supported_classes"]
