@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..errors import UnsupportedModelError
+from ..errors import ILFError, UnsupportedModelError
 from ..hooks import ArgBinder, binder_for
 from .blocks import IMAGE_STREAM, BlockSite, BlockStack, block_sites
 from .time_hooks import as_float_timestep
@@ -92,6 +92,22 @@ class BackboneAdapter:
     def call_inputs(self, model: nn.Module, args: tuple, kwargs: dict, binder: ArgBinder | None = None) -> dict:
         """The model call's arguments by name (timestep, class labels, …); `binder`: the signature at attach."""
         return (binder or binder_for(type(model).forward)).bind(args, kwargs)
+
+    # ---- training inputs ----
+    def encode_text(self, pipe, captions: list[str], device, max_sequence_length: int) -> dict:
+        """Captions → the transformer's text conditioning, through the pipeline's own `encode_prompt`
+        (PixArt-α/Σ and Sana return embeddings and their attention mask)."""
+        if getattr(pipe, "text_encoder", None) is None:
+            raise ILFError("captions need the pipeline's text encoder; precompute shards with `ilf precompute`")
+        embeds, mask, _, _ = pipe.encode_prompt(
+            captions, do_classifier_free_guidance=False, device=device, max_sequence_length=max_sequence_length,
+            clean_caption=False,
+        )
+        return {"encoder_hidden_states": embeds, "encoder_attention_mask": mask}
+
+    def extra_call_kwargs(self, model: nn.Module, latents: torch.Tensor) -> dict:
+        """Keyword arguments the family's pipeline derives from the latents rather than the prompt."""
+        return {}
 
     def install_time_hooks(self, model: nn.Module, runtime) -> list:
         """Hook whatever computes the output layer's time conditioning so it uses t_post; returns the

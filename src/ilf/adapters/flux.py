@@ -20,6 +20,7 @@ from __future__ import annotations
 from diffusers import FluxTransformer2DModel
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
 
+from ..errors import ILFError
 from .base import BackboneAdapter, register_adapter
 from .blocks import BlockStack
 from .sd3 import MMDIT_OUTPUTS
@@ -48,6 +49,13 @@ class FluxAdapter(BackboneAdapter):
         cls = FluxTransformerBlock if index < len(model.transformer_blocks) else FluxSingleTransformerBlock
         return cls(dim=c.num_attention_heads * c.attention_head_dim, num_attention_heads=c.num_attention_heads,
                    attention_head_dim=c.attention_head_dim)
+
+    def encode_text(self, pipe, captions, device, max_sequence_length):
+        raise ILFError(
+            "training a feedback for Flux is not supported yet: its model takes packed latents with image and "
+            "text position ids, which ilf's trainer does not build. Attach, cache, count and benchmark Flux; "
+            "train feedbacks on SD3, Sana, PixArt or DiT backbones"
+        )
 
     def install_time_hooks(self, model, runtime):
         return install_temb_hooks(model, runtime)

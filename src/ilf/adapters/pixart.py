@@ -7,6 +7,7 @@ the feedback (the blocks before the feedback keep t's modulation).
 
 from __future__ import annotations
 
+import torch
 from diffusers import PixArtTransformer2DModel
 from diffusers.models.attention import BasicTransformerBlock
 
@@ -28,6 +29,13 @@ class PixArtAdapter(BackboneAdapter):
         return BasicTransformerBlock(
             **basic_block_kwargs(c), cross_attention_dim=c.cross_attention_dim, attention_type=c.attention_type
         )
+
+    def extra_call_kwargs(self, model, latents):
+        if not getattr(model, "use_additional_conditions", False):
+            return {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+        n, _, h, w = latents.shape  # PixArt-α 1024: image size and aspect ratio, in pixels (VAE scale 8)
+        size = torch.tensor([[h * 8.0, w * 8.0]], device=latents.device).expand(n, 2)
+        return {"added_cond_kwargs": {"resolution": size, "aspect_ratio": size[:, :1] / size[:, 1:]}}
 
     def install_time_hooks(self, model, runtime):
         hook = AdaLNSingleTimeHook(runtime, ArgBinder(type(model.adaln_single).forward, first="timestep"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from diffusers import SD3Transformer2DModel
 from diffusers.models.attention import JointTransformerBlock
 
+from ..errors import ILFError
 from .base import BackboneAdapter, register_adapter
 from .blocks import BlockStack
 from .time_hooks import install_temb_hooks
@@ -42,6 +43,15 @@ class SD3Adapter(BackboneAdapter):
             attention_head_dim=c.attention_head_dim, context_pre_only=like.context_pre_only, qk_norm=c.qk_norm,
             use_dual_attention=like.use_dual_attention,
         )
+
+    def encode_text(self, pipe, captions, device, max_sequence_length):
+        if getattr(pipe, "text_encoder_3", None) is None and getattr(pipe, "text_encoder", None) is None:
+            raise ILFError("captions need the pipeline's text encoders; precompute shards with `ilf precompute`")
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            captions, None, None, device=device, do_classifier_free_guidance=False,
+            max_sequence_length=max_sequence_length,
+        )
+        return {"encoder_hidden_states": embeds, "pooled_projections": pooled}  # [B, L, D], [B, P]
 
     def install_time_hooks(self, model, runtime):
         return install_temb_hooks(model, runtime)

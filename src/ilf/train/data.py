@@ -136,9 +136,9 @@ class Shards(Source):
     def __len__(self):
         return int(self.offsets[-1])
 
-    def null_text(self):
+    def null_text(self) -> dict:
         with safe_open(str(self.root / NULL_TEXT), framework="pt") as f:
-            return f.get_tensor("encoder_hidden_states"), f.get_tensor("encoder_attention_mask")
+            return {k: f.get_tensor(k) for k in f.keys()}
 
     def read(self, index):
         s = int(np.searchsorted(self.offsets, index, side="right") - 1)

@@ -72,9 +72,9 @@ def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto",
             continue
         enc = encoder.encode(samples)
         row = {"latents": enc["latents"].half().cpu()}
-        if source.kind == "text":
-            row["encoder_hidden_states"] = enc["encoder_hidden_states"].half().cpu()
-            row["encoder_attention_mask"] = enc["encoder_attention_mask"].to(torch.int8).cpu()
+        if source.kind == "text":  # embeddings in fp16, masks in int8
+            row.update({k: (v.half() if v.is_floating_point() else v.to(torch.int8)).cpu()
+                        for k, v in enc.items() if k != "latents"})
         else:
             row["class_labels"] = enc["class_labels"].long().cpu()
         pending.append(row)
@@ -83,9 +83,8 @@ def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto",
     flush(final=True)
     bar.close()
     if source.kind == "text":
-        states, mask = encoder.null_text()
-        save_file({"encoder_hidden_states": states.float().cpu().contiguous(),
-                   "encoder_attention_mask": mask.cpu().contiguous()}, str(out / NULL_TEXT))
+        save_file({k: (v.float() if v.is_floating_point() else v).cpu().contiguous()
+                   for k, v in encoder.null_text().items()}, str(out / NULL_TEXT))
     meta = {"kind": source.kind, "rows": rows, "skipped": skipped[0], "shards": shards,
             "pipeline": str(pipeline), "resolution": source.resolution,
             "transformer_class": type(pipe.transformer).__name__}

@@ -55,8 +55,8 @@ class TeacherPaths:
     def __len__(self) -> int:
         return int(self.noise.shape[0])
 
-    def null_text(self):
-        return self.conds.null["encoder_hidden_states"], self.conds.null["encoder_attention_mask"]
+    def null_text(self) -> dict:
+        return dict(self.conds.null)
 
     def check(self, *, student_steps: int, teacher_steps: int, scheduler: str, guidance_scale: float,
               fingerprint: dict) -> None:

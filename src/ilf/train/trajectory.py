@@ -154,15 +154,13 @@ def trajectory_conditions(source, encoder, size: int, seed: int, null_text, null
         rows = stack_encoded(samples, device)
         cond = {k: v for k, v in rows.items() if k != "latents"}
     elif source.kind == "text":
-        states, mask = encoder.text([s["caption"] for s in samples])
-        cond = {"encoder_hidden_states": states, "encoder_attention_mask": mask}
+        cond = encoder.text([s["caption"] for s in samples])
     else:
         cond = {"class_labels": torch.tensor([s["label"] for s in samples], device=device)}
     if "class_labels" in cond:
         null = {"class_labels": torch.tensor([null_class], device=device)}
     else:
-        states, mask = null_text
-        null = {"encoder_hidden_states": states.to(device), "encoder_attention_mask": mask.to(device)}
+        null = {k: v.to(device) for k, v in null_text.items()}
     return Conditions(cond, null)
 
 
