@@ -118,12 +118,20 @@ def tiny_vae(seed: int = 0, latent_channels: int = 4, scaling_factor: float = 0.
     ).eval()
 
 
-def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int = 6, seed: int = 0, **transformer_kwargs):
-    """A real diffusers pipeline assembled offline from tiny parts, with `DPMSolverMultistepScheduler`.
+def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int | None = None, seed: int = 0, **transformer_kwargs):
+    """A real diffusers pipeline assembled offline from tiny parts.
 
-    `kind`: "pixart-alpha", "pixart-sigma" or "dit". Call PixArt pipelines with
-    `use_resolution_binning=False, clean_caption=False, max_sequence_length=16`.
+    `kind`: "pixart-alpha", "pixart-sigma" or "dit" (6 blocks by default, `DPMSolverMultistepScheduler`); call
+    PixArt pipelines with `use_resolution_binning=False, clean_caption=False, max_sequence_length=16`.
+    "sd3", "flux", "flux-dev" or "sana": `ilf.testing_mmdit.tiny_mmdit_pipeline` (their stock schedulers;
+    call them with `ilf.testing_mmdit.mmdit_call_kwargs(kind)`).
     """
+    if kind not in ("pixart-alpha", "pixart-sigma", "dit"):
+        # imported here: it imports this module, and loads three more diffusers pipelines
+        from .testing_mmdit import tiny_mmdit_pipeline
+
+        return tiny_mmdit_pipeline(kind, num_layers=num_layers, seed=seed, **transformer_kwargs)
+    num_layers = 6 if num_layers is None else num_layers
     scheduler = DPMSolverMultistepScheduler()
     if kind == "dit":
         return DiTPipeline(
