@@ -42,7 +42,8 @@ def tiny_pixart(
     ).eval()
 
 
-def _cast(model, dtype):
+def cast_eval(model, dtype):
+    """`model` in `dtype`, in eval mode (shared by the real-size builders here and in `testing_mmdit`)."""
     # `.to(float32)` on an fp32 model would only trigger diffusers' "keep in float32" warning
     return (model if dtype == torch.float32 else model.to(dtype=dtype)).eval()
 
@@ -53,7 +54,7 @@ def pixart_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
     `sample_size` is the latent size: 32 = 256 px, 64 = 512 px, 128 = 1024 px.
     """
     torch.manual_seed(seed)
-    return _cast(PixArtTransformer2DModel(
+    return cast_eval(PixArtTransformer2DModel(
         num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
         sample_size=sample_size, patch_size=2, cross_attention_dim=1152, caption_channels=4096,
     ), dtype)
@@ -62,21 +63,36 @@ def pixart_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
 def dit_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
     """The DiT-XL/2 architecture (28 blocks, 16×72 heads, 1000 classes) with random weights."""
     torch.manual_seed(seed)
-    return _cast(DiTTransformer2DModel(
+    return cast_eval(DiTTransformer2DModel(
         num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
         sample_size=sample_size, patch_size=2, num_embeds_ada_norm=1000,
     ), dtype)
 
 
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
+BOS = "<s>"
+
+
+def tiny_tokenizer(model_max_length: int = 16, add_bos: bool = False, add_eos: bool = False):
+    """A word-level `PreTrainedTokenizerFast` over `WORDS` (T5-like by default: no special tokens added).
+
+    `add_bos` / `add_eos` add a `TemplateProcessing` post-processor, as real CLIP (bos … eos: CLIP pools the
+    eos position) and Gemma (bos …) tokenizers do. `<s>` comes after the words, so the ids a plain
+    tokenizer emits are the same with or without it; size encoders with `len(tokenizer)`.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>"] + WORDS)}
+    head, tail = [BOS] * add_bos, ["</s>"] * add_eos
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>"] + WORDS + head)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if head or tail:
+        tok.post_processor = processors.TemplateProcessing(
+            single=" ".join(head + ["$A"] + tail), special_tokens=[(t, vocab[t]) for t in head + tail]
+        )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=16
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        model_max_length=model_max_length, **({"bos_token": BOS} if add_bos else {}),
     )
 
 
@@ -88,22 +104,34 @@ def tiny_t5(d_model: int = 32, seed: int = 0):
     return T5EncoderModel(cfg).eval()
 
 
-def tiny_vae(seed: int = 0):
-    """An AutoencoderKL with two levels: latents are half the image size, 4 channels."""
+def tiny_vae(seed: int = 0, latent_channels: int = 4, scaling_factor: float = 0.18215, shift_factor=None):
+    """An AutoencoderKL with two levels: latents are half the image size, 4 channels.
+
+    SD3 and Flux decode `latents / scaling_factor + shift_factor`, so their VAE needs a `shift_factor`.
+    """
     torch.manual_seed(seed)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(8, 16),
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, norm_num_groups=4, sample_size=16,
+        layers_per_block=1, norm_num_groups=4, sample_size=16, scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
     ).eval()
 
 
-def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int = 6, seed: int = 0, **transformer_kwargs):
-    """A real diffusers pipeline assembled offline from tiny parts, with `DPMSolverMultistepScheduler`.
+def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int | None = None, seed: int = 0, **transformer_kwargs):
+    """A real diffusers pipeline assembled offline from tiny parts.
 
-    `kind`: "pixart-alpha", "pixart-sigma" or "dit". Call PixArt pipelines with
-    `use_resolution_binning=False, clean_caption=False, max_sequence_length=16`.
+    `kind`: "pixart-alpha", "pixart-sigma" or "dit" (6 blocks by default, `DPMSolverMultistepScheduler`); call
+    PixArt pipelines with `use_resolution_binning=False, clean_caption=False, max_sequence_length=16`.
+    "sd3", "flux", "flux-dev" or "sana": `ilf.testing_mmdit.tiny_mmdit_pipeline` (their stock schedulers;
+    call them with `ilf.testing_mmdit.mmdit_call_kwargs(kind)`).
     """
+    if kind not in ("pixart-alpha", "pixart-sigma", "dit"):
+        # imported here: it imports this module, and loads three more diffusers pipelines
+        from .testing_mmdit import tiny_mmdit_pipeline
+
+        return tiny_mmdit_pipeline(kind, num_layers=num_layers, seed=seed, **transformer_kwargs)
+    num_layers = 6 if num_layers is None else num_layers
     scheduler = DPMSolverMultistepScheduler()
     if kind == "dit":
         return DiTPipeline(
