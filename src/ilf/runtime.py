@@ -188,6 +188,11 @@ class ILFRuntime:
             num_train_timesteps=step.num_train_timesteps, floor=c.anneal_floor,
         )
 
+    def model_t_post(self, step: StepInfo) -> torch.Tensor:
+        """`post_timestep_for(step)` in the units of the model's `timestep` argument (what `ilf_t_post=` takes)."""
+        t_post = self.post_timestep_for(step)
+        return t_post if self.units == 1.0 else t_post * self.units
+
     def warn_if_off_schedule(self, step: StepInfo) -> None:
         """Warn once per attach when a run leaves the schedule the feedback was trained for."""
         c, sched = self.config, self.clock.scheduler() if self.clock is not None else None
@@ -212,14 +217,14 @@ class ILFRuntime:
         if t is None:
             raise ScheduleError("the transformer was called without `timestep`; ILF conditions on it")
         # The clock and the t_post strategies work in the scheduler's units; t_post leaves in the model's.
-        step, t_post_sched = None, None
+        step, from_schedule = None, False  # from_schedule: t_post is read off the schedule
         if t_post is not None or feedback is not None:  # explicit control (training, custom loops)
             on = True if feedback is None else bool(feedback)
             if on and t_post is None:
                 if self.clock is None:
                     raise ScheduleError("ilf_feedback=True on a bare transformer also needs ilf_t_post=")
                 step = self.clock.locate(self.to_scheduler_units(t))
-                t_post_sched = self.post_timestep_for(step)
+                from_schedule = True
         elif self.clock is not None:
             step = self.clock.locate(self.to_scheduler_units(t))
             self.warn_if_off_schedule(step)
@@ -228,15 +233,15 @@ class ILFRuntime:
                 if self.config.t_post == "none":
                     t_post = t
                 else:
-                    t_post_sched = self.post_timestep_for(step)
+                    from_schedule = True
         else:
             raise ScheduleError(
                 "ILF on a bare transformer needs, per call, ilf_t_post=<post-feedback timestep> (or "
                 "ilf_feedback=False for the stock forward); or attach with apply_ilf(model, ..., "
                 "scheduler=scheduler) so steps are read from the scheduler"
             )
-        if t_post_sched is not None:
-            t_post = t_post_sched if self.units == 1.0 else t_post_sched * self.units
+        if from_schedule:
+            t_post = self.model_t_post(step)
         if on and not torch.is_tensor(t_post):
             t_post = torch.tensor(float(t_post))
         self.state = ForwardState(feedback_on=on, inputs=inputs, t_post=t_post if on else None, step=step)

@@ -61,9 +61,12 @@ def guided_call_kwargs(model, adapter, x: torch.Tensor, conds: Conditions, guida
 
 def guided_prediction(model, adapter, x, t, conds: Conditions, guidance_scale: float, channels: int,
                       **ilf_kwargs) -> torch.Tensor:
-    """The guided noise prediction [B, C, H, W] that the pipeline passes to `scheduler.step` at timestep t."""
+    """The guided prediction [B, C, H, W] (noise, or velocity) the pipeline passes to `scheduler.step` at
+    scheduler timestep t."""
     xin, kwargs = guided_call_kwargs(model, adapter, x, conds, guidance_scale)
-    timestep = torch.as_tensor(t, device=x.device).reshape(1).expand(xin.shape[0])
+    units = adapter.timestep_units(model)  # the model's timestep per scheduler timestep (Flux: 1/1000)
+    timestep = torch.as_tensor(t, device=x.device)
+    timestep = (timestep if units == 1.0 else timestep * units).reshape(1).expand(xin.shape[0])
     dtype = next(model.parameters()).dtype  # the backbone's (a bf16 backbone takes bf16 latents, as in its pipeline)
     out = model(xin.to(dtype), timestep=timestep, **kwargs, **ilf_kwargs).sample
     out = prediction_part(out, channels).to(x.dtype)
@@ -99,7 +102,7 @@ def ilf_call_kwargs(runtime, sched, k: int, plan: frozenset[int]) -> dict:
     """Explicit ILF control for step k: feedback and t_post as inference would choose them, or the stock forward."""
     if runtime is None or k not in plan:
         return {"ilf_feedback": False} if runtime is not None else {}
-    return {"ilf_feedback": True, "ilf_t_post": runtime.post_timestep_for(step_info(sched, k))}
+    return {"ilf_feedback": True, "ilf_t_post": runtime.model_t_post(step_info(sched, k))}
 
 
 @dataclass

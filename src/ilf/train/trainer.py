@@ -259,10 +259,12 @@ def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per
     sampler = StepSampler(size=len(source) if getattr(source, "bounded", True) else None, per_device=per_device,
                           processes=world_size, rank=accelerator.process_index, accumulation=accum, seed=cfg.seed)
     k = loop_ratio(runtime.config.loop_len, len(adapter.blocks(model)), "m/n")
+    # the training noise schedule: DDPM's β schedule, or (flow) the scheduler's horizon only
+    noise_scheduler = pipe.scheduler if adapter.noise == "flow" else DDPMScheduler.from_config(pipe.scheduler.config)
     return DataObjective(cfg=cfg, model=model, source=source, sampler=sampler, encoder=encoder,
-                         noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),  # the training schedule
-                         null_text=null_text, null_class=null_class, loop_ratio=k, accelerator=accelerator,
-                         skipped=skipped)
+                         noise_scheduler=noise_scheduler, null_text=null_text, null_class=null_class, loop_ratio=k,
+                         accelerator=accelerator, skipped=skipped, noise=adapter.noise,
+                         units=adapter.timestep_units(model))
 
 
 def resolve_guidance(pipe, guidance_scale: float | None = None, world: str | None = None) -> float:

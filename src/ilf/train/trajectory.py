@@ -115,7 +115,7 @@ class TrajectoryObjective:
         sched = replay(self.template, self.n, k, states, outputs)
         t, x_k = sched.timesteps[k], states[:, k]
         xin = sched.scale_model_input(x_k, t)
-        t_post = self.runtime.post_timestep_for(step_info(sched, k))
+        t_post = self.runtime.model_t_post(step_info(sched, k))
         eps = guided_prediction(ddp_model, self.adapter, xin, t, self.conds.take(idx), self.guidance,
                                 x_k.shape[1], ilf_feedback=True, ilf_t_post=t_post)
         x_next = sched.step(eps, t, x_k).prev_sample
