@@ -12,7 +12,7 @@ WORDS = ["red cat", "blue dog", "small square", "large circle"]
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-world")
-    for kind in ("pixart-alpha", "dit"):
+    for kind in ("pixart-alpha", "dit", "sd3"):
         tiny_pipeline(kind, num_layers=6).save_pretrained(root / kind)
     rng = np.random.default_rng(0)
     cap = root / "captions"

@@ -110,7 +110,7 @@ def test_targets_are_the_teachers_states_at_the_students_next_grid_points():
     for k in range(4):
         assert torch.equal(targets[:, k], path.states[:, 2 * (k + 1)])
     assert torch.equal(targets[:, 4], path.final)
-    with pytest.raises(ILFError, match="not on the teacher's 6-step grid.*multiple of --student-steps"):
+    with pytest.raises(ILFError, match=r"not lie on the teacher's 6-step grid; choose --teacher-steps from \[8, 12, 16"):
         grid_targets(new_scheduler(pipe.scheduler, 4), new_scheduler(pipe.scheduler, 6), path)
 
 

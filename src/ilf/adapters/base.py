@@ -40,6 +40,7 @@ class BackboneAdapter:
     # The model multiplies its `timestep` argument by this before embedding it (Flux: 1000).
     embed_scale: ClassVar[float] = 1.0
     noise: ClassVar[str] = "ddpm"
+    conditioning: ClassVar[str] = "text"  # what the backbone is conditioned on: "text" (captions) or "class"
     # Config fields that must match for a feedback to fit a backbone.
     structure_keys: ClassVar[tuple[str, ...]] = ()
     # How the family's pipeline batches classifier-free guidance in one model call: PixArt puts the

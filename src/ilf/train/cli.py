@@ -79,7 +79,8 @@ def add_train_parser(sub) -> None:
                    "--teacher-steps DDIM steps (standard distillation); none: diffusion loss only (default: fad)")
     g.add_argument("--teacher-steps", type=int,
                    help="teacher solver steps: multistep's DDIM steps (default: 8); trajectory's finer grid "
-                   "(default: 2 × --student-steps)")
+                   "(default: 2 × --student-steps, or the next count whose grid holds the student's, e.g. 3N − 2 "
+                   "for FlowMatchEuler)")
     g = p.add_argument_group("trajectory distillation (--distill trajectory)")
     g.add_argument("--student-steps", type=int, default=10,
                    help="the inference step count the feedback is trained for; recorded in the adapter (default: 10)")
@@ -190,7 +191,8 @@ def add_precompute_parser(sub) -> None:
                    help="write S guided teacher paths (the run's fixed noises, conditions from --data) instead of "
                    "latent shards; train on them with `ilf train --distill trajectory --data OUT`")
     g.add_argument("--student-steps", type=int, default=10, help="the student's step count the paths serve (default: 10)")
-    g.add_argument("--teacher-steps", type=int, help="the teacher's finer grid (default: 2 × --student-steps)")
+    g.add_argument("--teacher-steps", type=int, help="the teacher's finer grid (default: 2 × --student-steps, or the "
+                   "next count whose grid holds the student's, e.g. 3N − 2 for FlowMatchEuler)")
     g.add_argument("--guidance-scale", type=float, help="guidance of the paths (default: the pipeline class's own)")
     g.add_argument("--scheduler", help="a diffusers scheduler class instead of the pipeline's (default: the pipeline's)")
     g.add_argument("--seed", type=int, default=0, help="the training run's --seed: fixes noises and conditions (default: 0)")

@@ -38,7 +38,7 @@ class TrainConfig:
     rerun_loop: bool = True  # False: the same-size control without an inner loop
     # objective
     distill: str = "fad"
-    teacher_steps: int | None = None  # multistep: 8; trajectory: 2 × student_steps
+    teacher_steps: int | None = None  # multistep: 8; trajectory: 2 × student_steps (or the next aligned count)
     student_steps: int = 10  # trajectory: the inference step count the feedback is trained for
     guidance_scale: float | None = None  # trajectory: default the world's / the pipeline's own
     scheduler: str | None = None  # a diffusers scheduler class replacing the pipeline's (same noise schedule)

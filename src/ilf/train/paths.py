@@ -90,6 +90,12 @@ def new_scheduler(template, num_steps: int, device=None):
     return sched
 
 
+def model_input(sched, x: torch.Tensor, t) -> torch.Tensor:
+    """`sched.scale_model_input(x, t)` where the scheduler has it (flow-matching schedulers take x as is)."""
+    scale = getattr(sched, "scale_model_input", None)
+    return scale(x, t) if scale is not None else x
+
+
 def step_info(sched, k: int) -> StepInfo:
     """The schedule position of step k, as the runtime's clock reports it during inference."""
     ts = sched.timesteps
@@ -122,11 +128,11 @@ def sample_paths(model, adapter, template, noise: torch.Tensor, conds: Condition
     for lo in range(0, noise.shape[0], batch_size):
         sl = slice(lo, lo + batch_size)
         sched = new_scheduler(template, num_steps, noise.device)
-        x = noise[sl] * sched.init_noise_sigma
+        x = noise[sl] * getattr(sched, "init_noise_sigma", 1.0)  # flow matching starts at the noise itself
         cb = conds.take(sl)
         states, outputs = [], []
         for k, t in enumerate(sched.timesteps):
-            xin = sched.scale_model_input(x, t)
+            xin = model_input(sched, x, t)
             eps = guided_prediction(model, adapter, xin, t, cb, guidance_scale, channels,
                                     **ilf_call_kwargs(runtime, sched, k, plan))
             states.append(x)
@@ -146,28 +152,49 @@ def replay(template, num_steps: int, k: int, states: torch.Tensor, outputs: torc
     sched = new_scheduler(template, num_steps, states.device)
     for j in range(k):
         t = sched.timesteps[j]
-        sched.scale_model_input(states[:, j], t)
+        model_input(sched, states[:, j], t)
         sched.step(outputs[:, j], t, states[:, j])
     return sched
+
+
+def grid_indices(student, teacher) -> list[int] | None:
+    """Where each student timestep after the first sits on the teacher's grid (None: one does not)."""
+    st, tt = student.timesteps.double().cpu(), teacher.timesteps.double().cpu()
+    idx = []
+    for k in range(1, len(st)):
+        hit = torch.nonzero(torch.abs(tt - st[k]) < 1e-3).flatten()
+        if len(hit) == 0:
+            return None
+        idx.append(int(hit[0]))
+    return idx
+
+
+def aligned_teacher_steps(template, student_steps: int, upto: int = 8) -> list[int]:
+    """Teacher step counts (up to `upto` × the student's) whose grid holds the student's grid: multiples of
+    N for DDPM-style `linspace` spacing, k·(N − 1) + 1 for grids that include both ends (FlowMatchEuler)."""
+    student = new_scheduler(template, student_steps)
+    return [m for m in range(student_steps + 1, upto * student_steps + 1)
+            if grid_indices(student, new_scheduler(template, m)) is not None]
+
+
+def default_teacher_steps(template, student_steps: int) -> int:
+    """The smallest aligned teacher step count of at least twice the student's (2N where that aligns)."""
+    fits = [m for m in aligned_teacher_steps(template, student_steps) if m >= 2 * student_steps]
+    return fits[0] if fits else 2 * student_steps
 
 
 def grid_targets(student, teacher, teacher_path: SamplePath) -> torch.Tensor:
     """The teacher's state at each student step's *next* grid point: [S, N, C, H, W].
 
     Target k is the teacher state at the student's timestep k+1; the last target is the teacher's final sample.
-    The student's timesteps must lie on the teacher's grid (true for `timestep_spacing="linspace"` and
-    teacher steps a multiple of student steps).
+    The student's timesteps must lie on the teacher's grid (see `aligned_teacher_steps`).
     """
-    st, tt = student.timesteps.double().cpu(), teacher.timesteps.double().cpu()
-    idx = []
-    for k in range(1, len(st)):
-        hit = torch.nonzero(torch.abs(tt - st[k]) < 1e-3).flatten()
-        if len(hit) == 0:
-            raise ILFError(
-                f"student timestep {float(st[k]):g} is not on the teacher's {len(tt)}-step grid; choose "
-                f"--teacher-steps as a multiple of --student-steps ({len(st)}) with a scheduler whose "
-                "timestep_spacing is 'linspace'"
-            )
-        idx.append(int(hit[0]))
+    idx = grid_indices(student, teacher)
+    if idx is None:
+        n, fits = len(student.timesteps), aligned_teacher_steps(student, len(student.timesteps))
+        raise ILFError(
+            f"the student's {n}-step grid of {type(student).__name__} does not lie on the teacher's "
+            f"{len(teacher.timesteps)}-step grid; choose --teacher-steps from {fits[:6]} (or leave it unset)"
+        )
     picked = [teacher_path.states[:, i] for i in idx] + [teacher_path.final]
     return torch.stack(picked, 1)

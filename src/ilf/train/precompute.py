@@ -105,6 +105,7 @@ def precompute_teacher_paths(pipeline: str, data: Path, out: Path, *, num_paths:
     from diffusers import DiffusionPipeline
 
     from ..adapters import get_adapter
+    from .paths import default_teacher_steps
     from .teacher_paths import write_teacher_paths
     from .trainer import DTYPES, resolve_guidance, use_scheduler
     from .trajectory import fixed_noise, trajectory_conditions
@@ -120,6 +121,6 @@ def precompute_teacher_paths(pipeline: str, data: Path, out: Path, *, num_paths:
     adapter = get_adapter(model)
     return write_teacher_paths(
         out, model=model, adapter=adapter, template=pipe.scheduler, noise=fixed_noise(model, num_paths, seed, device),
-        conds=conds, student_steps=student_steps, teacher_steps=teacher_steps or 2 * student_steps,
+        conds=conds, student_steps=student_steps, teacher_steps=teacher_steps or default_teacher_steps(pipe.scheduler, student_steps),
         guidance_scale=resolve_guidance(pipe, guidance_scale), kind=source.kind, fingerprint=adapter.fingerprint(model),
         batch_size=batch_size, progress=progress)

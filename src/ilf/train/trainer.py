@@ -105,9 +105,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     pipe = load_pipeline(cfg, source.encoded)
     use_scheduler(pipe, cfg.scheduler)
     model = pipe.transformer
-    if (source.kind == "text") != (model.config.get("caption_channels") is not None):
+    if source.kind != get_adapter(model).conditioning:
         raise ILFError(f"{source.kind}-conditioned data do not fit {type(model).__name__}: captions need a "
-                       "text-to-image backbone (PixArt), class folders a class-conditional one (DiT)")
+                       "text-to-image backbone (PixArt, SD3, Sana), class folders a class-conditional one (DiT)")
     default_resolution(source, pipe)
     pipe.to(accelerator.device)
     model.requires_grad_(False).eval()  # frozen; eval also keeps DiT's label embedding from dropping labels

@@ -32,6 +32,8 @@ from .paths import (
     Conditions,
     guided_prediction,
     grid_targets,
+    default_teacher_steps,
+    model_input,
     new_scheduler,
     replay,
     sample_paths,
@@ -114,7 +116,7 @@ class TrajectoryObjective:
         states, outputs = self.states[idx], self.outputs[idx]  # [B, N, C, H, W]
         sched = replay(self.template, self.n, k, states, outputs)
         t, x_k = sched.timesteps[k], states[:, k]
-        xin = sched.scale_model_input(x_k, t)
+        xin = model_input(sched, x_k, t)
         t_post = self.runtime.model_t_post(step_info(sched, k))
         eps = guided_prediction(ddp_model, self.adapter, xin, t, self.conds.take(idx), self.guidance,
                                 x_k.shape[1], ilf_feedback=True, ilf_t_post=t_post)
@@ -176,7 +178,8 @@ def build_trajectory(cfg, pipe, model, adapter, runtime, source, encoder, null_t
     from ..schedule import feedback_steps
     from .teacher_paths import TeacherPaths
 
-    device, teacher_steps = accelerator.device, cfg.teacher_steps or 2 * cfg.student_steps
+    device = accelerator.device
+    teacher_steps = cfg.teacher_steps or default_teacher_steps(pipe.scheduler, cfg.student_steps)
     if isinstance(source, TeacherPaths):  # precomputed: noises, conditions and targets come from the folder
         source.check(student_steps=cfg.student_steps, teacher_steps=teacher_steps,
                      scheduler=type(pipe.scheduler).__name__, guidance_scale=guidance_scale,
