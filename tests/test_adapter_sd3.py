@@ -4,7 +4,7 @@ from adapter_mixin import ILFAdapterTests
 from ilf.testing_mmdit import tiny_sd3
 
 
-def sd3_reference(model, feedback, loop, inputs, t_post):
+def sd3_reference(model, feedback, loop, inputs, t_post, feed_text=False):
     """SD3 forward written out, with the loop of eq. 2–3 on the image stream; the text stream threads
     through the loop re-run as through the model, and the context_pre_only last block returns none."""
     b, e = loop
@@ -25,10 +25,12 @@ def sd3_reference(model, feedback, loop, inputs, t_post):
                 h_in, enc_in = h, enc
             enc_given = enc
             h, enc = run(i, h, enc, temb)
-        f_feed = feedback.block(hidden_states=h, encoder_hidden_states=enc if e < len(blocks) - 1 else enc_given,
-                                temb=temb)[1]
+        t_feed, f_feed = feedback.block(hidden_states=h, encoder_hidden_states=enc if e < len(blocks) - 1 else enc_given,
+                                        temb=temb)
         h, enc = h_in, enc_in
         for j, i in enumerate(range(b, e + 1)):
+            if feed_text:
+                enc = enc + feedback.scales[j] * t_feed
             h, enc = run(i, h + feedback.scales[j] * f_feed, enc, temb_p)
         for i in range(e + 1, len(blocks)):
             h, enc = run(i, h, enc, temb_p)
@@ -65,3 +67,28 @@ class TestSD3Adapter(ILFAdapterTests):
 
         rt = apply_ilf(model, ILFConfig(loop=(self.num_layers - 2, self.num_layers - 1), init="fresh"))
         assert rt.feedback.block.context_pre_only  # F is built like the loop's last block
+
+
+def test_feed_text_adds_the_feedbacks_text_stream_too_and_is_refused_where_there_is_none():
+    import pytest
+
+    from ilf import ILFConfig, ILFError, apply_ilf, remove_ilf
+    from ilf.testing import tiny_pixart
+
+    t = TestSD3Adapter()
+    model = t.make_model()
+    inputs = t.make_inputs(model, batch=2)
+    rt = apply_ilf(model, ILFConfig(loop=(1, 3), init="fresh", feed_text=True))
+    rt.feedback.scales.data.copy_(torch.tensor([0.5, -0.3, 0.4]))
+    t_post = torch.full_like(inputs["timestep"], 350.0)
+    with torch.no_grad():
+        out = model(**inputs, ilf_t_post=t_post).sample
+    torch.testing.assert_close(out, sd3_reference(model, rt.feedback, (1, 3), inputs, t_post, feed_text=True),
+                               rtol=1e-5, atol=1e-5)
+    image_only = sd3_reference(model, rt.feedback, (1, 3), inputs, t_post)
+    assert not torch.allclose(out, image_only, atol=1e-4)  # the text stream's feedback reaches the image
+    remove_ilf(model)
+    with pytest.raises(ILFError, match="context_pre_only"):
+        apply_ilf(model, ILFConfig(loop=(3, 5), feed_text=True))
+    with pytest.raises(ILFError, match="no text stream"):
+        apply_ilf(tiny_pixart(), ILFConfig(loop=(1, 3), feed_text=True))

@@ -46,6 +46,9 @@ class ILFConfig:
         rerun_loop: `True` (ILF): re-run blocks b..e with the scaled feedback added. `False` is the control of
             the same size without an inner loop: the feedback's output is added once to `f_e`
             (`h_e = f_e + s_b · F(f_e)`), costing one block forward per feedback step instead of m + 1.
+        feed_text: MMDiT backbones (SD3, Flux) only: also add `s_i ·` F's text-stream output to the text
+            stream entering each loop block. `False` (the default, and the paper's single-stream recipe):
+            only the image stream gets the feedback; see the README for the measurement behind the choice.
         num_inference_steps, scheduler, guidance_scale: the inference schedule a feedback was trained for
             (trajectory distillation records them; `None` = not trained for a particular schedule).
             `apply_ilf` keeps them as the run's defaults and warns once when a run uses another step count
@@ -60,6 +63,7 @@ class ILFConfig:
     init: str = "copy"
     init_block: int | None = None
     rerun_loop: bool = True
+    feed_text: bool = False
     num_inference_steps: int | None = None
     scheduler: str | None = None
     guidance_scale: float | None = None
@@ -91,6 +95,8 @@ class ILFConfig:
             raise LoopRangeError(f"init_block must be a block index >= 0, got {self.init_block!r}")
         if not isinstance(self.rerun_loop, bool):
             raise ILFError(f"rerun_loop must be True (ILF) or False (the no-loop control), got {self.rerun_loop!r}")
+        if not isinstance(self.feed_text, bool):
+            raise ILFError(f"feed_text must be True or False, got {self.feed_text!r}")
         n = self.num_inference_steps
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise ScheduleError(f"num_inference_steps must be a positive int or None, got {n!r}")

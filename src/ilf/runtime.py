@@ -40,7 +40,7 @@ from .adapters import BackboneAdapter
 from .adapters.blocks import BlockSite, BlockStack
 from .clock import SchedulerClock, StepInfo
 from .config import INFERENCE_FIELDS, ILFConfig
-from .errors import FeedbackMismatchError, LoopRangeError, ScheduleError
+from .errors import FeedbackMismatchError, ILFError, LoopRangeError, ScheduleError
 from .feedback import FeedbackModule
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
 from .schedule import feedback_steps, loop_ratio, post_timestep
@@ -125,6 +125,19 @@ class ILFRuntime:
             raise LoopRangeError(f"feedback was built for loop {feedback.loop}, config asks for {config.loop}")
         config.check_model(len(adapter.blocks(model)))
         adapter.check_loop(model, config.loop)
+        if config.feed_text:
+            stack_e = adapter.stack_of(model, config.loop[1])
+            if len(stack_e.streams) < 2 or not config.rerun_loop:
+                raise ILFError(
+                    f"feed_text=True feeds F's text stream back into the loop, but {type(model).__name__}'s "
+                    f"blocks carry {'no text stream' if len(stack_e.streams) < 2 else 'it'}"
+                    f"{'' if len(stack_e.streams) < 2 else ' and rerun_loop=False has no loop'}; use feed_text=False"
+                )
+            if getattr(adapter.blocks(model)[config.loop[1]], "context_pre_only", False):
+                raise ILFError(
+                    f"feed_text=True: the loop ends at block {config.loop[1]}, which is context_pre_only (it and a "
+                    "feedback built like it return no text stream); end the loop earlier or use feed_text=False"
+                )
         self.model, self.adapter, self.feedback, self.clock = model, adapter, feedback, clock
         self.config = config
         self.state: ForwardState | None = None
@@ -256,8 +269,10 @@ class ILFRuntime:
         b, e = self.config.loop
         streams_e = stack_e.as_streams(out_e)
         fb_in = {k: (v if v is not None else call_e[k]) for k, v in streams_e.items()}  # F's streams
-        f_feed = stack_e.as_streams(fb(**{**st.loop_calls[e], **fb_in}))[img]  # [B, L, D] at t
-        f_e = streams_e[img]
+        fed = stack_e.as_streams(fb(**{**st.loop_calls[e], **fb_in}))  # F's streams at t
+        f_feed, f_e = fed[img], streams_e[img]  # [B, L, D]
+        # feed_text: F's text stream is fed back too (MMDiT); a context-pre-only F returns none to feed
+        extra = {k: v for k, v in fed.items() if k != img and v is not None} if self.config.feed_text else {}
         if not self.config.rerun_loop:  # the no-loop control: F's output added once to f_e
             return stack_e.as_output({**streams_e, img: f_e + fb.scales[0].to(f_e.dtype) * f_feed.to(f_e.dtype)})
         post = self.adapter.post_block_kwargs(self.model, st)  # t_post's time conditioning
@@ -266,8 +281,9 @@ class ILFRuntime:
         st.in_loop = True
         try:
             for j, site in enumerate(sites[b:e + 1]):
-                x = h[img]
-                h[img] = x + fb.scales[j].to(x.dtype) * f_feed.to(x.dtype)  # eq. 2 (j = 0), eq. 3 (j > 0)
+                for k, feed in ((img, f_feed), *extra.items()):
+                    x = h[k]
+                    h[k] = x + fb.scales[j].to(x.dtype) * feed.to(x.dtype)  # eq. 2 (j = 0), eq. 3 (j > 0)
                 returned = site.stack.as_streams(site.module(**{**st.loop_calls[site.index], **post, **h}))
                 h.update({k: v for k, v in returned.items() if v is not None or k == img})
         finally:

@@ -71,6 +71,9 @@ def add_train_parser(sub) -> None:
                    help="loop: ILF, re-run blocks B..E with the feedback added; once: the same-size control "
                    "without an inner loop (F's output added once after block E) (default: loop)")
     g = p.add_argument_group("objective")
+    g.add_argument("--feed-text", action="store_true",
+                   help="MMDiT backbones (SD3): also feed F's text-stream output back into the loop's text stream "
+                   "(default: image stream only, as measured in the README)")
     g.add_argument("--distill", default="fad", choices=["fad", "trajectory", "multistep", "none"],
                    help="fad: one teacher forward at t/2 (the paper's Fast Approximate Distillation); trajectory: "
                    "train for an inference schedule — the student's own guided --student-steps path, each "
@@ -149,7 +152,7 @@ def cmd_train(args) -> int:
         data_type=args.data_type, resolution=args.resolution, max_sequence_length=args.max_sequence_length,
         loop=_loop(args.loop), init=args.init, init_block=args.init_block, t_post=args.t_post,
         feedback_steps=args.feedback_steps, inference_t_post=args.inference_t_post, distill=args.distill,
-        rerun_loop=args.feedback_mode == "loop", student_steps=args.student_steps,
+        rerun_loop=args.feedback_mode == "loop", feed_text=args.feed_text, student_steps=args.student_steps,
         guidance_scale=args.guidance_scale, scheduler=args.scheduler, rollout_every=args.rollout_every,
         rollout_size=args.rollout_size, teacher_steps=args.teacher_steps, diffusion_weight=args.diffusion_weight,
         distill_weight=args.distill_weight, caption_dropout=args.caption_dropout,

@@ -36,6 +36,7 @@ class TrainConfig:
     feedback_steps: str = "outer:2"  # default inference schedule written into the adapter
     inference_t_post: str = "rescale"
     rerun_loop: bool = True  # False: the same-size control without an inner loop
+    feed_text: bool = False  # MMDiT: feed F's text stream back too
     # objective
     distill: str = "fad"
     teacher_steps: int | None = None  # multistep: 8; trajectory: 2 × student_steps (or the next aligned count)

@@ -71,7 +71,8 @@ def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig:
         schedule = dict(num_inference_steps=cfg.student_steps, scheduler=type(pipe.scheduler).__name__,
                         guidance_scale=float(resolve_guidance(pipe, cfg.guidance_scale, cfg.world)))
     return ILFConfig(loop=cfg.loop, init=cfg.init, init_block=cfg.init_block, rerun_loop=cfg.rerun_loop,
-                     feedback_steps=cfg.feedback_steps, t_post=cfg.inference_t_post, **schedule)
+                     feed_text=cfg.feed_text, feedback_steps=cfg.feedback_steps, t_post=cfg.inference_t_post,
+                     **schedule)
 
 
 def use_scheduler(pipe, name: str | None) -> None:
