@@ -185,5 +185,6 @@ def test_saving_is_atomic(trained, monkeypatch):
 
 
 def test_unsupported_model_lists_the_supported_classes():
-    with pytest.raises(UnsupportedModelError, match="DiTTransformer2DModel, PixArtTransformer2DModel"):
+    with pytest.raises(UnsupportedModelError, match="DiTTransformer2DModel, FluxTransformer2DModel, "
+                       "PixArtTransformer2DModel, SD3Transformer2DModel, SanaTransformer2DModel"):
         apply_ilf(torch.nn.Linear(2, 2), ILFConfig())

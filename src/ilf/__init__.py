@@ -1,32 +1,43 @@
-"""ilf: Inner Loop Feedback for pretrained diffusion transformers (DiT, PixArt-α/Σ in diffusers).
+"""ilf: Inner Loop Feedback for pretrained diffusion transformers in diffusers (PixArt-α/Σ, DiT, SD3, Flux,
+Sana).
 
     from ilf import ILFConfig, apply_ilf, remove_ilf
     apply_ilf(pipe, "path/to/feedback")                  # or ILFConfig(loop=(8, 19)) for a new one
     images = pipe(prompt, num_inference_steps=10).images
     remove_ilf(pipe)
+
+The public names load on first use (PEP 562), so `import ilf` and `ilf --help` do not import torch or
+diffusers.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .caching import apply_cache, remove_cache  # noqa: E402
-from .config import CacheConfig, ILFConfig  # noqa: E402
-from .counting import count_block_forwards  # noqa: E402
-from .errors import (  # noqa: E402
-    CorruptFeedbackError,
-    FeedbackMismatchError,
-    FeedbackNotFoundError,
-    ILFError,
-    LoopRangeError,
-    ScheduleError,
-    UnsupportedModelError,
-)
-from .feedback import FeedbackModule, load_feedback  # noqa: E402
-from .pipeline import apply_ilf, remove_ilf, save_feedback  # noqa: E402
-from .schedule import feedback_steps, predicted_block_forwards  # noqa: E402
+import importlib
 
-__all__ = [
-    "ILFConfig", "CacheConfig", "apply_ilf", "remove_ilf", "apply_cache", "remove_cache",
-    "count_block_forwards", "save_feedback", "load_feedback", "FeedbackModule", "feedback_steps",
-    "predicted_block_forwards", "ILFError", "UnsupportedModelError", "LoopRangeError",
-    "FeedbackMismatchError", "FeedbackNotFoundError", "CorruptFeedbackError", "ScheduleError",
-]
+from .version import __version__
+
+_EXPORTS = {
+    "apply_cache": "caching", "remove_cache": "caching",
+    "CacheConfig": "config", "ILFConfig": "config",
+    "count_block_forwards": "counting",
+    "CorruptFeedbackError": "errors", "FeedbackMismatchError": "errors", "FeedbackNotFoundError": "errors",
+    "ILFError": "errors", "LoopRangeError": "errors", "ScheduleError": "errors", "UnsupportedModelError": "errors",
+    "FeedbackModule": "feedback", "load_feedback": "feedback",
+    "apply_ilf": "pipeline", "remove_ilf": "pipeline", "save_feedback": "pipeline",
+    "feedback_steps": "schedule", "predicted_block_forwards": "schedule",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ilf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

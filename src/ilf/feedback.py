@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from . import __version__
+from .version import __version__
 from .adapters import BackboneAdapter, get_adapter
 from .adapters.blocks import IMAGE_STREAM, cast_floats
 from .config import ILFConfig

@@ -6,12 +6,10 @@ import re
 import time
 from pathlib import Path
 
-import torch
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from .dtypes import DTYPE_NAMES, torch_dtype
 
 
-def load_any_pipeline(world: str | None, pipeline: str | None, device: str, dtype: torch.dtype):
+def load_any_pipeline(world: str | None, pipeline: str | None, device: str, dtype):
     """(pipeline, call kwargs every call should pass) for an embedded world or a diffusers pipeline."""
     if world is not None:
         from .worlds import registry
@@ -31,10 +29,12 @@ def _slug(text: str) -> str:
 
 
 def cmd_generate(args) -> int:
+    import torch
+
     from . import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe, call = load_any_pipeline(args.world, args.pipeline, device, DTYPES[args.dtype])
+    pipe, call = load_any_pipeline(args.world, args.pipeline, device, torch_dtype(args.dtype))
     pipe.set_progress_bar_config(disable=False)
     overrides = {k: v for k, v in (("feedback_steps", args.feedback_steps), ("t_post", args.t_post)) if v is not None}
     trained = None
@@ -109,6 +109,6 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default="ilf-images", help="output folder (default: ./ilf-images)")
     p.add_argument("--device", help="cuda, cpu, … (default: cuda when available)")
-    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="model dtype (default: fp32)")
+    p.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="model dtype (default: fp32)")
     p.set_defaults(func=cmd_generate)
 

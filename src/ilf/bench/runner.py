@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 import torch
 
-from ilf import __version__, count_block_forwards
+from ilf import count_block_forwards
+from ilf.version import __version__
 from ilf.eval.generate import generate, get_state
 from ilf.eval.prompts import Item
 from ilf.eval.score import METRICS, Scorer, to_jsonable

@@ -25,10 +25,10 @@ def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto",
                device: str | None = None, dtype: str = "fp32", progress: bool = True) -> dict:
     from diffusers import DiffusionPipeline
 
-    from .trainer import DTYPES
+    from ..dtypes import torch_dtype
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = DiffusionPipeline.from_pretrained(pipeline, dtype=DTYPES[dtype]).to(device)
+    pipe = DiffusionPipeline.from_pretrained(pipeline, dtype=torch_dtype(dtype)).to(device)
     source = open_source(data, data_type, resolution, None, 0)
     if source.encoded:
         raise ILFError(f"{data} already holds precomputed shards; pass them to `ilf train --data` directly")
@@ -107,11 +107,12 @@ def precompute_teacher_paths(pipeline: str, data: Path, out: Path, *, num_paths:
     from ..adapters import get_adapter
     from .paths import default_teacher_steps
     from .teacher_paths import write_teacher_paths
-    from .trainer import DTYPES, resolve_guidance, use_scheduler
+    from ..dtypes import torch_dtype
+    from .trainer import resolve_guidance, use_scheduler
     from .trajectory import fixed_noise, trajectory_conditions
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = DiffusionPipeline.from_pretrained(pipeline, dtype=DTYPES[dtype]).to(device)
+    pipe = DiffusionPipeline.from_pretrained(pipeline, dtype=torch_dtype(dtype)).to(device)
     use_scheduler(pipe, scheduler)
     model = pipe.transformer.eval()
     source = open_source(data, data_type, None, None, seed)

@@ -21,6 +21,7 @@ from accelerate.utils import ProjectConfiguration
 from tqdm.auto import tqdm
 
 from ..adapters import get_adapter
+from ..dtypes import torch_dtype
 from ..config import ILFConfig
 from ..errors import ILFError
 from ..feedback import write_feedback
@@ -33,7 +34,6 @@ from .encode import default_resolution, unconditional_inputs
 from .teacher_paths import TeacherPaths
 
 logger = logging.getLogger("ilf.train")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class NonFiniteLossError(ILFError):
@@ -62,7 +62,7 @@ def load_pipeline(cfg: TrainConfig, encoded_data: bool):
     if encoded_data:
         components = DiffusionPipeline.load_config(cfg.pipeline)
         skip = {k: None for k in ("text_encoder", "tokenizer", "vae") if k in components}
-    return DiffusionPipeline.from_pretrained(cfg.pipeline, dtype=DTYPES[cfg.backbone_dtype], **skip)
+    return DiffusionPipeline.from_pretrained(cfg.pipeline, dtype=torch_dtype(cfg.backbone_dtype), **skip)
 
 
 def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig:
