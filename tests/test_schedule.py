@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from ilf import CacheConfig, ILFConfig, LoopRangeError, ScheduleError, feedback_steps, predicted_block_forwards
+from ilf import (
+    CacheConfig, ILFConfig, ILFError, LoopRangeError, ScheduleError, feedback_steps, predicted_block_forwards,
+)
 from ilf.schedule import loop_ratio, post_timestep
 
 
@@ -106,18 +108,19 @@ def test_alternating_spreads_any_count_evenly():
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        (dict(loop=(5, 3)), "not a range"),
-        (dict(loop=(-1, 3)), "not a range"),
-        (dict(loop=(1, 2, 3)), "two block indices"),
-        (dict(t_post="later"), "t_post='later' is unknown"),
-        (dict(t_post_ratio="1/2"), "unknown"),
-        (dict(init="random"), "init='random' is unknown"),
+        (dict(loop=(5, 3)), LoopRangeError, "not a range"),
+        (dict(loop=(-1, 3)), LoopRangeError, "not a range"),
+        (dict(loop=(1, 2, 3)), LoopRangeError, "two block indices"),
+        (dict(t_post="later"), ScheduleError, "t_post='later' is unknown"),
+        (dict(t_post_ratio="1/2"), ScheduleError, "unknown"),
+        (dict(init="random"), ILFError, "init='random' is unknown"),
+        (dict(feed_text="yes"), ILFError, "feed_text must be True or False"),
     ],
 )
-def test_config_validation_names_the_problem(kwargs, match):
-    with pytest.raises(Exception, match=match):
+def test_config_validation_names_the_problem(kwargs, error, match):
+    with pytest.raises(error, match=match):
         ILFConfig(**kwargs)
 
 
@@ -131,3 +134,20 @@ def test_loop_beyond_the_model_is_refused_with_the_valid_range():
 def test_config_round_trips_through_json_dict():
     cfg = ILFConfig(loop=(3, 7), feedback_steps=(0, -1), t_post="anneal", t_post_ratio="n/m")
     assert ILFConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_clock_refuses_a_batch_of_mixed_timesteps_and_takes_a_shared_one():
+    from diffusers import DDIMScheduler
+
+    from ilf.clock import SchedulerClock, scalar_timestep
+
+    sched = DDIMScheduler()
+    sched.set_timesteps(10)
+    clock = SchedulerClock(lambda: sched)
+    t = sched.timesteps[3]
+    assert scalar_timestep(torch.full((4,), float(t))) == float(t)
+    assert clock.locate(torch.full((4,), float(t))).index == 3
+    with pytest.raises(ScheduleError, match="mixes timesteps.*ilf_t_post"):
+        clock.locate(torch.tensor([float(t), float(sched.timesteps[4])]))
+    with pytest.raises(ScheduleError, match="empty timestep"):
+        scalar_timestep(torch.tensor([]))

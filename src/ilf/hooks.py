@@ -91,11 +91,6 @@ def _accelerate_over(handle: HookHandle, top) -> bool:
     return top is not _MISSING and getattr(handle.module, "_old_forward", None) is handle.installed_forward
 
 
-def has_hook(module: torch.nn.Module, name: str) -> bool:
-    registry = getattr(module, "_diffusers_hook", None)
-    return registry is not None and registry.get_hook(name) is not None
-
-
 def _qualname(fn) -> str:
     inner = getattr(fn, "func", fn)
     return getattr(inner, "__qualname__", repr(inner))

@@ -62,7 +62,7 @@ def test_score_is_mean_over_prompts_of_mean_rewards(tmp_path, image_dir):
     mean_over_images = sum(map(sum, per_prompt)) / sum(map(len, per_prompt))
     assert abs(res.score - mean_over_images) > 0.1  # the other aggregation would differ
     assert [p.rewards for p in res.per_prompt] == [tuple(r) for r in per_prompt]
-    assert not res.follows_official_protocol and res.model == "ImageReward-v1.0"
+    assert res.model == "ImageReward-v1.0"
 
 
 def test_prompts_file_and_in_memory_images(tmp_path):

@@ -1,7 +1,5 @@
 """The shipped evaluators read real images: accuracy floors, alignment on matching vs mismatched captions."""
 
-import random
-
 import pytest
 import torch
 

@@ -65,7 +65,6 @@ class TrainConfig:
     mixed_precision: str = "no"
     backbone_dtype: str = "fp32"
     gradient_checkpointing: bool = False
-    num_workers: int = 0
     seed: int = 0
     # bookkeeping
     checkpoint_every: int = 500

@@ -36,8 +36,6 @@ INSTALL_HINT = (
     "ir-venv/bin/pip install image-reward, then pass python='ir-venv/bin/python'"
 )
 PROMPTS_HINT = "the official prompts are benchmark/benchmark-prompts.json in https://github.com/THUDM/ImageReward"
-OFFICIAL_NUM_PROMPTS = 100
-OFFICIAL_IMAGES_PER_PROMPT = 10
 
 
 @dataclass(frozen=True)
@@ -63,13 +61,6 @@ class ImageRewardResult:
     @property
     def score(self) -> float:
         return aggregate_rewards(self.per_prompt)
-
-    @property
-    def follows_official_protocol(self) -> bool:
-        """True when there are 100 prompts with 10 images each, as the official benchmark uses."""
-        return len(self.per_prompt) == OFFICIAL_NUM_PROMPTS and all(
-            len(p.rewards) == OFFICIAL_IMAGES_PER_PROMPT for p in self.per_prompt
-        )
 
 
 def aggregate_rewards(per_prompt: Sequence[PromptRewards]) -> float:
