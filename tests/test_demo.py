@@ -53,7 +53,11 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
             ref_blocks, ref_s = int(blocks.group(1)), float(secs.group(1))
             continue
         assert float(blocks.group(2)) == pytest.approx(ref_blocks / int(blocks.group(1)), abs=0.051)
-        assert float(secs.group(2)) == pytest.approx(ref_s / float(secs.group(1)), rel=0.06, abs=0.051)
+        speedup = ref_s / float(secs.group(1))
+        if secs.group(2) is None:  # the table leaves out ratios within 1.00 ± 0.05 (a busy machine can time so)
+            assert speedup == pytest.approx(1.0, abs=0.051)
+        else:
+            assert float(secs.group(2)) == pytest.approx(speedup, rel=0.06, abs=0.051)
     assert "## Verdict" in report and ("ILF wins" in report or "ILF LOSES" in report or "ILF ties" in report)
     assert "Feedback: trained here with trajectory distillation for 10 steps with feedback on `last:1`" in report
     assert "vs **plain:11** (132, the fewest plain steps with at least as many)" in report
