@@ -12,6 +12,9 @@ WORLDS = ("shapes", "digits")
 # flow-matching SD3 backbone. It joins WORLDS once a trained feedback ships under assets/shapes-flow/feedback.
 FLOW_WORLDS = ("shapes-flow",)
 BACKBONE_WORLDS = WORLDS + FLOW_WORLDS  # every world `transformer()` and `registry.load_pipeline` know
+# The world whose data (sampler, captions, evaluator) each world uses: code that asks `world == "shapes"` for
+# "text prompts, the shapes evaluator" should ask `DATA_OF[world] == "shapes"`.
+DATA_OF = {"shapes": "shapes", "digits": "digits", "shapes-flow": "shapes"}
 
 
 def transformer(world: str) -> Path:
