@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from ilf.worlds import _checkpoint, registry, train_backbone, train_evaluators, train_vae
+from ilf.worlds import _checkpoint, registry, train_backbone, train_evaluators, train_flow_backbone, train_vae
 from ilf.worlds.train_backbone import make_transformer
 
 
-@pytest.mark.parametrize("module", [train_vae, train_backbone, train_evaluators])
+@pytest.mark.parametrize("module", [train_vae, train_backbone, train_flow_backbone, train_evaluators])
 def test_every_flag_has_help(module):
     p = module.parser()
     assert p.description and len(p.description) > 100
@@ -68,6 +68,11 @@ def test_fresh_backbones_start_silent_like_dit():
               added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample
     assert torch.all(out == 0) and torch.all(pix.transformer_blocks[5].attn2.to_out[0].weight == 0)
     assert pix.transformer_blocks[0].attn1.to_q.weight.std() > 0.01  # the rest is not zero
+    sd3 = train_flow_backbone.make_transformer()
+    out = sd3(x, timestep=t.float(), encoder_hidden_states=torch.randn(2, 16, 384),
+              pooled_projections=torch.randn(2, 384)).sample
+    assert torch.all(out == 0) and all(torch.all(b.norm1_context.linear.weight == 0) for b in sd3.transformer_blocks)
+    assert sd3.transformer_blocks[0].attn.add_q_proj.weight.std() > 0.01
 
 
 def test_digit_backbone_null_class_is_a_real_row_and_matters():

@@ -1,4 +1,4 @@
-"""The embedded offline default: two tiny worlds with trained latent diffusion transformers and evaluators.
+"""The embedded offline default: tiny worlds with trained latent diffusion transformers and evaluators.
 
     from ilf import worlds
 
@@ -9,9 +9,13 @@
     pipe = worlds.load_pipeline("digits")                     # DiTPipeline, 12-block DiT, classes "0".."9"
     worlds.make_batch("digits", range(64))                    # clean latents + labels for a training loop
 
+    pipe = worlds.load_pipeline("shapes-flow")                # StableDiffusion3Pipeline, 12-block rectified flow
+    img = pipe(**worlds.prompt_kwargs("shapes-flow", ["two small blue squares"]),
+               **worlds.CALL_KWARGS["shapes-flow"]).images[0]  # no text encoder in the pipeline: MiniLM embeddings
+
 Data: `shapes.sample(index, split, seed)`, `shapes.prompts(split)`, `shapes.eval_prompts()`,
 `digits.sample(index, split)`. Retrain assets with `python -m ilf.worlds.train_vae | train_backbone |
-train_evaluators --help`.
+train_flow_backbone | train_evaluators --help`.
 """
 
 import os
@@ -23,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from ilf.worlds import digits, shapes  # noqa: E402
 from ilf.worlds.batches import make_batch  # noqa: E402
 from ilf.worlds.evaluators import load_evaluator  # noqa: E402
-from ilf.worlds.registry import CALL_KWARGS, load_pipeline, load_transformer, load_vae  # noqa: E402
+from ilf.worlds.registry import CALL_KWARGS, load_pipeline, load_transformer, load_vae, prompt_kwargs  # noqa: E402
 
 __all__ = ["CALL_KWARGS", "digits", "load_evaluator", "load_pipeline", "load_transformer", "load_vae",
-           "make_batch", "shapes"]
+           "make_batch", "prompt_kwargs", "shapes"]

@@ -59,6 +59,12 @@ def resume(run_dir: str | Path, model, optimizer, ema: EMA | None = None) -> int
     return int(json.loads((run / "state.json").read_text())["step"])
 
 
+def state_info(run_dir: str | Path) -> dict:
+    """The `info` (and step) saved with the run's checkpoint, {} if there is none (e.g. time already spent)."""
+    f = Path(run_dir) / CHECKPOINT / "state.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
 def log(run_dir: str | Path, record: dict) -> None:
     """Append one JSON line to `run_dir/log.jsonl` and echo it."""
     line = json.dumps(record)

@@ -4,6 +4,8 @@
 
     shapes: {"latents": [B, 4, 8, 8], "encoder_hidden_states": [B, L, 384], "encoder_attention_mask": [B, L],
              "captions": list[str]}
+    shapes-flow: {"latents": [B, 4, 8, 8], "encoder_hidden_states": [B, L, 384], "pooled_projections": [B, 384],
+                  "captions": list[str]}   (the SD3 transformer's keyword arguments; see text_encoder.joint_context)
     digits: {"latents": [B, 4, 8, 8], "class_labels": [B]}
 
 Latents are the VAE posterior means times `vae.config.scaling_factor` (unit variance, what the transformer
@@ -41,12 +43,16 @@ def make_batch(world: str, indices, split: str = "train", *, seed: int = 0, vae:
     No caption/class dropout is applied here: that is the training loop's choice.
     """
     vae = vae if vae is not None else _shared_vae()
-    if world == "shapes":
+    if world in ("shapes", "shapes-flow"):
         images, captions, _ = shapes.batch(indices, split, seed)
         states, mask = text_encoder.encode(captions, max_length)
+        if world == "shapes-flow":
+            states, pooled = text_encoder.joint_context(states, mask)
+            return {"latents": encode_images(vae, images), "encoder_hidden_states": states,
+                    "pooled_projections": pooled, "captions": captions}
         return {"latents": encode_images(vae, images), "encoder_hidden_states": states,
                 "encoder_attention_mask": mask, "captions": captions}
     if world == "digits":
         images, labels = digits.batch(indices, split)
         return {"latents": encode_images(vae, images), "class_labels": labels}
-    raise ValueError(f"world must be 'shapes' or 'digits', got {world!r}")
+    raise ValueError(f"world must be 'shapes', 'shapes-flow' or 'digits', got {world!r}")

@@ -185,9 +185,10 @@ _CLASSES = {"shapes": ShapesEvaluator, "digits": DigitsEvaluator}
 
 
 def load_evaluator(world: str, device: str | torch.device = "cpu", directory: str | Path = paths.EVALUATORS):
-    """The shipped evaluator of `world` (float32, eval mode)."""
-    if world not in _CLASSES:
-        raise ValueError(f"world must be one of {tuple(_CLASSES)}, got {world!r}")
+    """The shipped evaluator of `world` (float32, eval mode); shapes-flow gets the shapes evaluator."""
+    if world not in paths.DATA_OF:
+        raise ValueError(f"world must be one of {tuple(paths.DATA_OF)}, got {world!r}")
+    world = paths.DATA_OF[world]  # a world on another world's data reads its images with that evaluator
     d = Path(directory)
     cfg = json.loads((d / f"{world}.json").read_text())
     ev = _CLASSES[world](width=cfg["width"], feat_dim=cfg["feat_dim"])

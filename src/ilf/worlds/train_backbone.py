@@ -30,7 +30,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, PixArtTransformer2DModel
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    DiTTransformer2DModel,
+    PixArtTransformer2DModel,
+    SD3Transformer2DModel,
+)
 from diffusers.models.embeddings import LabelEmbedding, TimestepEmbedding
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -83,6 +89,11 @@ def init_like_dit(model):
             nn.init.normal_(m.embedding_table.weight, std=0.02)
     if isinstance(model, DiTTransformer2DModel):
         silent = [b.norm1.linear for b in model.transformer_blocks] + [model.proj_out_1, model.proj_out_2]
+    elif isinstance(model, SD3Transformer2DModel):  # both streams' adaLN-Zero, the final adaLN and projection
+        silent = [n.linear for b in model.transformer_blocks for n in (b.norm1, b.norm1_context)]
+        silent += [model.norm_out.linear, model.proj_out]
+        nn.init.normal_(model.time_text_embed.text_embedder.linear_1.weight, std=0.02)  # pooled text -> temb
+        nn.init.normal_(model.time_text_embed.text_embedder.linear_2.weight, std=0.02)
     else:
         silent = [b.attn2.to_out[0] for b in model.transformer_blocks] + [model.proj_out]
         nn.init.normal_(model.adaln_single.linear.weight, std=0.02)
@@ -179,9 +190,10 @@ def preview(world: str, model, vae, out_png: Path, seed: int = 0) -> None:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--world", required=True, choices=paths.WORLDS, help="which backbone to train")
+def common_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every backbone trainer shares (this one and `train_flow_backbone`): run dir, export, optimizer,
+    schedule, EMA, data pool, checkpoints, threads, seed."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", required=True, help="checkpoints, pool cache, log.jsonl, previews; resumes if present")
     p.add_argument("--out", default=None, help="save_pretrained folder (default: the package's assets/<world>/transformer)")
     p.add_argument("--vae", default=str(paths.VAE), help="save_pretrained folder of the VAE that makes the latents")
@@ -199,6 +211,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     p.add_argument("--seed", type=int, default=0, help="seed of init weights, data order, noise and dropout")
     return p
+
+
+def parser() -> argparse.ArgumentParser:
+    p = common_parser(__doc__)
+    p.add_argument("--world", required=True, choices=paths.WORLDS, help="which backbone to train")
+    return p
+
+
+def warmup_cosine(step: int, peak: float, warmup: int, total: int, min_frac: float) -> float:
+    """Learning rate at `step`: linear warm-up over `warmup` steps, then cosine decay to `min_frac · peak`."""
+    warm = min(1.0, (step + 1) / warmup)
+    cos = 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
+    return peak * warm * (min_frac + (1 - min_frac) * cos)
+
+
+def epoch_rows(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """Pool rows of batch `step`: a fixed permutation of the n rows per epoch (a resumed run sees the same data)."""
+    epoch, pos = divmod(step * batch_size, n)
+    perm = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
+    return perm[torch.arange(pos, pos + batch_size) % n]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,15 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{a.world}: {sum(q.numel() for q in model.parameters()) / 1e6:.2f}M params, pool {n}, from step {start}")
 
     def lr_at(step: int) -> float:
-        warm = min(1.0, (step + 1) / a.warmup)
-        cos = 0.5 * (1 + math.cos(math.pi * min(step / a.steps, 1.0)))
-        return a.lr * warm * (a.min_lr_frac + (1 - a.min_lr_frac) * cos)
+        return warmup_cosine(step, a.lr, a.warmup, a.steps, a.min_lr_frac)
 
     t0, losses = time.time(), []
     for step in tqdm(range(start, a.steps), initial=start, total=a.steps, desc=a.world, mininterval=60):
-        epoch, pos = divmod(step * a.batch_size, n)  # data order: a fixed permutation per epoch
-        perm = torch.from_numpy(np.random.default_rng([a.seed, epoch]).permutation(n))
-        rows = perm[torch.arange(pos, pos + a.batch_size) % n]
+        rows = epoch_rows(step, a.batch_size, n, a.seed)
         gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
         b = pool_batch(a.world, pool, rows, gen, a.cond_dropout)
         x0 = b["x0"]  # [B, 4, 8, 8]
