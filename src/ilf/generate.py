@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from .dtypes import DTYPE_NAMES, torch_dtype
+from .worlds.paths import BACKBONE_WORLDS, FLOW_WORLDS
 
 
 def load_any_pipeline(world: str | None, pipeline: str | None, device: str, dtype):
@@ -67,13 +68,18 @@ def cmd_generate(args) -> int:
         if not args.prompt:
             raise SystemExit("ilf generate: a text-to-image pipeline needs --prompt")
         inputs, names = dict(prompt=args.prompt), [_slug(p) for p in args.prompt]
+        inputs["num_images_per_prompt"] = args.num_images
+        if args.world in FLOW_WORLDS:  # a pipeline without text encoders: MiniLM embeddings come in
+            from .worlds import registry
+
+            inputs = registry.prompt_kwargs(args.world, args.prompt, num_images_per_prompt=args.num_images,
+                                            device=device, dtype=next(pipe.transformer.parameters()).dtype)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     start = time.perf_counter()
     with count_block_forwards(pipe) as counter, torch.no_grad():
-        images = pipe(**inputs, num_images_per_prompt=args.num_images, generator=g, **call).images if not is_dit \
-            else pipe(**inputs, generator=g, **call).images
+        images = pipe(**inputs, generator=g, **call).images
     seconds = time.perf_counter() - start
     per = args.num_images if not is_dit else 1
     for i, img in enumerate(images):
@@ -86,12 +92,12 @@ def cmd_generate(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "generate", help="generate images with an embedded world or a real pipeline, optionally with ILF",
-        description="Generate images with an embedded world's pipeline or any diffusers PixArt/DiT pipeline, "
+        description="Generate images with an embedded world's pipeline or any diffusers PixArt/DiT/SD3/Flux/Sana pipeline, "
         "plain, with a trained feedback (ILF) or with the paper's cache, and save them as PNGs. Prints the "
         "block forwards and the time taken.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--world", choices=["shapes", "digits"], help="an embedded offline world")
+    src.add_argument("--world", choices=BACKBONE_WORLDS, help="an embedded offline world")
     src.add_argument("--pipeline", help="a diffusers pipeline folder or hub id (PixArt-α/Σ, DiT)")
     p.add_argument("--prompt", nargs="*", default=[], help="text prompts (text-to-image)")
     p.add_argument("--class-id", nargs="*", type=int, default=[], help="class ids (class-to-image, e.g. DiT/digits)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..worlds.paths import BACKBONE_WORLDS
+
 TRAIN_EPILOG = """\
 examples:
   # the embedded world, on a CPU, in minutes
@@ -45,7 +47,7 @@ def add_train_parser(sub) -> None:
     g = p.add_argument_group("backbone and data")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--pipeline", help="diffusers pipeline folder or hub id (PixArt-α/Σ, DiT) holding the backbone")
-    src.add_argument("--world", choices=["shapes", "digits"], help="an embedded offline world (tiny shipped backbone, "
+    src.add_argument("--world", choices=BACKBONE_WORLDS, help="an embedded offline world (tiny shipped backbone, "
                      "data generated on the fly)")
     g.add_argument("--data", type=Path, help="training data: images with same-name .txt captions, class folders "
                    "(ImageFolder layout), or shards from `ilf precompute` (needed with --pipeline)")

@@ -23,7 +23,7 @@ class TrainConfig:
     output_dir: Path
     # backbone and data
     pipeline: str | None = None  # a diffusers pipeline folder or hub id
-    world: str | None = None  # "shapes" | "digits": the embedded default
+    world: str | None = None  # an embedded world (worlds.paths.BACKBONE_WORLDS): the offline default
     data: Path | None = None
     data_type: str = "auto"  # auto | captions | classes | shards
     resolution: int | None = None  # image side for raw folders; default: the backbone's
@@ -81,8 +81,10 @@ class TrainConfig:
         self.output_dir = Path(self.output_dir)
         if (self.pipeline is None) == (self.world is None):
             raise ILFError("give exactly one backbone: --pipeline PATH_OR_ID (a diffusers pipeline) or --world NAME")
-        if self.world is not None and self.world not in ("shapes", "digits"):
-            raise ILFError(f"--world must be 'shapes' or 'digits', got {self.world!r}")
+        from ..worlds.paths import BACKBONE_WORLDS
+
+        if self.world is not None and self.world not in BACKBONE_WORLDS:
+            raise ILFError(f"--world must be one of {BACKBONE_WORLDS}, got {self.world!r}")
         if self.pipeline is not None and self.data is None:
             raise ILFError("--pipeline needs --data (an image folder, class folders, or shards from `ilf precompute`)")
         if self.distill not in DISTILL_MODES:

@@ -154,19 +154,20 @@ class Shards(Source):
 
 
 class WorldSource(Source):
-    """An embedded world, generated on the fly (unbounded for shapes)."""
+    """An embedded world, generated on the fly (unbounded for the shapes data, which shapes-flow shares)."""
 
     def __init__(self, world: str, seed: int = 0):
-        from ..worlds import digits, shapes
+        from ..worlds import digits, paths, shapes
 
         self.world, self.seed = world, seed
-        self.kind = "text" if world == "shapes" else "class"
-        self._module = shapes if world == "shapes" else digits
-        self._len = None if world == "shapes" else digits.size("train")
+        self.data = paths.DATA_OF[world]  # "shapes" or "digits"
+        self.kind = "text" if self.data == "shapes" else "class"
+        self._module = shapes if self.data == "shapes" else digits
+        self._len = None if self.data == "shapes" else digits.size("train")
 
     def __len__(self):
         if self._len is None:
-            raise TypeError("the shapes world is unbounded")
+            raise TypeError(f"the {self.world} world is unbounded")
         return self._len
 
     @property
@@ -174,11 +175,26 @@ class WorldSource(Source):
         return self._len is not None
 
     def read(self, index):
-        if self.world == "shapes":
+        if self.data == "shapes":
             image, caption, _ = self._module.sample(index, "train", self.seed)
             return {"image": self._module.to_tensor(image)[0], "caption": caption}
         image, label = self._module.sample(index, "train")
         return {"image": image, "label": int(label)}
+
+
+def world_text_fn(world: str | None):
+    """Captions → transformer kwargs for a world whose pipeline has no text encoder (shapes-flow: MiniLM token
+    states and pooled MiniLM, as its backbone was trained); None for the others (the pipeline encodes)."""
+    from ..worlds import paths, text_encoder
+
+    if world is None or world not in paths.FLOW_WORLDS:
+        return None
+
+    def encode(captions: list[str]) -> dict:
+        embeds, pooled = text_encoder.joint_context(*text_encoder.encode(captions))  # [B, L, 384], [B, 384]
+        return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+
+    return encode
 
 
 def open_source(data: Path | None, data_type: str, resolution: int | None, world: str | None, seed: int) -> Source:

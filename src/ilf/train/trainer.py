@@ -29,7 +29,7 @@ from ..pipeline import apply_ilf
 from ..schedule import loop_ratio
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import StepSampler, open_source
+from .data import StepSampler, open_source, world_text_fn
 from .encode import default_resolution, unconditional_inputs
 from .teacher_paths import TeacherPaths
 
@@ -246,7 +246,7 @@ def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per
         from ..worlds.registry import CALL_KWARGS
 
         max_len = CALL_KWARGS[cfg.world].get("max_sequence_length")
-    encoder, null_text, null_class = unconditional_inputs(pipe, source, max_len)
+    encoder, null_text, null_class = unconditional_inputs(pipe, source, max_len, world_text_fn(cfg.world))
     if cfg.distill == "trajectory":
         from .trajectory import build_trajectory
 

@@ -18,16 +18,26 @@ Data: `shapes.sample(index, split, seed)`, `shapes.prompts(split)`, `shapes.eval
 train_flow_backbone | train_evaluators --help`.
 """
 
+import importlib
 import os
 
 # A missing weight must fail at once rather than retry a network that is not there.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ilf.worlds import digits, shapes  # noqa: E402
-from ilf.worlds.batches import make_batch  # noqa: E402
-from ilf.worlds.evaluators import load_evaluator  # noqa: E402
-from ilf.worlds.registry import CALL_KWARGS, load_pipeline, load_transformer, load_vae, prompt_kwargs  # noqa: E402
+# Loaded on first use (PEP 562): `ilf.worlds.paths` (world names for the CLI) must not import diffusers.
+_EXPORTS = {
+    "digits": None, "shapes": None, "make_batch": "batches", "load_evaluator": "evaluators",
+    "CALL_KWARGS": "registry", "load_pipeline": "registry", "load_transformer": "registry", "load_vae": "registry",
+    "prompt_kwargs": "registry",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["CALL_KWARGS", "digits", "load_evaluator", "load_pipeline", "load_transformer", "load_vae",
-           "make_batch", "prompt_kwargs", "shapes"]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ilf.worlds' has no attribute {name!r}")
+    module = importlib.import_module(f".{_EXPORTS[name] or name}", __name__)
+    value = module if _EXPORTS[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
