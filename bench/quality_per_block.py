@@ -37,6 +37,14 @@ VARIANTS = {  # NAME:key=value,...; see --variants
         "traj-10-last1-loop1-10-3000it:distill=trajectory,steps=10,plan=last:1,loop=1-10,iters=3000",
     ],
 }
+# shapes-flow (SD3, flow matching): the recipe that won on shapes, the same with F's text stream fed back too
+# (the dual-stream question), and the same-size no-loop control
+VARIANTS["shapes-flow"] = [
+    "traj-10-last1:distill=trajectory,steps=10,plan=last:1",
+    "traj-10-last1-feedtext:distill=trajectory,steps=10,plan=last:1,feed_text=1",
+    "control-10-last1:distill=trajectory,steps=10,plan=last:1,mode=once",
+    "traj-10-last2:distill=trajectory,steps=10,plan=last:2",
+]
 FAD_FEEDBACK = "docs/quality-per-block/fad-feedback/{world}"  # the pre-study shipped FAD feedbacks, kept
 
 
@@ -69,6 +77,7 @@ def train_variant(world: str, run: Path, opts: dict, args) -> Path:
         max_steps=int(opts.get("iters", args.iters)), distill=opts.get("distill", "trajectory"),
         student_steps=int(opts.get("steps", 10)), feedback_steps=opts.get("plan", "outer:2"),
         inference_t_post=opts.get("t_post", "none"), rerun_loop=opts.get("mode", "loop") == "loop",
+        feed_text=opts.get("feed_text", "0") == "1",
         rollout_every=int(opts.get("rollout_every", args.rollout_every)), rollout_size=args.rollout_size,
         checkpoint_every=0, log_every=50, seed=args.seed, progress=False,
     ))
@@ -77,11 +86,11 @@ def train_variant(world: str, run: Path, opts: dict, args) -> Path:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--world", default="digits", choices=["digits", "shapes"], help="embedded world")
+    p.add_argument("--world", default="digits", choices=["digits", "shapes", "shapes-flow"], help="embedded world")
     p.add_argument("--out", type=Path, required=True, help="where table.md, results.json and pareto.png go")
     p.add_argument("--runs", type=Path, default=Path("runs/qpb"), help="training runs (reused when present)")
     p.add_argument("--variants", nargs="*", help="NAME:key=value,... (keys: distill, steps, plan, loop, iters, lr, "
-                   "mode=loop|once, t_post, feedback=DIR|FAD); default: the world's list in this file")
+                   "mode=loop|once, feed_text=0|1, t_post, feedback=DIR|FAD); default: the world's list in this file")
     p.add_argument("--plain", nargs=2, type=int, default=(4, 20), metavar=("MIN", "MAX"), help="plain curve range")
     p.add_argument("--tune-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds that choose the winner")
     p.add_argument("--report-seeds", nargs="+", type=int, default=list(range(1000, 1010)),
@@ -93,6 +102,8 @@ def main(argv=None):
     p.add_argument("--rollout-every", type=int, default=100, help="iterations between student rollouts")
     p.add_argument("--rollout-size", type=int, default=256, help="fixed training noises")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--train-only", action="store_true", help="train the variants (in --runs) and stop: lets "
+                   "several processes train disjoint --variants in parallel before one run evaluates them all")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     args = p.parse_args(argv)
     import torch
@@ -111,6 +122,8 @@ def main(argv=None):
         trained[name] = {"opts": opts, "feedback": str(fb), "train_cpu_s": time.process_time() - start}
         methods.append(Method(name, int(opts.get("steps", 10)), str(fb), opts.get("plan"), opts.get("t_post")))
         print(f"[{world}] trained {name} ({trained[name]['train_cpu_s']:.0f} s CPU)", flush=True)
+    if args.train_only:
+        return
     plain = [Method(f"plain:{n}", n) for n in range(args.plain[0], args.plain[1] + 1)]
     pipe, ev = load_pipeline(world), load_evaluator(world)
     num_blocks = len(pipe.transformer.transformer_blocks)
@@ -132,6 +145,13 @@ def main(argv=None):
             comparisons[m.name] = {"rival": rival, **{
                 k: compare(r["scores"][k], rows[rival]["scores"][k], items.seeds, k).to_dict()
                 for k in ("psnr", "ssim", quality) if rival != "plain:20" or k == quality}}
+            if opts.get("feed_text") == "1":  # does feeding the text stream too help over the image stream alone?
+                base = {k: v for k, v in opts.items() if k != "feed_text"}
+                image_only = next((mm.name for mm, (_, o) in zip(methods, variants) if o == base), None)
+                if image_only:
+                    comparisons[m.name]["vs_image_only"] = {"image_only": image_only, **{
+                        k: compare(r["scores"][k], rows[image_only]["scores"][k], items.seeds, k).to_dict()
+                        for k in ("psnr", quality)}}
             control = controls.get((m.steps, m.plan))
             if control and control != m.name:  # does the inner loop earn its cost over the no-loop control?
                 comparisons[m.name]["vs_control"] = {"control": control, **compare(
@@ -178,6 +198,12 @@ def write_table(out: Path, res: dict, quality: str) -> None:
             lines += ["", f"Inner loop vs the no-loop control ({name}, {rep['rows'][name]['blocks']} blocks, vs "
                       f"{v['control']}, {rep['rows'][v['control']]['blocks']} blocks): ΔPSNR {v['diff']:+.3g} "
                       f"[{v['ci95'][0]:+.3g}, {v['ci95'][1]:+.3g}], seeds won/lost {v['seed_wins']}/{v['seed_losses']}."]
+        if "vs_image_only" in c:
+            v = c["vs_image_only"]
+            lines += ["", f"Text stream fed back too ({name}) vs the image stream only ({v['image_only']}), same "
+                      f"blocks: ΔPSNR {v['psnr']['diff']:+.3g} [{v['psnr']['ci95'][0]:+.3g}, {v['psnr']['ci95'][1]:+.3g}], "
+                      f"seeds won/lost {v['psnr']['seed_wins']}/{v['psnr']['seed_losses']}; Δ{quality} "
+                      f"{v[quality]['diff']:+.3g} [{v[quality]['ci95'][0]:+.3g}, {v[quality]['ci95'][1]:+.3g}]."]
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 

@@ -37,7 +37,8 @@ class Items:
 
 
 def world_items(world: str, seeds, num_prompts: int = 16) -> Items:
-    """Every condition × every seed: digits' ten classes, or `num_prompts` held-out shapes prompts."""
+    """Every condition × every seed: digits' ten classes, or `num_prompts` held-out shapes prompts (shapes,
+    shapes-flow)."""
     if world == "digits":
         conds = list(range(10))
     else:
@@ -57,7 +58,8 @@ class Generated:
 def generate(pipe, world: str, method: Method, items: Items, batch_size: int = 50) -> Generated:
     """The method's images of `items` through the world's ordinary pipeline; ILF is detached afterwards."""
     from .. import apply_ilf, count_block_forwards, remove_ilf
-    from ..worlds.registry import CALL_KWARGS
+    from ..worlds.paths import FLOW_WORLDS
+    from ..worlds.registry import CALL_KWARGS, prompt_kwargs
 
     call = dict(CALL_KWARGS[world], num_inference_steps=method.steps, output_type="np")
     if method.feedback:
@@ -71,6 +73,8 @@ def generate(pipe, world: str, method: Method, items: Items, batch_size: int = 5
             with count_block_forwards(pipe) as counter:
                 if world == "digits":
                     images = pipe(class_labels=conds, generator=gens, **call).images
+                elif world in FLOW_WORLDS:  # an encoder-less pipeline: the prompts come in as embeddings
+                    images = pipe(**prompt_kwargs(world, conds), generator=gens, **call).images
                 else:
                     images = pipe(conds, generator=gens, **call).images
             blocks = counter.total if blocks is None else blocks
