@@ -10,13 +10,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass, fields
 
+from .choices import CACHE_LOCATIONS, INIT_MODES, T_POST_RATIOS, T_POST_STRATEGIES
 from .errors import ILFError, LoopRangeError, ScheduleError
 from .schedule import parse_plan
 
-T_POST_STRATEGIES = ("none", "uniform", "rescale", "anneal")
-T_POST_RATIOS = ("m/n", "n/m")
-INIT_MODES = ("copy", "fresh")
-CACHE_LOCATIONS = ("first", "last", "outer", "inner", "alternating")
 # What may change for a feedback that exists (trained or attached): how inference uses it, not what it is.
 INFERENCE_FIELDS = frozenset({"feedback_steps", "t_post", "t_post_ratio", "anneal_floor"})
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .choices import T_POST_STRATEGIES
+
 # Per world: the loop (paper: 8–19 of 28 blocks, scaled to our 12), the trajectory run that trains the feedback
 # for the shipped schedule (10 DPM-Solver++ steps, feedback on the last one: the recipe of the shipped feedbacks),
 # and the ILF rows' t_post — chosen by bench/quality_per_block.py (see the README's "Quality per block forward").
@@ -254,7 +256,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, help="feedback learning rate (default: 1e-3)")
     p.add_argument("--batch-size", type=int, help="training batch (default: 32; 8 with --quick)")
     p.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"), help="inner loop blocks (default: 3 8)")
-    p.add_argument("--t-post", choices=["none", "uniform", "rescale", "anneal"],
+    p.add_argument("--t-post", choices=T_POST_STRATEGIES,
                    help="post-feedback timestep of training and of the ILF row (default: none, the best measured by "
                    "bench/world_study.py)")
     p.add_argument("--num-images", type=int, help="images per method (default: 32 shapes / 50 digits; 4 with --quick)")

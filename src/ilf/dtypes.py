@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-DTYPE_NAMES = ("fp32", "fp16", "bf16")
+from .choices import DTYPE_NAMES
+
+__all__ = ["DTYPE_NAMES", "torch_dtype"]
 
 
 def torch_dtype(name: str):

@@ -6,7 +6,8 @@ import re
 import time
 from pathlib import Path
 
-from .dtypes import DTYPE_NAMES, torch_dtype
+from .choices import DTYPE_NAMES, T_POST_STRATEGIES
+from .dtypes import torch_dtype
 from .worlds.paths import BACKBONE_WORLDS, FLOW_WORLDS
 
 
@@ -106,7 +107,7 @@ def register(sub) -> None:
                    help="attach an untrained feedback on this loop instead, for checking: zero scales and t_post none, so exactly "
                    "the plain output (with --t-post other than none the post-feedback blocks see the shifted timestep)")
     p.add_argument("--feedback-steps", help="override the feedback's schedule, e.g. outer:2, skip-inner:8, all")
-    p.add_argument("--t-post", choices=["none", "uniform", "rescale", "anneal"], help="override the feedback's t_post")
+    p.add_argument("--t-post", choices=T_POST_STRATEGIES, help="override the feedback's t_post")
     p.add_argument("--cache", help="the paper's cache instead, as LOCATION:BLOCKS:REFRESH, e.g. inner:18:3")
     p.add_argument("--steps", type=int, help="denoising steps (default: the feedback's trained step count, else 10 with --feedback, "
                    "the paper's ILF setting; 20 without)")

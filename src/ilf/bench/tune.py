@@ -21,7 +21,6 @@ from .errors import BenchError
 from .methods import UNTRAINED, MethodSpec, default_loop, feedback_loop, parse_method
 
 PLAN_KINDS = ("outer", "first", "last", "skip-inner", "skip-outer", "alternating", "all")
-T_POSTS = ("none", "uniform", "rescale", "anneal")
 
 
 @dataclass

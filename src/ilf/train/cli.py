@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..choices import DTYPE_NAMES, T_POST_STRATEGIES
 from ..worlds.paths import BACKBONE_WORLDS
 
 TRAIN_EPILOG = """\
@@ -61,12 +62,12 @@ def add_train_parser(sub) -> None:
     g.add_argument("--init", choices=["copy", "fresh"], default="copy",
                    help="feedback block initialisation: a copy of a backbone block's weights, or fresh (default: copy)")
     g.add_argument("--init-block", type=int, help="backbone block copied by --init copy (default: E)")
-    g.add_argument("--t-post", default="none", choices=["none", "uniform", "rescale", "anneal"],
+    g.add_argument("--t-post", default="none", choices=T_POST_STRATEGIES,
                    help="the student's post-feedback time conditioning during training, with the gap to the "
                    "teacher's t/2 (default: none — t throughout, rescaling is an inference-time choice)")
     g.add_argument("--feedback-steps", default="outer:2",
                    help="default inference schedule stored with the feedback (default: outer:2)")
-    g.add_argument("--inference-t-post", default="rescale", choices=["none", "uniform", "rescale", "anneal"],
+    g.add_argument("--inference-t-post", default="rescale", choices=T_POST_STRATEGIES,
                    help="default inference t_post stored with the feedback; --distill trajectory also trains with "
                    "it (default: rescale)")
     g.add_argument("--feedback-mode", default="loop", choices=["loop", "once"],
@@ -121,7 +122,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--ema-decay", type=float, help="keep an EMA of the feedback with this decay; saved as the result")
     g = p.add_argument_group("engine")
     g.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="accelerate autocast (default: no)")
-    g.add_argument("--backbone-dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
+    g.add_argument("--backbone-dtype", default="fp32", choices=DTYPE_NAMES,
                    help="dtype of the frozen backbone, VAE and text encoder; the feedback trains in fp32 (default: fp32)")
     g.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute the frozen blocks' activations in backward (less memory, ~30%% more compute)")
@@ -190,7 +191,7 @@ def add_precompute_parser(sub) -> None:
     p.add_argument("--shard-size", type=int, default=4096, help="rows per shard file (default: 4096)")
     p.add_argument("--max-sequence-length", type=int, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
     p.add_argument("--device", help="cuda, cpu, … (default: cuda when available)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="encoder dtype (default: fp32)")
+    p.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="encoder dtype (default: fp32)")
     g = p.add_argument_group("teacher paths for --distill trajectory (instead of latent shards)")
     g.add_argument("--teacher-paths", type=int, metavar="S",
                    help="write S guided teacher paths (the run's fixed noises, conditions from --data) instead of "

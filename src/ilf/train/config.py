@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..choices import DTYPE_NAMES
 from ..errors import ILFError
 
 # Paper §4.1 — the documented defaults for real checkpoints.
@@ -100,7 +101,7 @@ class TrainConfig:
                            "the teacher is the finer-grid path (default 2 × student steps)")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ILFError("--mixed-precision must be no, fp16 or bf16")
-        if self.backbone_dtype not in ("fp32", "fp16", "bf16"):
+        if self.backbone_dtype not in DTYPE_NAMES:
             raise ILFError("--backbone-dtype must be fp32, fp16 or bf16")
         self.loop = tuple(self.loop)
         preset = self.preset or ("world" if self.world else None)
