@@ -26,6 +26,9 @@ WORLD_SETTINGS = {
                    t_post="none", student_steps=10, plan="last:1", rollout_size=256),
     "digits": dict(loop=(3, 8), steps=1000, quick_steps=6, lr=1e-3, batch=32, images=50, quick_images=4,
                    t_post="none", student_steps=10, plan="last:1", rollout_size=256),
+    # SD3 (flow matching, FlowMatchEuler): the same recipe, on the image stream only (see the README)
+    "shapes-flow": dict(loop=(3, 8), steps=1000, quick_steps=6, lr=1e-3, batch=32, images=32, quick_images=4,
+                        t_post="none", student_steps=10, plan="last:1", rollout_size=256),
 }
 
 
@@ -141,7 +144,7 @@ def verdict(found: list[dict]) -> list[str]:
 
 
 def write_report(plan: DemoPlan, results: dict, train_info: dict | None, feedback: Path) -> Path:
-    quality = "alignment" if plan.world == "shapes" else "accuracy"
+    quality = "accuracy" if plan.world == "digits" else "alignment"
     table = (plan.out / "table.md").read_text()
     lines = [f"# ilf demo — the {plan.world} world", ""]
     src = results.get("source", {})
@@ -195,7 +198,10 @@ def run_demo(plan: DemoPlan) -> Path:
         feedback, train_info = train_feedback(plan)
     from .worlds.registry import load_transformer
 
-    num_blocks = len(load_transformer(plan.world).transformer_blocks)
+    from .adapters import get_adapter
+
+    backbone = load_transformer(plan.world)
+    num_blocks = len(get_adapter(backbone).blocks(backbone))
     print("ilf demo: 2/2 generating and measuring every method")
     methods = demo_methods(num_blocks, plan.student_steps, plan.plan, plan.t_post, plan.loop)
     argv = ["--world", plan.world, "--feedback", str(feedback), "--methods", *methods,

@@ -80,6 +80,10 @@ class WorldJudge:
             except FileNotFoundError as err:
                 raise ILFError(f"the {world!r} world's evaluator is not shipped in this install ({err}); train it "
                                "with `python -m ilf.worlds.train_evaluators`, or leave out --metrics world") from None
+        from ilf.worlds.paths import DATA_OF
+
+        # a world on another world's data (shapes-flow: the shapes data) is judged as that world
+        world = DATA_OF.get(world, world)
         self.world, self.evaluator = world, evaluator
         if real_images is None:
             real_images = real_heldout_images(world, num_real)

@@ -20,6 +20,7 @@ import torch
 
 from ilf.adapters import get_adapter
 from ilf.errors import ILFError
+from ilf.worlds.paths import FLOW_WORLDS
 
 from .prompts import Condition, Item
 
@@ -69,7 +70,13 @@ class Source:
             if self.conditioning == "text":
                 if any(it.prompt is None for it in items):
                     raise ILFError(f"{self.name} is text-to-image; give prompts, not class labels")
-                out = self.pipe(prompt=[it.prompt for it in items], **kwargs)
+                prompts = [it.prompt for it in items]
+                if self.world in FLOW_WORLDS:  # an encoder-less pipeline: the world's embeddings come in
+                    from ilf.worlds.registry import prompt_kwargs
+
+                    out = self.pipe(**prompt_kwargs(self.world, prompts, device=self.device), **kwargs)
+                else:
+                    out = self.pipe(prompt=prompts, **kwargs)
             else:
                 if any(it.class_label is None for it in items):
                     raise ILFError(f"{self.name} is class-conditional; give class ids (ints), not prompts")
@@ -101,8 +108,8 @@ def load_world_source(world: str, device="cpu", dtype=torch.float32) -> Source:
         raise ILFError(f"the embedded worlds are not available ({err}); use --pipeline or --tiny") from None
     from ilf.worlds import paths
 
-    if world not in paths.WORLDS:
-        raise ILFError(f"unknown world {world!r}; worlds: {', '.join(paths.WORLDS)}")
+    if world not in paths.BACKBONE_WORLDS:
+        raise ILFError(f"unknown world {world!r}; worlds: {', '.join(paths.BACKBONE_WORLDS)}")
     if not paths.transformer(world).is_dir():
         raise ILFError(
             f"the {world!r} world's backbone is not shipped in this install ({paths.transformer(world)} is missing); "
@@ -148,7 +155,7 @@ def load_tiny_source(kind: str = "pixart", num_layers: int = 28, device="cpu", s
 def default_conditions(source: Source, n: int) -> list[Condition]:
     """Conditions when no prompts file is given: a world's held-out prompts / all digit classes, or fixed tiny
     prompts / class ids."""
-    if source.world == "shapes":
+    if source.world in ("shapes", "shapes-flow"):
         from ilf.worlds import shapes
 
         return [(f"s{i:04d}", p) for i, p in enumerate(shapes.eval_prompts(n))]
