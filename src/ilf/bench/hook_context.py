@@ -9,8 +9,8 @@ with `CacheMixin`, whose pipelines wrap every transformer call in `transformer.c
 * **context shim** — PixArt, DiT, SD3 and Sana have no `CacheMixin` and their pipelines set no context, so the
   stateful hooks would raise "No cache context is set". The hook is applied with its `apply_*` function, and
   `CallContextHook`, registered on the transformer after the peer's hooks (so it runs first), sets the
-  registry's `CacheContext` for every call (`_set_cache_context`, what `cache_context` does) and clears it
-  afterwards. These pipelines batch both CFG branches into one call: one context per step.
+  registry's `CacheContext` for every call (through `CacheMixin.cache_context`, which needs nothing of the
+  mixin) and clears it afterwards. These pipelines batch both CFG branches into one call: one context per step.
 
 On both paths `CallContextHook` records each call's timestep in the scheduler's units (the model's `timestep`
 divided by the adapter's `timestep_units`: Flux is called with t/1000) for the hooks that ask for it
@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import CacheContext, _set_cache_context
+from diffusers.hooks.hooks import CacheContext
 from diffusers.models.attention import AttentionModuleMixin, FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.cache_utils import CacheMixin
@@ -55,6 +55,7 @@ class CallContextHook(ModelHook):
         super().__init__()
         self.clock, self.units, self.set_context = clock, units, set_context
         self.timestep: float | None = None
+        self._context = None
 
     def pre_forward(self, module, *args, **kwargs):
         t = bind_arguments(type(module).forward, args, kwargs).get("timestep")
@@ -64,12 +65,15 @@ class CallContextHook(ModelHook):
             with contextlib.suppress(ScheduleError):  # a call outside the scheduler's steps still gets a context
                 step = self.clock.locate(self.timestep)
                 where = {"step_index": step.index, "num_inference_steps": step.num_steps}
-            _set_cache_context(module, CacheContext(CONTEXT_NAME, timestep=self.timestep, **where))
+            # `CacheMixin.cache_context` only needs a module; it is what a CacheMixin pipeline wraps each call in
+            self._context = CacheMixin.cache_context(module, CONTEXT_NAME, timestep=self.timestep, **where)
+            self._context.__enter__()
         return args, kwargs
 
     def post_forward(self, module, output):
-        if self.set_context:
-            _set_cache_context(module, None)
+        if self.set_context and self._context is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
         return output
 
 
@@ -281,7 +285,7 @@ def attach_diffusers_hooks(
             else:
                 apply_function(config)(model if view is None else view, config)
         registry.register_hook(ctx_hook, CONTEXT_HOOK)  # registered last = runs first
-        registry.invalidate_child_registries_cache()  # `_set_cache_context` must reach the new block hooks
+        registry.invalidate_child_registries_cache()  # the context must reach the new block hooks
         own = {CONTEXT_HOOK, *(n for n, _ in inner_hooks)}
         counter = ComputeCounter(model, [m for _, m, n in _added_hooks(model, before) if n not in own])
         handles.append(counter)
