@@ -56,7 +56,8 @@ class Family:
         finally:
             check_stock(self.src.pipe, self.stock, spec.name)
             assert torch.equal(self.src(self.items, STEPS), self.stock_images), f"{text}: not stock afterwards"
-        predicted = prepared.info.get("predicted_block_forwards", fam.predicted_block_forwards(spec, BLOCKS, "untrained"))
+        predicted = fam.predicted_block_forwards(spec, BLOCKS, "untrained")
+        predicted = prepared.info.get("predicted_block_forwards", predicted)
         return counter.total, predicted, stats, images
 
 

@@ -7,8 +7,9 @@ hidden_states)) and Flux (Pattern_1; by default its dual- and single-stream list
 list a "dummy" that a patch functor skips in the model's forward, so Fn/Bn count across both). It manages its
 own per-call context, so it needs no help from us beyond attaching, reading its statistics
 (`cache_dit.summary`) and detaching (`cache_dit.disable_cache`); where the pipeline runs the CFG branches as two
-calls (Flux's true CFG) it is told so (`enable_separate_cfg`), else it would take them for two steps. It is imported lazily: without it the family reports itself unavailable and
-the harness records the row as skipped with the reason.
+calls (Flux's true CFG) it is told so (`enable_separate_cfg`), else it would take them for two steps.
+It is imported lazily: without it the family reports itself unavailable and the harness records the row as
+skipped with the reason.
 """
 
 from __future__ import annotations

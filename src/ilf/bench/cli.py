@@ -17,7 +17,7 @@ every option explained by --list-methods)
 presets: {presets}
 
 examples:
-  ilf bench --tiny pixart --feedback untrained --out bench-tiny            # every family on a tiny random model
+  ilf bench --tiny sd3 --feedback untrained --out bench-tiny     # every family on a tiny random SD3 (or pixart, flux…)
   ilf bench --world shapes --feedback runs/shapes-fb --methods @table1 @peers --diagnostics --out bench-shapes
   ilf bench --pipeline PixArt-alpha/PixArt-XL-2-512x512 --prompts benchmark-prompts.json --images-per-prompt 10 \\
       --feedback fb/ --methods @table1 --clip clip-vit-large --imagereward-python ir-venv/bin/python --out t1

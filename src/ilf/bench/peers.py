@@ -103,7 +103,8 @@ class TaylorSeerFamily(_PeerFamily):
 
         steps = self._steps(spec)
         info = {"compute_steps": steps, "config": {
-            "cache_interval": settings["cache_interval"], "disable_cache_before_step": settings["disable_cache_before_step"],
+            "cache_interval": settings["cache_interval"],
+            "disable_cache_before_step": settings["disable_cache_before_step"],
             "disable_cache_after_step": settings["disable_cache_after_step"], "max_order": settings["max_order"],
             "taylor_factors_dtype": str(dtype), "mode": "lite" if lite else "block",
             "predicted": out_proj if lite else blocks, "skipped": blocks if lite else []}}

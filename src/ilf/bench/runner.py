@@ -231,7 +231,8 @@ class Bench:
                 self.skipped.append({"method": row.spec.name, "reason": str(err)})
                 self.rows.remove(row)
         if not self.rows:
-            raise BenchError("every method was refused: " + "; ".join(f"{s['method']}: {s['reason']}" for s in self.skipped))
+            raise BenchError("every method was refused: "
+                             + "; ".join(f"{s['method']}: {s['reason']}" for s in self.skipped))
         if not self.state.is_main_process:
             return None
         if self.options.repeats > 0:
