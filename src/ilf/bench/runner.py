@@ -146,8 +146,8 @@ class Bench:
             check_stock(self.source.pipe, self.stock, row.spec.name)  # preparation (calibration) left nothing behind
         predicted = row.prepared.info.get("predicted_block_forwards", predicted)  # a family that knows the model
         # Flux's true CFG calls the transformer twice per step, each call with the step's blocks
-        calls = 2 if self.source.cfg_batch == TWO_CALLS else 1
-        row.predicted_block_forwards = None if predicted is None else predicted * calls
+        per_step = 2 if self.source.cfg_batch == TWO_CALLS else 1
+        row.predicted_block_forwards = None if predicted is None else predicted * per_step
         row.folder = self.out / "images" / row.spec.slug
         peak = PeakMemory(self.source.device)
         calls: list[int] = []
