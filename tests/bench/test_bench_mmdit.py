@@ -214,3 +214,19 @@ def test_ilf_bench_tiny_mmdit_reports_counts_and_skipped_rows(tmp_path):
     assert [s["method"] for s in res["skipped"]] == ["fbc:6"]
     assert "not registered" in res["skipped"][0]["reason"]
     assert "Skipped fbc:6" in (out / "table.md").read_text()
+
+
+def test_bench_predicts_both_calls_of_flux_true_cfg_and_skips_refused_rows(families, tmp_path):
+    from ilf.bench.methods import expand_methods
+    from ilf.bench.runner import Bench, BenchOptions
+    from ilf.eval.score import build_scorer
+
+    f = family(families, "flux", negative_prompt="", true_cfg_scale=2.0)
+    specs = expand_methods(["plain:4", "ilf:4,loop=1-2", "pab:4"])
+    options = BenchOptions(out_dir=tmp_path, repeats=0, grid_items=0, progress=False, feedback="untrained")
+    res = Bench(f.src, f.items, specs, lambda: build_scorer(progress=False), options).run()
+    rows = {r["family"]: r for r in res["rows"]}
+    assert rows["plain"]["block_forwards"] == rows["plain"]["predicted_block_forwards"] == 2 * BLOCKS * 4
+    assert rows["ilf"]["block_forwards"] == rows["ilf"]["predicted_block_forwards"] == 2 * 4 * (BLOCKS + 2 + 1)
+    assert [s["method"] for s in res["skipped"]] == ["pab:4"] and "true CFG" in res["skipped"][0]["reason"]
+    check_stock(f.src.pipe, f.stock, "the bench")
