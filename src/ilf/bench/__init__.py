@@ -11,12 +11,12 @@
 `ilf bench`, `ilf eval` and `ilf tune` (cli.py) drive the same code.
 """
 
-from .errors import BenchError, MethodSpecError
+from .errors import BenchError, MethodRefused, MethodSpecError
 from .methods import PRESETS, MethodSpec, expand_methods, families, get_family, parse_method
 from .report import markdown_table, merge_results
 from .runner import Bench, BenchOptions
 from .tune import TuneSpace, autotune, candidates
 
-__all__ = ["Bench", "BenchOptions", "BenchError", "MethodSpec", "MethodSpecError", "PRESETS", "TuneSpace",
-           "autotune", "candidates", "expand_methods", "families", "get_family", "markdown_table", "merge_results",
-           "parse_method"]
+__all__ = ["Bench", "BenchOptions", "BenchError", "MethodRefused", "MethodSpec", "MethodSpecError", "PRESETS",
+           "TuneSpace", "autotune", "candidates", "expand_methods", "families", "get_family", "markdown_table",
+           "merge_results", "parse_method"]

@@ -1,9 +1,15 @@
 """cache-dit's DBCache (`cache_dit.enable_cache`), when the optional extra is installed (`pip install ilf[cache-dit]`).
 
-cache-dit ships block adapters for PixArt and DiT and manages its own per-call context, so it needs no
-help from us beyond attaching, reading its statistics (`cache_dit.summary`) and detaching
-(`cache_dit.disable_cache`). It is imported lazily: without it the family reports itself unavailable and
-the harness records the row as skipped with the reason.
+cache-dit ships a block adapter per pipeline (`BlockAdapter`: the block lists and their `ForwardPattern`, the
+block's inputs and return order): PixArt and Sana (`transformer_blocks`, Pattern_3: hidden_states in and out),
+DiT (Pattern_3 and a patch functor), SD3 (`transformer_blocks`, Pattern_1: returns (encoder_hidden_states,
+hidden_states)) and Flux (Pattern_1; by default its dual- and single-stream lists run as one chain, the single
+list a "dummy" that a patch functor skips in the model's forward, so Fn/Bn count across both). It manages its
+own per-call context, so it needs no help from us beyond attaching, reading its statistics
+(`cache_dit.summary`) and detaching (`cache_dit.disable_cache`); where the pipeline runs the CFG branches as two
+calls (Flux's true CFG) it is told so (`enable_separate_cfg`), else it would take them for two steps.
+It is imported lazily: without it the family reports itself unavailable and the harness records the row as
+skipped with the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import logging
 import os
 
 from .methods import Attachment, Family, Option, Prepared, parse_float, parse_int, register_family
-from .peers import quiet_loggers
+from .hook_context import quiet_loggers
+from .peer_support import TWO_CALLS
 
 
 def _quiet_cache_dit():
@@ -55,6 +62,8 @@ class CacheDiTFamily(Family):
             max_cached_steps=spec.get("max_cached", -1), max_continuous_cached_steps=spec.get("max_continuous", -1),
             num_inference_steps=spec.steps,
         )
+        if ctx.cfg_batch == TWO_CALLS:  # Flux's true CFG: cond then uncond calls, cached apart (cache-dit's option)
+            settings.update(enable_separate_cfg=True, cfg_compute_first=False)
 
         def attach(pipe):
             model = pipe.transformer

@@ -17,7 +17,7 @@ every option explained by --list-methods)
 presets: {presets}
 
 examples:
-  ilf bench --tiny pixart --feedback untrained --out bench-tiny            # every family on a tiny random model
+  ilf bench --tiny sd3 --feedback untrained --out bench-tiny     # every family on a tiny random SD3 (or pixart, flux…)
   ilf bench --world shapes --feedback runs/shapes-fb --methods @table1 @peers --diagnostics --out bench-shapes
   ilf bench --pipeline PixArt-alpha/PixArt-XL-2-512x512 --prompts benchmark-prompts.json --images-per-prompt 10 \\
       --feedback fb/ --methods @table1 --clip clip-vit-large --imagereward-python ir-venv/bin/python --out t1
@@ -33,10 +33,10 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                      help="an embedded world's shipped backbone (shapes: PixArt text-to-image; digits: DiT classes)")
     src.add_argument("--pipeline", metavar="PATH_OR_ID",
                      help="a diffusers pipeline folder or cached hub id (PixArt-α/Σ, DiT-XL/2)")
-    src.add_argument("--tiny", choices=["pixart", "pixart-sigma", "dit"],
+    src.add_argument("--tiny", choices=["pixart", "pixart-sigma", "dit", "sd3", "flux", "flux-dev", "sana"],
                      help="a tiny stand-in with random weights (smoke runs: every code path, meaningless images)")
     g.add_argument("--tiny-layers", type=int, default=None, metavar="N",
-                   help="blocks of the --tiny model (default 28, as PixArt-XL-2 / DiT-XL-2)")
+                   help="blocks of the --tiny model (default: the real depth: 28, SD3-medium 24, FLUX.1 19+38)")
     g.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available, else cpu; under "
                    "accelerate launch: this process's GPU)")
     g.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
@@ -93,7 +93,7 @@ def add_metric_args(p: argparse.ArgumentParser) -> None:
 
 _SOURCE_KEYS = ("world", "pipeline", "tiny")
 _BENCH_DEFAULTS = dict(
-    tiny_layers=28, batch_size=4, seed=0, images_per_prompt=1, repeats=3, warmup=1, time_batch=1, grid_items=4,
+    batch_size=4, seed=0, images_per_prompt=1, repeats=3, warmup=1, time_batch=1, grid_items=4,
     crop="auto", methods=["@all"], out="bench-results", metric_batch_size=32,
 )
 
@@ -250,8 +250,8 @@ def _load_source(args):
     if args.pipeline:
         return load_pipeline_source(args.pipeline, device=device, dtype=dtype, **extra)
     if args.tiny:
-        return load_tiny_source(args.tiny, num_layers=args.tiny_layers or 28, device=device, **extra)
-    raise ILFError("choose a pipeline: --world shapes|digits, --pipeline PATH_OR_ID, or --tiny pixart|dit")
+        return load_tiny_source(args.tiny, num_layers=args.tiny_layers, device=device, **extra)
+    raise ILFError("choose a pipeline: --world shapes|digits, --pipeline PATH_OR_ID, or --tiny pixart|dit|sd3|flux|sana")
 
 
 def build_items(args, source):

@@ -49,8 +49,8 @@ class FeatureDynamics:
 
     def _cond(self, x: torch.Tensor) -> torch.Tensor:
         """The conditional branch of a CFG batch ([uncond, cond] for PixArt, [cond, uncond] for DiT)."""
-        if self.cfg_batch is None or x.shape[0] != self.full_batch:
-            return x  # no CFG, or a call already reduced to the conditional half (FasterCache)
+        if self.cfg_batch not in ("uncond,cond", "cond,uncond") or x.shape[0] != self.full_batch:
+            return x  # no batched CFG (Flux: separate calls), or a call reduced to the conditional half (FasterCache)
         half = x.shape[0] // 2
         return x[half:] if self.cfg_batch == "uncond,cond" else x[:half]
 

@@ -282,7 +282,7 @@ class MethodContext:
     # runs the pipeline once on the first calibration item with the given step count (MagCache calibration)
     run_once: Callable[[int], None] | None = None
     feedback: str | None = None  # default feedback for `ilf` specs without feedback=
-    # how the pipeline batches classifier-free guidance: "uncond,cond" (PixArt), "cond,uncond" (DiT), None (no CFG)
+    # CFG layout: "uncond,cond" (PixArt/SD3/Sana), "cond,uncond" (DiT), "cond|uncond" (2 calls: Flux true CFG), None
     cfg_batch: str | None = None
 
 

@@ -32,8 +32,9 @@ from ilf.eval.prompts import Item
 from ilf.eval.score import METRICS, Scorer, to_jsonable
 from ilf.eval.sources import Source
 
-from .errors import BenchError
+from .errors import BenchError, MethodRefused
 from .methods import UNTRAINED, MethodContext, MethodSpec, Prepared, get_family
+from .peer_support import TWO_CALLS
 from .stock import check_stock, fingerprint
 from .timing import PeakMemory, median, time_call
 
@@ -139,10 +140,15 @@ class Bench:
 
     def generate_row(self, row: Row) -> None:
         fam = get_family(row.spec.family)
-        row.predicted_block_forwards = fam.predicted_block_forwards(row.spec, self.source.num_blocks,
-                                                                    self.options.feedback)
-        row.prepared = fam.prepare(row.spec, self._context())
-        check_stock(self.source.pipe, self.stock, row.spec.name)  # preparation (calibration) left nothing behind
+        predicted = fam.predicted_block_forwards(row.spec, self.source.num_blocks, self.options.feedback)
+        try:
+            row.prepared = fam.prepare(row.spec, self._context())
+        finally:
+            check_stock(self.source.pipe, self.stock, row.spec.name)  # preparation (calibration) left nothing behind
+        predicted = row.prepared.info.get("predicted_block_forwards", predicted)  # a family that knows the model
+        # Flux's true CFG calls the transformer twice per step, each call with the step's blocks
+        per_step = 2 if self.source.cfg_batch == TWO_CALLS else 1
+        row.predicted_block_forwards = None if predicted is None else predicted * per_step
         row.folder = self.out / "images" / row.spec.slug
         peak = PeakMemory(self.source.device)
         calls: list[int] = []
@@ -216,9 +222,18 @@ class Bench:
         """Every phase; returns the results dict on the main process (None on the others)."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.take_stock()
-        for i, row in enumerate(self.rows):
-            _log(f"ilf bench: [{i + 1}/{len(self.rows)}] {row.spec.name}", self.state)
-            self.generate_row(row)
+        rows = list(self.rows)
+        for i, row in enumerate(rows):
+            _log(f"ilf bench: [{i + 1}/{len(rows)}] {row.spec.name}", self.state)
+            try:
+                self.generate_row(row)
+            except MethodRefused as err:  # this pipeline cannot run the method: a skipped row with the reason
+                _log(f"ilf bench: skipping {row.spec.name}: {err}", self.state)
+                self.skipped.append({"method": row.spec.name, "reason": str(err)})
+                self.rows.remove(row)
+        if not self.rows:
+            raise BenchError("every method was refused: "
+                             + "; ".join(f"{s['method']}: {s['reason']}" for s in self.skipped))
         if not self.state.is_main_process:
             return None
         if self.options.repeats > 0:
@@ -258,7 +273,8 @@ class Bench:
                 "num_images": len(self.items), "batch_size": opts.batch_size, "repeats": opts.repeats,
                 "warmup": opts.warmup, "time_batch": opts.time_batch, "num_processes": self.state.num_processes,
                 "seeds": "item i uses torch.Generator('cpu').manual_seed(items[i].seed)",
-                "block_forwards": "per pipeline call of batch_size images (CFG branches batched in one call)",
+                "block_forwards": "per pipeline call of batch_size images (CFG branches batched in one call; Flux's "
+                                  "true CFG: both of a step's transformer calls)",
                 "torch": torch.__version__, "diffusers": _version("diffusers"), "feedback": opts.feedback,
                 "untrained_feedback": any(r.spec.get("feedback", opts.feedback) == UNTRAINED
                                           for r in self.rows if r.spec.family == "ilf"),

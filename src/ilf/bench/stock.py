@@ -54,9 +54,11 @@ def fingerprint(pipe, weights: bool = True) -> dict:
     model = pipe.transformer
     modules = {}
     for name, m in model.named_modules():
+        registry = m.__dict__.get("_diffusers_hook")
+        empty = registry is not None and not registry.hooks  # as if absent (a pipeline's `cache_context` makes one)
         entry = {
             "class": type(m).__name__,
-            "attrs": sorted(m.__dict__),
+            "attrs": sorted(k for k in m.__dict__ if not (empty and k == "_diffusers_hook")),
             "forward_patched": "forward" in m.__dict__,
             "torch_hooks": sum(len(getattr(m, d, {}) or {}) for d in _TORCH_HOOK_DICTS),
         }

@@ -3,7 +3,8 @@
 Three kinds:
 * `world` — an embedded world's shipped backbone (`ilf.worlds`: shapes → PixArt, digits → DiT);
 * `pipeline` — a real checkpoint folder or hub id (PixArt-α/Σ, DiT-XL/2) loaded with `from_pretrained`;
-* `tiny` — `ilf.testing`'s tiny stand-ins with random weights (smoke runs and tests).
+* `tiny` — `ilf.testing`'s tiny stand-ins with random weights (smoke runs and tests): PixArt-α/Σ, DiT, and
+  (`ilf.testing_mmdit`) SD3, Flux (schnell- and dev-style) and Sana, each with its stock scheduler.
 
 A source's `__call__(items, steps)` returns the images of those items as [B, 3, H, W] float in [0, 1], each
 from its own seed's generator (CPU generators, so the initial noise is the same on any device and does not
@@ -12,6 +13,7 @@ depend on how items are batched).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,10 @@ from ilf.worlds.paths import FLOW_WORLDS
 
 from .prompts import Condition, Item
 
-TINY_KINDS = ("pixart", "pixart-sigma", "dit")
+TINY_KINDS = ("pixart", "pixart-sigma", "dit", "sd3", "flux", "flux-dev", "sana")
+# blocks of a --tiny model by default: the real architecture's depth (PixArt-XL-2, DiT-XL/2, Sana-600M: 28;
+# SD3-medium: 24; FLUX.1: 19 dual-stream + 38 single-stream)
+TINY_LAYERS = {"sd3": 24, "flux": 19 + 38, "flux-dev": 19 + 38}
 DEFAULT_GUIDANCE = {"text": 4.5, "class": 4.0}  # the pipelines' own defaults
 
 
@@ -57,7 +62,14 @@ class Source:
 
     @property
     def cfg_batch(self) -> str | None:
-        """How the pipeline batches classifier-free guidance in one transformer call."""
+        """How the pipeline does classifier-free guidance: "uncond,cond" / "cond,uncond" (both branches batched in
+        one transformer call: PixArt, SD3, Sana / DiT), "cond|uncond" (two calls per step, cond first: Flux's true
+        CFG, `true_cfg_scale > 1` with a negative prompt), None (no CFG; Flux's `guidance_scale` is an embedded
+        guidance, not CFG)."""
+        if "true_cfg_scale" in inspect.signature(type(self.pipe).__call__).parameters:
+            true_cfg = float(self.call_kwargs.get("true_cfg_scale", 1.0)) > 1.0
+            has_negative = self.call_kwargs.get("negative_prompt") is not None
+            return "cond|uncond" if true_cfg and has_negative else None
         if self.guidance_scale <= 1.0:
             return None
         return "uncond,cond" if self.conditioning == "text" else "cond,uncond"
@@ -121,7 +133,8 @@ def load_world_source(world: str, device="cpu", dtype=torch.float32) -> Source:
 
 
 def load_pipeline_source(path: str, device="cpu", dtype=torch.float32, **call_kwargs) -> Source:
-    """A real diffusers pipeline (PixArt-α/Σ, DiT) from a folder or hub id (offline: from the local cache)."""
+    """A real diffusers pipeline (PixArt-α/Σ, DiT, SD3, Flux, Sana) from a folder or hub id (offline: from the
+    local cache)."""
     from diffusers import DiffusionPipeline
 
     try:
@@ -133,21 +146,29 @@ def load_pipeline_source(path: str, device="cpu", dtype=torch.float32, **call_kw
         ) from None
     pipe.set_progress_bar_config(disable=True)
     cond = _conditioning_of(pipe)
-    if cond == "text":
+    if "clean_caption" in inspect.signature(type(pipe).__call__).parameters:  # PixArt, Sana (not SD3, Flux)
         call_kwargs.setdefault("clean_caption", False)  # the caption cleaner needs bs4/ftfy; MJHQ prompts are clean
     return Source(pipe.to(device), path, cond, {k: v for k, v in call_kwargs.items() if v is not None})
 
 
-def load_tiny_source(kind: str = "pixart", num_layers: int = 28, device="cpu", seed: int = 0, **call_kwargs) -> Source:
-    """`ilf.testing`'s tiny pipeline with random weights: every code path a checkpoint takes, in seconds."""
+def load_tiny_source(kind: str = "pixart", num_layers: int | None = None, device="cpu", seed: int = 0,
+                     **call_kwargs) -> Source:
+    """`ilf.testing`'s tiny pipeline with random weights: every code path a checkpoint takes, in seconds.
+
+    `num_layers`: blocks in all (default `TINY_LAYERS`, else 28); a tiny Flux gets a third of them as
+    dual-stream blocks and the rest as single-stream ones, as FLUX.1 has (19 + 38)."""
     from ilf.testing import pixart_call_kwargs, tiny_pipeline
+    from ilf.testing_mmdit import mmdit_call_kwargs
 
     if kind not in TINY_KINDS:
         raise ILFError(f"unknown tiny pipeline {kind!r}; choose one of {', '.join(TINY_KINDS)}")
-    full = {"pixart": "pixart-alpha", "pixart-sigma": "pixart-sigma", "dit": "dit"}[kind]
-    pipe = tiny_pipeline(full, num_layers=num_layers, seed=seed).to(device)
+    n = num_layers or TINY_LAYERS.get(kind, 28)
+    dual = max(1, n // 3) if "flux" in kind else n
+    layers = {"num_layers": dual, **({"num_single_layers": n - dual} if "flux" in kind else {})}
+    full = {"pixart": "pixart-alpha"}.get(kind, kind)
+    pipe = tiny_pipeline(full, seed=seed, **layers).to(device)
     pipe.set_progress_bar_config(disable=True)
-    kwargs = pixart_call_kwargs() if kind != "dit" else {}
+    kwargs = pixart_call_kwargs() if "pixart" in kind else mmdit_call_kwargs(kind) if kind != "dit" else {}
     kwargs.update({k: v for k, v in call_kwargs.items() if v is not None})
     return Source(pipe, f"tiny:{kind}", _conditioning_of(pipe), kwargs, kind="tiny")
 
