@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ilf.worlds.paths import BACKBONE_WORLDS
+
 BENCH_EPILOG = """\
 method grammar: FAMILY[:STEPS][,KEY=VALUE]...  (a value with commas in brackets; label=TEXT names the row;
 every option explained by --list-methods)
@@ -29,8 +31,9 @@ examples:
 def add_source_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pipeline (one of)")
     src = g.add_mutually_exclusive_group(required=False)
-    src.add_argument("--world", choices=["shapes", "digits"],
-                     help="an embedded world's shipped backbone (shapes: PixArt text-to-image; digits: DiT classes)")
+    src.add_argument("--world", choices=BACKBONE_WORLDS,
+                     help="an embedded world's shipped backbone (shapes: PixArt text-to-image; digits: DiT classes; "
+                     "shapes-flow: SD3 rectified flow)")
     src.add_argument("--pipeline", metavar="PATH_OR_ID",
                      help="a diffusers pipeline folder or cached hub id (PixArt-α/Σ, DiT-XL/2)")
     src.add_argument("--tiny", choices=["pixart", "pixart-sigma", "dit", "sd3", "flux", "flux-dev", "sana"],
@@ -476,7 +479,8 @@ def cmd_tune(args) -> int:
 
     ref_blocks = get_family(ref.family).predicted_block_forwards(ref, source.num_blocks)
     budget = args.budget if args.budget is not None else ref_blocks / args.speedup
-    metric = args.metric or {"shapes": "alignment", "digits": "accuracy"}.get(source.world, "psnr")
+    metric = args.metric or {"shapes": "alignment", "shapes-flow": "alignment", "digits": "accuracy"}.get(
+        source.world, "psnr")
     space = TuneSpace(args.feedback, args.steps, args.plans, args.t_posts, args.ratios)
     summary = autotune(source, items, scorer, space, budget=budget, metric=metric, reference=args.reference,
                        out_dir=Path(args.out), batch_size=args.batch_size or 4, max_configs=args.max_configs,
