@@ -39,11 +39,11 @@ VARIANTS = {  # NAME:key=value,...; see --variants
 }
 # shapes-flow (SD3, flow matching): the recipe that won on shapes, the same with F's text stream fed back too
 # (the dual-stream question), and the same-size no-loop control
+# (run with --iters 500 --rollout-size 128: what one session's CPU allowed, three variants in parallel)
 VARIANTS["shapes-flow"] = [
     "traj-10-last1:distill=trajectory,steps=10,plan=last:1",
     "traj-10-last1-feedtext:distill=trajectory,steps=10,plan=last:1,feed_text=1",
     "control-10-last1:distill=trajectory,steps=10,plan=last:1,mode=once",
-    "traj-10-last2:distill=trajectory,steps=10,plan=last:2",
 ]
 FAD_FEEDBACK = "docs/quality-per-block/fad-feedback/{world}"  # the pre-study shipped FAD feedbacks, kept
 

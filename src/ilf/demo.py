@@ -27,8 +27,8 @@ WORLD_SETTINGS = {
     "digits": dict(loop=(3, 8), steps=1000, quick_steps=6, lr=1e-3, batch=32, images=50, quick_images=4,
                    t_post="none", student_steps=10, plan="last:1", rollout_size=256),
     # SD3 (flow matching, FlowMatchEuler): the same recipe, on the image stream only (see the README)
-    "shapes-flow": dict(loop=(3, 8), steps=1000, quick_steps=6, lr=1e-3, batch=32, images=32, quick_images=4,
-                        t_post="none", student_steps=10, plan="last:1", rollout_size=256),
+    "shapes-flow": dict(loop=(3, 8), steps=500, quick_steps=6, lr=1e-3, batch=32, images=32, quick_images=4,
+                        t_post="none", student_steps=10, plan="last:1", rollout_size=128),
 }
 
 
