@@ -178,7 +178,7 @@ def write_report(plan: DemoPlan, results: dict, train_info: dict | None, feedbac
 def run_demo(plan: DemoPlan) -> Path:
     import torch
 
-    from .bench.cli import run_bench
+    from .bench.cmd_bench import run_bench
 
     if plan.threads:
         torch.set_num_threads(plan.threads)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ilf.bench.diagnostics import FeatureDynamics
-from ilf.bench.methods import MethodContext, get_family, parse_method
+from ilf.bench.family import MethodContext
+from ilf.bench.methods import get_family, parse_method
 
 
 def _all_outputs(source, items, steps):

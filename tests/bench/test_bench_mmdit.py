@@ -10,7 +10,8 @@ from ilf import count_block_forwards
 from ilf.adapters import get_adapter
 from ilf.bench.errors import MethodRefused
 from ilf.bench.hook_context import attach_diffusers_hooks
-from ilf.bench.methods import MethodContext, get_family, parse_method
+from ilf.bench.family import MethodContext
+from ilf.bench.methods import get_family, parse_method
 from ilf.bench.stock import check_stock, fingerprint
 from ilf.cli import main
 from ilf.eval.prompts import make_items
@@ -217,7 +218,7 @@ def test_ilf_bench_tiny_mmdit_reports_counts_and_skipped_rows(tmp_path):
 
 
 def test_bench_predicts_both_calls_of_flux_true_cfg_and_skips_refused_rows(families, tmp_path):
-    from ilf.bench.methods import expand_methods
+    from ilf.bench.presets import expand_methods
     from ilf.bench.runner import Bench, BenchOptions
     from ilf.eval.score import build_scorer
 

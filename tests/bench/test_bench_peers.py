@@ -6,7 +6,8 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from ilf import count_block_forwards
-from ilf.bench.methods import MethodContext, get_family, parse_method
+from ilf.bench.family import MethodContext
+from ilf.bench.methods import get_family, parse_method
 from ilf.bench.stock import check_stock, fingerprint
 
 STEPS = 20

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import write_feedback_config
-from ilf.bench.cli import _BENCH_DEFAULTS
+from ilf.bench.cmd_bench import BENCH_DEFAULTS
 from ilf.bench.errors import BenchError
 from ilf.bench.methods import get_family, parse_method
 from ilf.bench.recipes import RECIPE_DIR, load_recipe
@@ -42,7 +42,7 @@ def test_recipe_block_forwards_are_the_papers(name, tmp_path):
     variables = _vars(tmp_path)
     if name.startswith("table2"):  # DiT's 11-block loop (see the recipe's note)
         variables["FEEDBACK"] = str(write_feedback_config(tmp_path / "dit", (8, 18)))
-    allowed = set(_BENCH_DEFAULTS) | {"pipeline", "dtype", "scheduler", "guidance_scale", "feedback", "clip",
+    allowed = set(BENCH_DEFAULTS) | {"pipeline", "dtype", "scheduler", "guidance_scale", "feedback", "clip",
                                       "inception", "imagereward_python", "fid_ref", "prompts", "images_per_prompt",
                                       "num_images", "metrics", "report_metrics", "npz", "diagnostics"}
     parts = load_recipe(name, variables, allowed)

@@ -8,15 +8,33 @@
     specs = expand_methods(["plain:20", "plain:10", "paper-cache:20", "ilf:10,feedback=untrained", "@peers"])
     results = Bench(source, items, specs, build_scorer(), BenchOptions(out_dir="bench-out")).run()
 
-`ilf bench`, `ilf eval` and `ilf tune` (cli.py) drive the same code.
+`ilf bench`, `ilf eval` and `ilf tune` (cli.py, cmd_*.py) drive the same code. The names below are imported
+on first use, so that importing the CLI (`ilf --help`) imports no torch.
 """
 
-from .errors import BenchError, MethodRefused, MethodSpecError
-from .methods import PRESETS, MethodSpec, expand_methods, families, get_family, parse_method
-from .report import markdown_table, merge_results
-from .runner import Bench, BenchOptions
-from .tune import TuneSpace, autotune, candidates
+from __future__ import annotations
 
-__all__ = ["Bench", "BenchOptions", "BenchError", "MethodRefused", "MethodSpec", "MethodSpecError", "PRESETS",
-           "TuneSpace", "autotune", "candidates", "expand_methods", "families", "get_family", "markdown_table",
-           "merge_results", "parse_method"]
+import importlib
+
+_HOMES = {
+    "Bench": "runner", "BenchOptions": "runner",
+    "BenchError": "errors", "MethodRefused": "errors", "MethodSpecError": "errors",
+    "MethodSpec": "grammar", "families": "methods", "get_family": "methods", "parse_method": "methods",
+    "PRESETS": "presets", "expand_methods": "presets",
+    "markdown_table": "report", "merge_results": "report",
+    "TuneSpace": "tune", "autotune": "tune", "candidates": "tune",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOMES))

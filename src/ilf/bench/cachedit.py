@@ -18,13 +18,14 @@ import importlib.util
 import logging
 import os
 
-from .methods import Attachment, Family, Option, Prepared, parse_float, parse_int, register_family
-from .hook_context import quiet_loggers
-from .peer_support import TWO_CALLS
+from .family import TWO_CALLS, Attachment, Family, Prepared
+from .grammar import Option, parse_float, parse_int
 
 
 def _quiet_cache_dit():
     """cache-dit logs INFO lines on every enable and a warning on every disable; keep the bench output readable."""
+    from .hook_context import quiet_loggers  # imports diffusers: not when the CLI lists the families
+
     return quiet_loggers(*(n for n in logging.root.manager.loggerDict if n.startswith(("cache_dit", "CACHE_DIT"))))
 
 
@@ -98,5 +99,3 @@ class CacheDiTFamily(Family):
         version = getattr(cache_dit, "__version__", None)
         return Prepared(spec, attach, {"config": settings, "cache_dit_version": str(version) if version else None})
 
-
-register_family(CacheDiTFamily())

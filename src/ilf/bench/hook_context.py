@@ -39,7 +39,7 @@ from ilf.clock import SchedulerClock, scalar_timestep
 from ilf.errors import ScheduleError
 from ilf.hooks import bind_arguments
 
-from .methods import Attachment
+from .family import Attachment
 from .stock import strip_empty_registries
 
 CONTEXT_HOOK = "ilf_bench_cache_context"

@@ -23,8 +23,8 @@ from torch import nn
 from ilf.adapters import get_adapter
 
 from .errors import MethodRefused
+from .family import TWO_CALLS
 
-TWO_CALLS = "cond|uncond"  # `MethodContext.cfg_batch` of a pipeline that runs the CFG branches as two calls
 
 
 def textless_blocks(model: nn.Module) -> list[int]:

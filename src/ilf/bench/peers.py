@@ -13,33 +13,32 @@ record each hooked module's own calls and real computations (`ComputeCounter`).
 
 from __future__ import annotations
 
-import torch
-
-from ilf.adapters import get_adapter
-
 from .errors import BenchError
-from .hook_context import (
-    CONTEXT_NAME, NATIVE_CONTEXT, CondHalfHook, attach_diffusers_hooks, find_hook, is_native, state_of,
-)
-from .methods import (
-    Family, Option, Prepared, parse_choice, parse_float, parse_int, parse_pair, parse_pos_int, register_family,
-)
-from .peer_support import block_patterns, blocks_view, check_two_calls, refuse_unless_it_applies, textless_blocks
+from .family import Family, Prepared
+from .grammar import Option, parse_choice, parse_float, parse_int, parse_pair, parse_pos_int
+
+# Importing this module imports no torch or diffusers (the CLI lists these families in its help): the
+# hooks (`hook_context`, `peer_support`) and diffusers' configs are imported by `prepare`.
 
 COND_SPLIT_HOOK = "ilf_bench_added_cond_split"
 
 
-class _PeerFamily(Family):
+class PeerFamily(Family):
+    """A diffusers hook: a peer of ILF (its own curve and colour in the plots)."""
+
     peer = True
 
 
-class FirstBlockCacheFamily(_PeerFamily):
+class FirstBlockCacheFamily(PeerFamily):
     name = "fbc"
     summary = "diffusers FirstBlockCache: skip blocks 1..N-1 when block 0's residual barely changed"
     options = {"threshold": Option(parse_float, "relative change of block 0's residual below which a step is skipped", 0.05)}
 
     def prepare(self, spec, ctx):
         from diffusers.hooks import FirstBlockCacheConfig
+
+        from .hook_context import attach_diffusers_hooks, is_native
+        from .peer_support import blocks_view, refuse_unless_it_applies, textless_blocks
 
         threshold = spec.get("threshold", 0.05)
         model = ctx.pipe.transformer
@@ -63,7 +62,7 @@ def taylorseer_compute_steps(num_steps: int, interval: int, warmup: int, cooldow
             if s < warmup or (s - warmup - 1) % interval == 0 or (cooldown is not None and s >= cooldown)]
 
 
-class TaylorSeerFamily(_PeerFamily):
+class TaylorSeerFamily(PeerFamily):
     name = "taylorseer"
     summary = ("diffusers TaylorSeerCache: between full steps, each block's output (mode=block) or only the "
                "output projection (mode=lite) is a Taylor extrapolation")
@@ -85,6 +84,9 @@ class TaylorSeerFamily(_PeerFamily):
 
     def prepare(self, spec, ctx):
         from diffusers.hooks import TaylorSeerCacheConfig
+
+        from .hook_context import attach_diffusers_hooks
+        from .peer_support import block_patterns, textless_blocks
 
         model = ctx.pipe.transformer
         dtype = next(model.parameters()).dtype  # Taylor factors in the model's dtype (diffusers defaults to bf16)
@@ -114,7 +116,7 @@ class TaylorSeerFamily(_PeerFamily):
         return Prepared(spec, attach, info)
 
 
-class MagCacheFamily(_PeerFamily):
+class MagCacheFamily(PeerFamily):
     name = "magcache"
     summary = ("diffusers MagCache: skip whole steps while the accumulated residual-magnitude error stays small "
                "(ratios calibrated on the first prompt)")
@@ -125,7 +127,13 @@ class MagCacheFamily(_PeerFamily):
     }
 
     def prepare(self, spec, ctx):
+        import torch
         from diffusers.hooks import MagCacheConfig
+
+        from ilf.adapters import get_adapter
+
+        from .hook_context import CONTEXT_NAME, NATIVE_CONTEXT, attach_diffusers_hooks, find_hook, is_native, state_of
+        from .peer_support import refuse_unless_it_applies
 
         if ctx.run_once is None:
             raise BenchError("MagCache needs a calibration run, but no calibration item was given")
@@ -161,7 +169,7 @@ class MagCacheFamily(_PeerFamily):
             "ratios": ratios, "on": "the first item (prompt/class and seed) of the run", "steps": spec.steps}})
 
 
-class PABFamily(_PeerFamily):
+class PABFamily(PeerFamily):
     name = "pab"
     summary = ("diffusers PyramidAttentionBroadcast: reuse attention outputs inside a timestep range "
                "(blocks still run; only attention is skipped)")
@@ -178,6 +186,9 @@ class PABFamily(_PeerFamily):
     def prepare(self, spec, ctx):
         from diffusers.hooks import PyramidAttentionBroadcastConfig
 
+        from .hook_context import attach_diffusers_hooks
+        from .peer_support import check_two_calls
+
         check_two_calls(self.name, ctx.cfg_batch)
         settings = dict(spatial_attention_block_skip_range=spec.get("spatial", 2),
                         cross_attention_block_skip_range=spec.get("cross", 4),
@@ -192,7 +203,7 @@ class PABFamily(_PeerFamily):
         return Prepared(spec, attach, info)
 
 
-class FasterCacheFamily(_PeerFamily):
+class FasterCacheFamily(PeerFamily):
     name = "fastercache"
     summary = ("diffusers FasterCache: extrapolate self-attention between computed steps, and approximate the "
                "unconditional CFG branch from the conditional one (CFG-cache; where CFG is batched [uncond, cond])")
@@ -210,6 +221,9 @@ class FasterCacheFamily(_PeerFamily):
 
     def prepare(self, spec, ctx):
         from diffusers.hooks import FasterCacheConfig
+
+        from .hook_context import CondHalfHook, attach_diffusers_hooks
+        from .peer_support import check_two_calls
 
         check_two_calls(self.name, ctx.cfg_batch)
         # FasterCache's CFG-cache assumes the batch is [uncond, cond] (PixArt, SD3, Sana); DiTPipeline batches
@@ -241,5 +255,5 @@ class FasterCacheFamily(_PeerFamily):
         return Prepared(spec, attach, {"config": info, "cfg_cache": cfg_cache, **({"note": notes} if notes else {})})
 
 
-for _fam in (FirstBlockCacheFamily(), TaylorSeerFamily(), MagCacheFamily(), PABFamily(), FasterCacheFamily()):
-    register_family(_fam)
+# in table order (the registry, `methods`, lists them after ilf's own families)
+PEER_FAMILIES = (FirstBlockCacheFamily(), TaylorSeerFamily(), MagCacheFamily(), PABFamily(), FasterCacheFamily())

@@ -33,8 +33,9 @@ from ilf.eval.score import METRICS, Scorer, to_jsonable
 from ilf.eval.sources import Source
 
 from .errors import BenchError, MethodRefused
-from .methods import UNTRAINED, MethodContext, MethodSpec, Prepared, get_family
-from .peer_support import TWO_CALLS
+from .family import TWO_CALLS, MethodContext, Prepared
+from .grammar import UNTRAINED, MethodSpec
+from .methods import get_family
 from .stock import check_stock, fingerprint
 from .timing import PeakMemory, median, time_call
 
@@ -139,6 +140,8 @@ class Bench:
         self.stock = fingerprint(self.source.pipe)
 
     def generate_row(self, row: Row) -> None:
+        """Prepare, attach, generate every item into `row.folder` (default images/<slug>/) counting block forwards
+        and peak memory, detach and check the pipeline is stock again. Needs `take_stock()` first."""
         fam = get_family(row.spec.family)
         predicted = fam.predicted_block_forwards(row.spec, self.source.num_blocks, self.options.feedback)
         try:
@@ -149,7 +152,7 @@ class Bench:
         # Flux's true CFG calls the transformer twice per step, each call with the step's blocks
         per_step = 2 if self.source.cfg_batch == TWO_CALLS else 1
         row.predicted_block_forwards = None if predicted is None else predicted * per_step
-        row.folder = self.out / "images" / row.spec.slug
+        row.folder = row.folder or self.out / "images" / row.spec.slug  # `ilf eval` sets its own
         peak = PeakMemory(self.source.device)
         calls: list[int] = []
         peak.reset()

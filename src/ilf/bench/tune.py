@@ -18,7 +18,9 @@ from ilf.eval.score import METRICS
 from ilf.io import write_json
 
 from .errors import BenchError
-from .methods import UNTRAINED, MethodSpec, default_loop, feedback_loop, parse_method
+from .family_ilf import default_loop, feedback_loop
+from .grammar import UNTRAINED, MethodSpec
+from .methods import parse_method
 
 PLAN_KINDS = ("outer", "first", "last", "skip-inner", "skip-outer", "alternating", "all")
 

@@ -1,12 +1,35 @@
 """Evaluation: what to generate (`prompts`), from which pipeline (`sources`), generation sharded over processes
 (`generate`), scoring a folder with every metric that applies (`score`), ADM-evaluator sample files (`adm`), and
-the metrics themselves (`metrics`)."""
+the metrics themselves (`metrics`).
 
-from .generate import generate, get_state, item_files
-from .prompts import Item, load_prompt_file, make_items
-from .score import METRICS, Scorer, WorldJudge, build_scorer
-from .sources import Source, default_conditions, load_pipeline_source, load_tiny_source, load_world_source
+The names below are imported on first use, so that a light submodule (`ilf.eval.prompts`, which the CLI's
+help reads) imports no torch. `ilf.eval.generate` is the submodule (the function is `ilf.eval.generate.generate`):
+a lazily re-exported function could not share a submodule's name."""
 
-__all__ = ["METRICS", "Item", "Scorer", "Source", "WorldJudge", "build_scorer", "default_conditions", "generate",
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "get_state": "generate", "item_files": "generate",
+    "Item": "prompts", "load_prompt_file": "prompts", "make_items": "prompts",
+    "METRICS": "score", "Scorer": "score", "WorldJudge": "score", "build_scorer": "score",
+    "Source": "sources", "default_conditions": "sources", "load_pipeline_source": "sources",
+    "load_tiny_source": "sources", "load_world_source": "sources",
+}
+
+__all__ = ["METRICS", "Item", "Scorer", "Source", "WorldJudge", "build_scorer", "default_conditions",
            "get_state", "item_files", "load_pipeline_source", "load_prompt_file", "load_tiny_source",
            "load_world_source", "make_items"]
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOMES))

@@ -1,0 +1,133 @@
+"""The `ilf` family: Inner Loop Feedback with a trained feedback folder (or `feedback=untrained`, smoke runs).
+
+Options override the feedback's saved schedule (`plan`, `t_post`, `ratio`); the loop is the feedback's own
+(read from its ilf_config.json without loading tensors), or `loop=B-E` for an untrained one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from .errors import MethodSpecError
+from .family import Attachment, Family, Prepared
+from .grammar import UNTRAINED, Option, parse_choice, parse_pair, parse_str
+
+
+def parse_loop(v: str) -> tuple[int, int]:
+    """"8-19" -> (8, 19)."""
+    b, e = parse_pair(v)
+    if b != int(b) or e != int(e) or b < 0 or e < b:
+        raise ValueError("write B-E with 0 <= B <= E, e.g. 8-19")
+    return int(b), int(e)
+
+
+def parse_plan_value(v: str) -> str | tuple[int, ...]:
+    """A feedback plan: a named plan ("outer:2") or explicit steps in brackets ("[0,1,-2,-1]")."""
+    from ilf.schedule import parse_plan
+
+    if v.startswith("[") and v.endswith("]"):
+        v = v[1:-1]
+        steps = tuple(int(s) for s in v.split(",") if s.strip())
+        parse_plan(steps)
+        return steps
+    parse_plan(v)
+    return v
+
+
+def default_loop(num_blocks: int) -> tuple[int, int]:
+    """The paper's loop (8, 19) of 28 blocks, scaled to other depths."""
+    return round(8 * num_blocks / 28), round(19 * num_blocks / 28)
+
+
+def feedback_loop(path: str) -> tuple[int, int]:
+    """The loop a saved feedback was trained for, read from its ilf_config.json (no tensors loaded)."""
+    from ilf.feedback import CONFIG_NAME
+
+    cfg = Path(path) / CONFIG_NAME
+    if not cfg.is_file():
+        raise MethodSpecError(
+            f"feedback {path!r} is not a feedback folder (no {CONFIG_NAME}); pass feedback=PATH of a folder "
+            "written by `ilf train` / save_feedback, or feedback=untrained for a smoke run"
+        )
+    return tuple(json.loads(cfg.read_text())["loop"])  # type: ignore[return-value]
+
+
+def saved_schedule(path: str) -> dict:
+    """The schedule saved with a feedback (its ilf_config.json "config")."""
+    from ilf.feedback import CONFIG_NAME
+
+    return json.loads((Path(path) / CONFIG_NAME).read_text()).get("config", {})
+
+
+class ILFFamily(Family):
+    name = "ilf"
+    summary = "Inner Loop Feedback with a trained feedback (feedback=PATH, default --feedback)"
+    default_steps = 10
+    options = {
+        "feedback": Option(parse_str, "a feedback folder from `ilf train`, or 'untrained' (zero scales, smoke runs: "
+                           "the plain output only with t_post=none)"),
+        "plan": Option(parse_plan_value, "feedback steps: all, none, outer:K, first:K, last:K, skip-inner:K, ..., "
+                       "alternating or [i,j,...] (default: the feedback's own, else outer:2)"),
+        "t_post": Option(parse_choice("none", "uniform", "rescale", "anneal"),
+                         "post-feedback timestep (default: the feedback's own, else rescale)"),
+        "ratio": Option(parse_choice("m/n", "n/m"), "k of eq. 4-5 (default: the feedback's own, else m/n)"),
+        "loop": Option(parse_loop, "B-E, only with feedback=untrained (default: 8-19 of 28, scaled)"),
+    }
+
+    def validate(self, spec):
+        if spec.get("loop") is not None and spec.get("feedback") not in (None, UNTRAINED):
+            raise MethodSpecError(
+                f"{spec.name!r}: loop= only applies to feedback=untrained; a trained feedback has its own loop"
+            )
+
+    def feedback_of(self, spec, default):
+        """The row's feedback: its feedback=, else `default` (--feedback); raises when there is none."""
+        fb = spec.get("feedback", default)
+        if fb is None:
+            raise MethodSpecError(
+                f"{spec.name!r} needs a feedback: add feedback=PATH (a folder from `ilf train`) or pass --feedback "
+                "PATH; feedback=untrained runs an untrained feedback (zero scales) for smoke tests"
+            )
+        return fb
+
+    def loop(self, spec, num_blocks, default_feedback=None) -> tuple[int, int]:
+        fb = self.feedback_of(spec, default_feedback)
+        if fb == UNTRAINED:
+            return spec.get("loop") or default_loop(num_blocks)
+        return feedback_loop(fb)
+
+    def predicted_block_forwards(self, spec, num_blocks, feedback=None):
+        from ilf import predicted_block_forwards
+
+        fb = self.feedback_of(spec, feedback)
+        loop = self.loop(spec, num_blocks, feedback)  # checks the feedback folder first
+        plan = spec.get("plan")
+        if plan is None:
+            plan = "outer:2" if fb == UNTRAINED else saved_schedule(fb).get("feedback_steps", "outer:2")
+        plan = tuple(plan) if isinstance(plan, list) else plan
+        return predicted_block_forwards(num_blocks, spec.steps, loop=loop, feedback_plan=plan)
+
+    def prepare(self, spec, ctx):
+        from ilf import ILFConfig, apply_ilf, load_feedback, remove_ilf
+        from ilf.feedback import build_feedback
+        from ilf.pipeline import resolve_target
+
+        model, _ = resolve_target(ctx.pipe)
+        fb_path = self.feedback_of(spec, ctx.feedback)
+        overrides = {k: v for k, v in (("feedback_steps", spec.get("plan")), ("t_post", spec.get("t_post")),
+                                       ("t_post_ratio", spec.get("ratio"))) if v is not None}
+        if fb_path == UNTRAINED:
+            config = ILFConfig(loop=spec.get("loop") or default_loop(ctx.num_blocks), **overrides)
+            feedback = build_feedback(model, config)
+        else:
+            feedback, saved = load_feedback(fb_path, model)
+            config = dataclasses.replace(saved, **overrides)
+
+        def attach(pipe):
+            apply_ilf(pipe, config, feedback=feedback)
+            return Attachment(lambda: remove_ilf(pipe))
+
+        return Prepared(spec, attach, {"feedback": fb_path, "ilf_config": config.to_dict(),
+                                       "scales": [round(float(s), 6) for s in feedback.scales.detach().flatten()]})
