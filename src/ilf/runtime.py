@@ -153,7 +153,8 @@ class ILFRuntime:
         model.add_module(FEEDBACK_ATTR, self.feedback)
         setattr(model, RUNTIME_ATTR, self)
         self._hooked.append(register(model, _ModelHook(self), ILF_MODEL_HOOK))
-        for site in self.adapter.sites(model)[self.config.loop[0]:]:
+        self.sites = self.adapter.sites(model)  # the block contract, read once per attach
+        for site in self.sites[self.config.loop[0]:]:
             hook = _BlockHook(self, site, ArgBinder(type(site.module).forward))
             self._hooked.append(register(site.module, hook, ILF_BLOCK_HOOK))
         self._hooked += self.adapter.install_time_hooks(model, self)
@@ -276,11 +277,10 @@ class ILFRuntime:
         if not self.config.rerun_loop:  # the no-loop control: F's output added once to f_e
             return stack_e.as_output({**streams_e, img: f_e + fb.scales[0].to(f_e.dtype) * f_feed.to(f_e.dtype)})
         post = self.adapter.post_block_kwargs(self.model, st)  # t_post's time conditioning
-        sites = self.adapter.sites(self.model)
         h = dict(st.loop_input)  # the streams block b was given; h[img] = f_{b-1,t}
         st.in_loop = True
         try:
-            for j, site in enumerate(sites[b:e + 1]):
+            for j, site in enumerate(self.sites[b:e + 1]):
                 for k, feed in ((img, f_feed), *extra.items()):
                     x = h[k]
                     h[k] = x + fb.scales[j].to(x.dtype) * feed.to(x.dtype)  # eq. 2 (j = 0), eq. 3 (j > 0)
