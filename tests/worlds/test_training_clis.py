@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ilf.worlds import _checkpoint, registry, train_backbone, train_evaluators, train_flow_backbone, train_vae
+from ilf.worlds import registry, run_state, train_backbone, train_evaluators, train_flow_backbone, train_vae
 from ilf.worlds.train_backbone import make_transformer
 
 
@@ -19,27 +19,27 @@ def test_checkpoint_resume_restores_model_optimizer_ema_and_step(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 4)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    ema = _checkpoint.EMA(model, 0.9)
+    ema = run_state.EMA(model, 0.9)
     for step in range(3):
         model(torch.randn(2, 4)).pow(2).sum().backward()
         opt.step()
         ema.update(model, step)
-    _checkpoint.save(tmp_path, 3, model, opt, ema)
+    run_state.save(tmp_path, 3, model, opt, ema)
 
     model2 = torch.nn.Linear(4, 4)
     opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-2)
-    ema2 = _checkpoint.EMA(model2, 0.9)
-    assert _checkpoint.resume(tmp_path, model2, opt2, ema2) == 3
+    ema2 = run_state.EMA(model2, 0.9)
+    assert run_state.resume(tmp_path, model2, opt2, ema2) == 3
     assert torch.equal(model2.weight, model.weight) and torch.equal(ema2.model.weight, ema.model.weight)
     assert not torch.equal(ema.model.weight, model.weight)  # the EMA really is a separate average
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
-    assert _checkpoint.resume(tmp_path / "none", model2, opt2) == 0
+    assert run_state.resume(tmp_path / "none", model2, opt2) == 0
 
 
 def test_a_save_killed_halfway_keeps_the_previous_checkpoint_whole(tmp_path, monkeypatch):
     model = torch.nn.Linear(4, 4)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    _checkpoint.save(tmp_path, 3, model, opt)
+    run_state.save(tmp_path, 3, model, opt)
     saved = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.add_(1.0)
@@ -47,12 +47,12 @@ def test_a_save_killed_halfway_keeps_the_previous_checkpoint_whole(tmp_path, mon
     def die(*args, **kwargs):  # the weights are written, then the process dies before the optimizer state
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_checkpoint.torch, "save", die)
+    monkeypatch.setattr(run_state.torch, "save", die)
     with pytest.raises(KeyboardInterrupt):
-        _checkpoint.save(tmp_path, 4, model, opt)
+        run_state.save(tmp_path, 4, model, opt)
     monkeypatch.undo()
     model2 = torch.nn.Linear(4, 4)
-    assert _checkpoint.resume(tmp_path, model2, torch.optim.AdamW(model2.parameters(), lr=1e-2)) == 3
+    assert run_state.resume(tmp_path, model2, torch.optim.AdamW(model2.parameters(), lr=1e-2)) == 3
     assert torch.equal(model2.weight, saved)
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]  # no half-written folder left behind
 

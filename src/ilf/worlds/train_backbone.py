@@ -42,7 +42,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ilf.worlds import _checkpoint as ckpt
+from ilf.worlds import run_state as ckpt
 from ilf.worlds import digits, paths, registry, shapes, text_encoder
 from ilf.worlds.batches import encode_images
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ilf.worlds import _checkpoint as ckpt
+from ilf.worlds import run_state as ckpt
 from ilf.worlds import digits, paths, registry, shapes
 from ilf.worlds.evaluators import IGNORE, DigitsEvaluator, ShapesEvaluator, ShapesTargets, shapes_head_accuracy
 

@@ -36,7 +36,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transfo
 from PIL import Image
 from tqdm import tqdm
 
-from ilf.worlds import _checkpoint as ckpt
+from ilf.worlds import run_state as ckpt
 from ilf.worlds import evaluators, paths, registry, shapes, text_encoder
 from ilf.worlds.train_backbone import (
     PREVIEW_PROMPTS,

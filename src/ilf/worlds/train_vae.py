@@ -17,7 +17,7 @@ import torch
 from diffusers import AutoencoderKL
 from tqdm import tqdm
 
-from ilf.worlds import _checkpoint as ckpt
+from ilf.worlds import run_state as ckpt
 from ilf.worlds import digits, paths, shapes
 
 
