@@ -14,14 +14,17 @@ def test_shipped_feedback_is_trained_for_its_schedule_and_changes_its_samples(wo
     folder = paths.feedback(world)
     meta, _ = read_feedback(folder)  # verifies the checksum
     loop = tuple(meta["loop"])  # chosen per world by bench/quality_per_block.py on its tune seeds
-    assert loop == {"digits": (3, 8), "shapes": (1, 10)}[world]
-    cfg = meta["config"]  # trained by trajectory distillation for 10 DPM-Solver++ steps, feedback on the last step
+    assert loop == {"digits": (3, 8), "shapes": (1, 10), "shapes-flow": (3, 8)}[world]
+    cfg = meta["config"]  # trained by trajectory distillation for the world's 10-step solver, feedback on the last step
     assert meta["extra"]["train"]["distill"] == "trajectory"
+    solver = "FlowMatchEulerDiscreteScheduler" if world in paths.FLOW_WORLDS else "DPMSolverMultistepScheduler"
     assert (cfg["num_inference_steps"], cfg["feedback_steps"], cfg["scheduler"], cfg["guidance_scale"]) == (
-        10, "last:1", "DPMSolverMultistepScheduler", registry.CALL_KWARGS[world]["guidance_scale"])
+        10, "last:1", solver, registry.CALL_KWARGS[world]["guidance_scale"])
     pipe = registry.load_pipeline(world)
     kw = {**registry.CALL_KWARGS[world], "num_inference_steps": 10, "output_type": "np"}
-    inputs = {"prompt": ["a small green triangle on the left"]} if world == "shapes" else {"class_labels": [7]}
+    prompt = ["a small green triangle on the left"]
+    inputs = {"shapes": {"prompt": prompt}, "digits": {"class_labels": [7]},
+              "shapes-flow": registry.prompt_kwargs("shapes-flow", prompt)}[world]
     plain = pipe(**inputs, generator=torch.Generator().manual_seed(0), **kw).images
     apply_ilf(pipe, folder)
     scales = pipe.transformer.ilf_feedback.scales
@@ -38,3 +41,10 @@ def test_generate_with_the_shipped_feedback(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000-class3.png", "001-class8.png"]
     assert "10 steps, 127 block forwards" in capsys.readouterr().out  # the schedule read from the adapter
+
+
+def test_generate_with_the_shipped_flow_feedback(tmp_path, capsys):
+    assert main(["generate", "--world", "shapes-flow", "--feedback", "shipped", "--prompt", "a small red circle",
+                 "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000-a-small-red-circle.png"]
+    assert "10 steps, 127 block forwards" in capsys.readouterr().out  # FlowMatchEuler, feedback on the last step

@@ -5,13 +5,13 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parent / "assets"
 VAE = ASSETS / "vae"  # AutoencoderKL shared by all worlds (save_pretrained folder)
 EVALUATORS = ASSETS / "evaluators"  # <world>.safetensors + <world>.json
-# Worlds with a shipped backbone *and* a shipped ILF feedback: what the CLI, evaluation sources and the feedback
-# tests iterate over.
-WORLDS = ("shapes", "digits")
-# Worlds that ship a backbone but no feedback yet: shapes-flow is the shapes data (its evaluator too) on a
-# flow-matching SD3 backbone. It joins WORLDS once a trained feedback ships under assets/shapes-flow/feedback.
+# The embedded worlds, each with a shipped backbone and a shipped ILF feedback: what the CLI, evaluation
+# sources and the feedback tests iterate over.
+WORLDS = ("shapes", "digits", "shapes-flow")
+# Worlds on a flow-matching backbone whose pipeline has no text encoder (shapes-flow: the shapes data and its
+# evaluator on an SD3 backbone; prompts go in as MiniLM embeddings through `registry.prompt_kwargs`).
 FLOW_WORLDS = ("shapes-flow",)
-BACKBONE_WORLDS = WORLDS + FLOW_WORLDS  # every world `transformer()` and `registry.load_pipeline` know
+BACKBONE_WORLDS = WORLDS  # every world `transformer()` and `registry.load_pipeline` know
 # The world whose data (sampler, captions, evaluator) each world uses: code that asks `world == "shapes"` for
 # "text prompts, the shapes evaluator" should ask `DATA_OF[world] == "shapes"`.
 DATA_OF = {"shapes": "shapes", "digits": "digits", "shapes-flow": "shapes"}

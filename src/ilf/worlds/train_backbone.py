@@ -215,7 +215,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
 
 def parser() -> argparse.ArgumentParser:
     p = common_parser(__doc__)
-    p.add_argument("--world", required=True, choices=paths.WORLDS, help="which backbone to train")
+    p.add_argument("--world", required=True, choices=("shapes", "digits"), help="which backbone to train")
     return p
 
 

@@ -104,7 +104,7 @@ def evaluate(world: str, ev) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--world", required=True, choices=paths.WORLDS, help="which evaluator to train")
+    p.add_argument("--world", required=True, choices=("shapes", "digits"), help="which evaluator to train")
     p.add_argument("--run-dir", required=True, help="checkpoints and log.jsonl; an existing run resumes")
     p.add_argument("--out", default=str(paths.EVALUATORS), help="folder for <world>.safetensors + <world>.json")
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps in total")
