@@ -14,7 +14,7 @@ on first use, so that importing the CLI (`ilf --help`) imports no torch.
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
 _HOMES = {
     "Bench": "runner", "BenchOptions": "runner",
@@ -27,14 +27,4 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())

@@ -8,7 +8,7 @@ a lazily re-exported function could not share a submodule's name."""
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
 _HOMES = {
     "get_state": "generate", "item_files": "generate",
@@ -22,14 +22,4 @@ __all__ = ["METRICS", "Item", "Scorer", "Source", "WorldJudge", "build_scorer", 
            "get_state", "item_files", "load_pipeline_source", "load_prompt_file", "load_tiny_source",
            "load_world_source", "make_items"]
 
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())

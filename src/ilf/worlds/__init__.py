@@ -18,8 +18,9 @@ Data: `shapes.sample(index, split, seed)`, `shapes.prompts(split)`, `shapes.eval
 train_flow_backbone | train_evaluators --help`.
 """
 
-import importlib
 import os
+
+from ..lazy import lazy_exports
 
 # A missing weight must fail at once rather than retry a network that is not there.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,11 +34,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ilf.worlds' has no attribute {name!r}")
-    module = importlib.import_module(f".{_EXPORTS[name] or name}", __name__)
-    value = module if _EXPORTS[name] is None else getattr(module, name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
