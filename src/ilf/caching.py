@@ -95,8 +95,7 @@ class PaperCache:
                 "apply_cache(model, ..., scheduler=scheduler)"
             )
         t = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder).get("timestep")
-        units = self.adapter.timestep_units(self.model)  # the clock reads the scheduler's units
-        self.step = self.clock.locate(t if units == 1.0 else torch.as_tensor(t).double() / units)
+        self.step = self.clock.locate(self.adapter.to_scheduler_units(self.model, t))
         self.refresh = self.step.index in cache_refresh_steps(self.step.num_steps, self.config.refresh_every)
 
 

@@ -143,7 +143,6 @@ class ILFRuntime:
         self.state: ForwardState | None = None
         self._hooked: list[HookHandle] = []
         self.model_binder = ArgBinder(type(model).forward)
-        self.units = adapter.timestep_units(model)  # model timestep = scheduler timestep × units
         self._plans: dict[int, frozenset[int]] = {}
         self.warned_off_schedule = False
 
@@ -205,7 +204,7 @@ class ILFRuntime:
     def model_t_post(self, step: StepInfo) -> torch.Tensor:
         """`post_timestep_for(step)` in the units of the model's `timestep` argument (what `ilf_t_post=` takes)."""
         t_post = self.post_timestep_for(step)
-        return t_post if self.units == 1.0 else t_post * self.units
+        return self.adapter.to_model_units(self.model, t_post)
 
     def warn_if_off_schedule(self, step: StepInfo) -> None:
         """Warn once per attach when a run leaves the schedule the feedback was trained for."""
@@ -237,10 +236,10 @@ class ILFRuntime:
             if on and t_post is None:
                 if self.clock is None:
                     raise ScheduleError("ilf_feedback=True on a bare transformer also needs ilf_t_post=")
-                step = self.clock.locate(self.to_scheduler_units(t))
+                step = self.clock.locate(self.adapter.to_scheduler_units(self.model, t))
                 from_schedule = True
         elif self.clock is not None:
-            step = self.clock.locate(self.to_scheduler_units(t))
+            step = self.clock.locate(self.adapter.to_scheduler_units(self.model, t))
             self.warn_if_off_schedule(step)
             on = step.index in self.feedback_plan(step.num_steps)
             if on:
@@ -259,9 +258,6 @@ class ILFRuntime:
         if on and not torch.is_tensor(t_post):
             t_post = torch.tensor(float(t_post))
         self.state = ForwardState(feedback_on=on, inputs=inputs, t_post=t_post if on else None, step=step)
-
-    def to_scheduler_units(self, t):
-        return t if self.units == 1.0 else torch.as_tensor(t).double() / self.units
 
     def inner_loop(self, out_e, call_e: dict, stack_e: BlockStack):
         """Feedback on block e's output, then the loop b..e re-run with the scaled feedback added to the image

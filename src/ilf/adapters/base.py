@@ -69,6 +69,16 @@ class BackboneAdapter:
         """The model's `timestep` argument = the scheduler's timestep × this (Flux: 1/1000)."""
         return 1.0
 
+    def to_scheduler_units(self, model: nn.Module, t):
+        """A timestep in the model's units (what it was called with) → the scheduler's (what the clock reads)."""
+        u = self.timestep_units(model)
+        return t if u == 1.0 else torch.as_tensor(t).double() / u
+
+    def to_model_units(self, model: nn.Module, t):
+        """A timestep in the scheduler's units → the model's (what `timestep=` / `ilf_t_post=` take)."""
+        u = self.timestep_units(model)
+        return t if u == 1.0 else t * u
+
     def fingerprint(self, model: nn.Module) -> dict:
         cfg = model.config
         fp = {"class": type(model).__name__, "num_blocks": len(self.blocks(model))}

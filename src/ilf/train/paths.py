@@ -64,9 +64,8 @@ def guided_prediction(model, adapter, x, t, conds: Conditions, guidance_scale: f
     """The guided prediction [B, C, H, W] (noise, or velocity) the pipeline passes to `scheduler.step` at
     scheduler timestep t."""
     xin, kwargs = guided_call_kwargs(model, adapter, x, conds, guidance_scale)
-    units = adapter.timestep_units(model)  # the model's timestep per scheduler timestep (Flux: 1/1000)
-    timestep = torch.as_tensor(t, device=x.device)
-    timestep = (timestep if units == 1.0 else timestep * units).reshape(1).expand(xin.shape[0])
+    timestep = adapter.to_model_units(model, torch.as_tensor(t, device=x.device))  # Flux: t / 1000
+    timestep = timestep.reshape(1).expand(xin.shape[0])
     dtype = next(model.parameters()).dtype  # the backbone's (a bf16 backbone takes bf16 latents, as in its pipeline)
     out = model(xin.to(dtype), timestep=timestep, **kwargs, **ilf_kwargs).sample
     out = prediction_part(out, channels).to(x.dtype)
