@@ -8,22 +8,8 @@ from pathlib import Path
 
 from .choices import DTYPE_NAMES, T_POST_STRATEGIES
 from .dtypes import torch_dtype
+from .loading import load_pipeline
 from .worlds.paths import BACKBONE_WORLDS, FLOW_WORLDS
-
-
-def load_any_pipeline(world: str | None, pipeline: str | None, device: str, dtype):
-    """(pipeline, call kwargs every call should pass) for an embedded world or a diffusers pipeline."""
-    if world is not None:
-        from .worlds import registry
-
-        return registry.load_pipeline(world, device=device, dtype=dtype), dict(registry.CALL_KWARGS[world])
-    from diffusers import DiffusionPipeline
-
-    pipe = DiffusionPipeline.from_pretrained(pipeline, dtype=dtype).to(device)
-    call = {}
-    if "PixArt" in type(pipe).__name__ and pipe.transformer.config.sample_size not in (32, 64, 128, 256):
-        call["use_resolution_binning"] = False  # PixArt's aspect-ratio bins exist for 256-2048 px only
-    return pipe, call
 
 
 def _slug(text: str) -> str:
@@ -36,7 +22,7 @@ def cmd_generate(args) -> int:
     from . import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe, call = load_any_pipeline(args.world, args.pipeline, device, torch_dtype(args.dtype))
+    pipe, call = load_pipeline(args.world, args.pipeline, device=device, dtype=torch_dtype(args.dtype))
     pipe.set_progress_bar_config(disable=False)
     overrides = {k: v for k, v in (("feedback_steps", args.feedback_steps), ("t_post", args.t_post)) if v is not None}
     trained = None

@@ -81,3 +81,12 @@ def test_flow_match_grids_align_at_k_times_n_minus_1_plus_1_and_the_default_pick
     sched = tiny_pipeline("sd3").scheduler  # FlowMatchEuler, shift 3: both ends on every grid
     assert aligned_teacher_steps(sched, 4)[:3] == [7, 10, 13]
     assert default_teacher_steps(sched, 4) == 10
+
+
+def test_validation_grid_runs_on_an_sd3_backbone(tiny_world, tmp_path):
+    # the grid passes the pipeline's own call defaults: SD3 takes neither clean_caption nor resolution binning
+    from PIL import Image
+
+    train(_cfg(tiny_world, tmp_path / "val", max_steps=2, validate_every=2, validation_prompts=["a red cat"]))
+    grid = Image.open(tmp_path / "val" / "validation" / "step-00000002.png")
+    assert grid.height == 3 * 16  # rows: plain 20, plain 10, ILF 10 (16 px images)

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from ilf.adapters import get_adapter
+from ilf.choices import TINY_KINDS
 from ilf.errors import ILFError
+from ilf.loading import load_pipeline
 from ilf.worlds.paths import FLOW_WORLDS
 
 from .prompts import Condition, Item
 
-TINY_KINDS = ("pixart", "pixart-sigma", "dit", "sd3", "flux", "flux-dev", "sana")
 # blocks of a --tiny model by default: the real architecture's depth (PixArt-XL-2, DiT-XL/2, Sana-600M: 28;
 # SD3-medium: 24; FLUX.1: 19 dual-stream + 38 single-stream)
 TINY_LAYERS = {"sd3": 24, "flux": 19 + 38, "flux-dev": 19 + 38}
@@ -114,41 +115,17 @@ def _conditioning_of(pipe) -> str:
 
 def load_world_source(world: str, device="cpu", dtype=torch.float32) -> Source:
     """An embedded world's pipeline (needs the world's shipped backbone in `ilf.worlds`)."""
-    try:
-        from ilf.worlds import registry
-    except ImportError as err:  # pragma: no cover - the worlds package ships with ilf
-        raise ILFError(f"the embedded worlds are not available ({err}); use --pipeline or --tiny") from None
-    from ilf.worlds import paths
-
-    if world not in paths.BACKBONE_WORLDS:
-        raise ILFError(f"unknown world {world!r}; worlds: {', '.join(paths.BACKBONE_WORLDS)}")
-    if not paths.transformer(world).is_dir():
-        raise ILFError(
-            f"the {world!r} world's backbone is not shipped in this install ({paths.transformer(world)} is missing); "
-            "train it with `python -m ilf.worlds.train_backbone` or use --tiny for a smoke run"
-        )
-    pipe = registry.load_pipeline(world, device=device, dtype=dtype)
-    kwargs = {k: v for k, v in registry.CALL_KWARGS[world].items() if k != "num_inference_steps"}
+    pipe, call = load_pipeline(world=world, device=device, dtype=dtype)
+    kwargs = {k: v for k, v in call.items() if k != "num_inference_steps"}
     return Source(pipe, f"world:{world}", _conditioning_of(pipe), kwargs, world=world, kind="world")
 
 
 def load_pipeline_source(path: str, device="cpu", dtype=torch.float32, **call_kwargs) -> Source:
     """A real diffusers pipeline (PixArt-α/Σ, DiT, SD3, Flux, Sana) from a folder or hub id (offline: from the
     local cache)."""
-    from diffusers import DiffusionPipeline
-
-    try:
-        pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype)
-    except (OSError, ValueError) as err:
-        raise ILFError(
-            f"cannot load the pipeline {path!r} ({err}); pass a local diffusers folder (model_index.json) or a hub "
-            "id already in the cache (HF_HUB_OFFLINE=1 never downloads)"
-        ) from None
-    pipe.set_progress_bar_config(disable=True)
-    cond = _conditioning_of(pipe)
-    if "clean_caption" in inspect.signature(type(pipe).__call__).parameters:  # PixArt, Sana (not SD3, Flux)
-        call_kwargs.setdefault("clean_caption", False)  # the caption cleaner needs bs4/ftfy; MJHQ prompts are clean
-    return Source(pipe.to(device), path, cond, {k: v for k, v in call_kwargs.items() if v is not None})
+    pipe, call = load_pipeline(pipeline=path, device=device, dtype=dtype)
+    call.update({k: v for k, v in call_kwargs.items() if v is not None})
+    return Source(pipe, path, _conditioning_of(pipe), call)
 
 
 def load_tiny_source(kind: str = "pixart", num_layers: int | None = None, device="cpu", seed: int = 0,

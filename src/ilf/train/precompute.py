@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ILFError
 from ..io import atomic_write_text
+from ..loading import load_pipeline
 from .data import NULL_TEXT, SHARD_META, open_source
 from .encode import Encoder, default_resolution, unconditional_inputs
 
@@ -23,12 +24,10 @@ from .encode import Encoder, default_resolution, unconditional_inputs
 def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto", resolution: int | None = None,
                batch_size: int = 32, shard_size: int = 4096, max_sequence_length: int | None = None,
                device: str | None = None, dtype: str = "fp32", progress: bool = True) -> dict:
-    from diffusers import DiffusionPipeline
-
     from ..dtypes import torch_dtype
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = DiffusionPipeline.from_pretrained(pipeline, dtype=torch_dtype(dtype)).to(device)
+    pipe, _ = load_pipeline(pipeline=pipeline, device=device, dtype=torch_dtype(dtype))
     source = open_source(data, data_type, resolution, None, 0)
     if source.encoded:
         raise ILFError(f"{data} already holds precomputed shards; pass them to `ilf train --data` directly")
@@ -102,8 +101,6 @@ def precompute_teacher_paths(pipeline: str, data: Path, out: Path, *, num_paths:
                              device: str | None = None, dtype: str = "fp32", progress: bool = True) -> dict:
     """The teacher half of `--distill trajectory`: `num_paths` guided teacher paths from the run's fixed noises,
     conditions drawn from `data` (captions, class folders or shards) exactly as a training run draws them."""
-    from diffusers import DiffusionPipeline
-
     from ..adapters import get_adapter
     from .paths import default_teacher_steps
     from .teacher_paths import write_teacher_paths
@@ -112,7 +109,7 @@ def precompute_teacher_paths(pipeline: str, data: Path, out: Path, *, num_paths:
     from .trajectory import fixed_noise, trajectory_conditions
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = DiffusionPipeline.from_pretrained(pipeline, dtype=torch_dtype(dtype)).to(device)
+    pipe, _ = load_pipeline(pipeline=pipeline, device=device, dtype=torch_dtype(dtype))
     use_scheduler(pipe, scheduler)
     model = pipe.transformer.eval()
     source = open_source(data, data_type, None, None, seed)

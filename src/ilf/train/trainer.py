@@ -24,6 +24,7 @@ from ..adapters import get_adapter
 from ..dtypes import torch_dtype
 from ..config import ILFConfig
 from ..errors import ILFError
+from ..loading import load_pipeline
 from ..feedback import write_feedback
 from ..pipeline import apply_ilf
 from ..schedule import loop_ratio
@@ -48,21 +49,6 @@ class TrainResult:
     skipped_samples: int
     last_loss: dict
     is_main_process: bool = True
-
-
-def load_pipeline(cfg: TrainConfig, encoded_data: bool):
-    """The backbone's pipeline; without its VAE and text encoder when the data are precomputed."""
-    if cfg.world is not None:
-        from ..worlds import load_pipeline as load_world
-
-        return load_world(cfg.world)
-    from diffusers import DiffusionPipeline
-
-    skip = {}
-    if encoded_data:
-        components = DiffusionPipeline.load_config(cfg.pipeline)
-        skip = {k: None for k in ("text_encoder", "tokenizer", "vae") if k in components}
-    return DiffusionPipeline.from_pretrained(cfg.pipeline, dtype=torch_dtype(cfg.backbone_dtype), **skip)
 
 
 def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig:
@@ -103,7 +89,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if isinstance(source, TeacherPaths) and cfg.distill != "trajectory":
         raise ILFError(f"{cfg.data} holds precomputed teacher paths, which only --distill trajectory trains on; "
                        "pass image folders or `ilf precompute` shards for the other objectives")
-    pipe = load_pipeline(cfg, source.encoded)
+    pipe, _ = load_pipeline(cfg.world, cfg.pipeline, dtype=torch_dtype(cfg.backbone_dtype),
+                          skip=("text_encoder", "tokenizer", "vae") if source.encoded else ())
     use_scheduler(pipe, cfg.scheduler)
     model = pipe.transformer
     if source.kind != get_adapter(model).conditioning:

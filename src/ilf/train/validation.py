@@ -7,6 +7,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..runtime import ILFRuntime
+from ..loading import stock_call_kwargs
 from .config import TrainConfig
 
 ROWS = (("plain 20", 20, "none"), ("plain 10", 10, "none"), ("ILF 10", 10, None))
@@ -19,12 +20,15 @@ def _generate(pipe, cfg: TrainConfig, steps: int, seed: int) -> np.ndarray:
         out = pipe(class_labels=labels, num_inference_steps=steps, generator=g, output_type="np")
     else:
         prompts = cfg.validation_prompts or ["a photo"]
-        kw = {"use_resolution_binning": False, "clean_caption": False}
+        kw, inputs = stock_call_kwargs(pipe), {"prompt": prompts}
         if cfg.world is not None:
-            from ..worlds.registry import CALL_KWARGS
+            from ..worlds.paths import FLOW_WORLDS
+            from ..worlds.registry import CALL_KWARGS, prompt_kwargs
 
             kw.update({k: v for k, v in CALL_KWARGS[cfg.world].items() if k != "num_inference_steps"})
-        out = pipe(prompts, num_inference_steps=steps, generator=g, output_type="np", **kw)
+            if cfg.world in FLOW_WORLDS:  # an encoder-less pipeline: the world's caption embeddings come in
+                inputs = prompt_kwargs(cfg.world, prompts, device=pipe.device)
+        out = pipe(**inputs, num_inference_steps=steps, generator=g, output_type="np", **kw)
     return out.images  # [N, H, W, 3] in [0, 1]
 
 
