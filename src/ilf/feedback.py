@@ -124,10 +124,11 @@ def write_feedback(
     return Path(path)
 
 
-def read_feedback(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read and verify an adapter folder: (metadata, tensors). Raises `CorruptFeedbackError`."""
+def read_feedback_config(path: str | os.PathLike) -> dict:
+    """Read and verify an adapter folder's ilf_config.json alone (no tensors loaded): its metadata, with "loop"
+    and "config" (the ILFConfig it was saved with). Raises `CorruptFeedbackError`."""
     path = Path(path)
-    cfg_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    cfg_file = path / CONFIG_NAME
     if not path.is_dir() or not cfg_file.is_file():
         raise CorruptFeedbackError(
             f"{path} is not an ilf feedback folder (no {CONFIG_NAME}); pass the folder written by "
@@ -144,6 +145,15 @@ def read_feedback(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor
             f"{path} uses feedback format {meta.get('format_version')}, newer than this ilf reads "
             f"({FORMAT_VERSION}); upgrade ilf"
         )
+    if "loop" not in meta:
+        raise CorruptFeedbackError(f"{cfg_file} has no \"loop\"; re-save the feedback with save_feedback")
+    return meta
+
+
+def read_feedback(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read and verify an adapter folder: (metadata, tensors). Raises `CorruptFeedbackError`."""
+    meta = read_feedback_config(path)
+    weights_file = Path(path) / WEIGHTS_NAME
     if not weights_file.is_file():
         raise CorruptFeedbackError(f"{weights_file} is missing; the feedback folder is incomplete")
     expected = meta.get("weights", {}).get("sha256")

@@ -7,6 +7,7 @@ import torch
 
 from ilf.eval.prompts import make_items
 from ilf.eval.sources import default_conditions, load_tiny_source
+from ilf.feedback import CONFIG_NAME, FORMAT, FORMAT_VERSION
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +35,8 @@ def pixart_reference(pixart6, pixart_items):
 def write_feedback_config(folder, loop):
     """A feedback folder's ilf_config.json alone: enough for block-count predictions (no tensors read)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ilf_config.json").write_text(json.dumps({"loop": list(loop), "config": {"loop": list(loop)}}))
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "loop": list(loop), "config": {"loop": list(loop)}}
+    (folder / CONFIG_NAME).write_text(json.dumps(meta))
     return folder
 
 

@@ -1,5 +1,7 @@
 """The method grammar, presets, and the block forwards each family predicts, against the paper's numbers."""
 
+import json
+
 import pytest
 
 from conftest import write_feedback_config
@@ -97,8 +99,22 @@ def test_table2_and_table3_block_forwards_from_saved_feedback_loops(tmp_path):
 def test_ilf_without_feedback_asks_for_one():
     with pytest.raises(MethodSpecError, match="--feedback"):
         predicted("ilf:10")
-    with pytest.raises(MethodSpecError, match="not a feedback folder"):
+    with pytest.raises(MethodSpecError, match="not an ilf feedback folder"):
         predicted("ilf:10,feedback=/nonexistent/fb")
+
+
+def test_bench_reads_feedback_configs_as_load_feedback_does(tmp_path):
+    # one reader: a description load_feedback would refuse (no format marker) is refused before any row runs
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "ilf_config.json").write_text('{"loop": [2, 4], "config": {"loop": [2, 4]}}')
+    with pytest.raises(MethodSpecError, match="format"):
+        predicted(f"ilf:10,feedback={bad}")
+    newer = write_feedback_config(tmp_path / "newer", (2, 4))
+    meta = json.loads((newer / "ilf_config.json").read_text())
+    (newer / "ilf_config.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(MethodSpecError, match="upgrade ilf"):
+        predicted(f"ilf:10,feedback={newer}")
 
 
 def test_taylorseer_compute_steps_follow_diffusers_rule():

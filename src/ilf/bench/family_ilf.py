@@ -7,11 +7,11 @@ Options override the feedback's saved schedule (`plan`, `t_post`, `ratio`); the 
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 from .errors import MethodSpecError
 from .family import Attachment, Family, Prepared
+from ilf.choices import T_POST_RATIOS, T_POST_STRATEGIES
+
 from .grammar import UNTRAINED, Option, parse_choice, parse_pair, parse_str
 
 
@@ -41,24 +41,32 @@ def default_loop(num_blocks: int) -> tuple[int, int]:
     return round(8 * num_blocks / 28), round(19 * num_blocks / 28)
 
 
-def feedback_loop(path: str) -> tuple[int, int]:
-    """The loop a saved feedback was trained for, read from its ilf_config.json (no tensors loaded)."""
-    from ilf.feedback import CONFIG_NAME
+def feedback_config(path: str) -> dict:
+    """A saved feedback's verified ilf_config.json (`ilf.feedback.read_feedback_config`; no tensors loaded).
 
-    cfg = Path(path) / CONFIG_NAME
-    if not cfg.is_file():
+    `path`: a feedback folder or a Hub repo id (only its ilf_config.json is fetched)."""
+    from ilf.errors import CorruptFeedbackError
+    from ilf.feedback import CONFIG_NAME, read_feedback_config
+    from ilf.hub import resolve_feedback_folder
+
+    try:
+        return read_feedback_config(resolve_feedback_folder(path, [CONFIG_NAME]))
+    except CorruptFeedbackError as err:
         raise MethodSpecError(
-            f"feedback {path!r} is not a feedback folder (no {CONFIG_NAME}); pass feedback=PATH of a folder "
-            "written by `ilf train` / save_feedback, or feedback=untrained for a smoke run"
-        )
-    return tuple(json.loads(cfg.read_text())["loop"])  # type: ignore[return-value]
+            f"feedback {path!r}: {err} (pass feedback=PATH of a folder written by `ilf train` / save_feedback, "
+            "or feedback=untrained for a smoke run)"
+        ) from None
+
+
+def feedback_loop(path: str) -> tuple[int, int]:
+    """The loop a saved feedback was trained for."""
+    b, e = feedback_config(path)["loop"]
+    return int(b), int(e)
 
 
 def saved_schedule(path: str) -> dict:
     """The schedule saved with a feedback (its ilf_config.json "config")."""
-    from ilf.feedback import CONFIG_NAME
-
-    return json.loads((Path(path) / CONFIG_NAME).read_text()).get("config", {})
+    return feedback_config(path).get("config", {})
 
 
 class ILFFamily(Family):
@@ -70,9 +78,9 @@ class ILFFamily(Family):
                            "the plain output only with t_post=none)"),
         "plan": Option(parse_plan_value, "feedback steps: all, none, outer:K, first:K, last:K, skip-inner:K, ..., "
                        "alternating or [i,j,...] (default: the feedback's own, else outer:2)"),
-        "t_post": Option(parse_choice("none", "uniform", "rescale", "anneal"),
+        "t_post": Option(parse_choice(*T_POST_STRATEGIES),
                          "post-feedback timestep (default: the feedback's own, else rescale)"),
-        "ratio": Option(parse_choice("m/n", "n/m"), "k of eq. 4-5 (default: the feedback's own, else m/n)"),
+        "ratio": Option(parse_choice(*T_POST_RATIOS), "k of eq. 4-5 (default: the feedback's own, else m/n)"),
         "loop": Option(parse_loop, "B-E, only with feedback=untrained (default: 8-19 of 28, scaled)"),
     }
 
