@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from .choices import T_POST_STRATEGIES
 from .errors import ScheduleError
 
 _NAMED = re.compile(r"^(outer|first|last|skip-inner|skip-first|skip-last|skip-outer):(\d+)$")
@@ -122,7 +123,7 @@ def post_timestep(
     elif strategy == "anneal":
         shift = torch.clamp(gap * k * t / num_train_timesteps, min=floor)
     else:
-        raise ScheduleError(f"t_post strategy {strategy!r} is unknown; choose none, uniform, rescale or anneal")
+        raise ScheduleError(f"t_post strategy {strategy!r} is unknown; choose one of {T_POST_STRATEGIES}")
     return torch.clamp(t - shift, min=0.0)
 
 

@@ -117,3 +117,13 @@ def test_table2_recipe_packs_adm_npz_on_a_tiny_dit(tmp_path):
             assert data["arr_0"].shape == (2, 16, 16, 3) and data["arr_0"].dtype == np.uint8
     merged = json.loads((out / "results.json").read_text())
     assert len(merged["rows"]) == 6
+
+
+def test_recipes_ship_inside_the_package():
+    # `--recipe NAME` must work from a pip install, not only from a checkout: the recipes are package data
+    import ilf.bench
+
+    assert RECIPE_DIR.parent == Path(ilf.bench.__file__).resolve().parent
+    assert (RECIPE_DIR / "imagenet-classes.txt").is_file()
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert '"bench/recipes/*.toml"' in pyproject and '"bench/recipes/*.txt"' in pyproject

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ilf.choices import DTYPE_NAMES, TINY_KINDS
+from ilf.dtypes import torch_dtype
 from ilf.worlds.paths import BACKBONE_WORLDS
 
 
@@ -19,14 +21,14 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                      "shapes-flow: SD3 rectified flow)")
     src.add_argument("--pipeline", metavar="PATH_OR_ID",
                      help="a diffusers pipeline folder or cached hub id (PixArt-α/Σ, DiT-XL/2)")
-    src.add_argument("--tiny", choices=["pixart", "pixart-sigma", "dit", "sd3", "flux", "flux-dev", "sana"],
+    src.add_argument("--tiny", choices=TINY_KINDS,
                      help="a tiny stand-in with random weights (smoke runs: every code path, meaningless images)")
     g.add_argument("--tiny-layers", type=int, default=None, metavar="N",
                    help="blocks of the --tiny model (default: the real depth: 28, SD3-medium 24, FLUX.1 19+38)")
     g.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available, else cpu; under "
                    "accelerate launch: this process's GPU)")
-    g.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="weights dtype of --pipeline (default float32; float16 on GPU is what the paper times)")
+    g.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
+                   help="weights dtype of --pipeline (default fp32; fp16 on GPU is what the paper times)")
     g.add_argument("--scheduler", choices=["default", "dpm++", "ddim", "euler"], default=None,
                    help="denoising scheduler: the pipeline's own (default), DPM-Solver++ multistep (the paper's), "
                    "DDIM or Euler, built from the pipeline's scheduler config")
@@ -114,7 +116,7 @@ def load_source(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = device_of(args.device)
-    dtype = getattr(torch, args.dtype or "float32")
+    dtype = torch_dtype(args.dtype or "fp32")
     extra = {"guidance_scale": args.guidance_scale, "height": args.height, "width": args.width}
     if args.world:
         src = load_world_source(args.world, device=device, dtype=dtype)

@@ -14,6 +14,7 @@ from .cli_args import (
 )
 from .methods import families_help
 from .presets import PRESETS
+from .recipes import shipped_recipes
 
 BENCH_EPILOG = """\
 method grammar: FAMILY[:STEPS][,KEY=VALUE]...  (a value with commas in brackets; label=TEXT names the row;
@@ -27,7 +28,7 @@ examples:
   ilf bench --world shapes --feedback runs/shapes-fb --methods @table1 @peers --diagnostics --out bench-shapes
   ilf bench --pipeline PixArt-alpha/PixArt-XL-2-512x512 --prompts benchmark-prompts.json --images-per-prompt 10 \\
       --feedback fb/ --methods @table1 --clip clip-vit-large --imagereward-python ir-venv/bin/python --out t1
-  ilf bench --recipe table1-pixart-alpha-512 --set FEEDBACK=fb/ --set MJHQ=/data/mjhq30k ...   (bench/recipes/)
+  ilf bench --recipe table1-pixart-alpha-512 --set FEEDBACK=fb/ --set MJHQ=/data/mjhq30k ...   (shipped recipes: ilf bench --help lists them)
   accelerate launch -m ilf.cli bench ...                                    # generation sharded over GPUs
 """
 
@@ -79,7 +80,8 @@ def add_parser(subparsers) -> None:
     g.add_argument("--no-progress", action="store_true", default=None, help="no progress bars")
     g = p.add_argument_group("recipes")
     g.add_argument("--recipe", metavar="NAME_OR_TOML", default=None,
-                   help="a paper recipe (bench/recipes/*.toml): its settings, overridden by the flags given here")
+                   help=f"a paper recipe: a shipped one ({', '.join(shipped_recipes())}) or a .toml path; its settings, "
+                   "overridden by the flags given here")
     g.add_argument("--set", action="append", metavar="NAME=VALUE", dest="set_vars",
                    help="value of ${NAME} in the recipe (e.g. FEEDBACK=fb/, MJHQ=/data/mjhq30k); repeatable")
     p.set_defaults(func=cmd_bench)

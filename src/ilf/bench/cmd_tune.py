@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ilf.choices import T_POST_RATIOS, T_POST_STRATEGIES
+
 from .cli_args import add_metric_args, add_source_args, add_workload_args, build_items, build_scorer_from, build_source
 
 
@@ -27,9 +29,9 @@ def add_parser(subparsers) -> None:
     t.add_argument("--plans", nargs="+", default=["outer", "first", "last", "alternating", "all"],
                    help="plan kinds: outer, first, last, skip-inner, skip-outer (each with every K), alternating, "
                    "all (default: outer first last alternating all)")
-    t.add_argument("--t-post", nargs="+", default=["rescale", "uniform", "anneal", "none"], dest="t_posts",
+    t.add_argument("--t-post", nargs="+", default=["rescale", "uniform", "anneal", "none"], dest="t_posts", choices=T_POST_STRATEGIES,
                    help="t_post strategies to try (default: rescale uniform anneal none)")
-    t.add_argument("--ratios", nargs="+", default=["m/n"], choices=["m/n", "n/m"],
+    t.add_argument("--ratios", nargs="+", default=["m/n"], choices=T_POST_RATIOS,
                    help="k of eq. 4-5 to try with rescale/anneal (default m/n)")
     t.add_argument("--reference", default="plain:20",
                    help="reference method for the budget and PSNR (default plain:20)")

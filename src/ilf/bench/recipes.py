@@ -1,4 +1,4 @@
-"""Paper recipes: TOML presets of `ilf bench` settings (bench/recipes/*.toml).
+"""Paper recipes: TOML presets of `ilf bench` settings, shipped with the package (ilf/bench/recipes/*.toml).
 
 A recipe holds the same settings as the command line (keys are the long option names with `_`, e.g.
 `num_images`, `pipeline`, `methods`), plus `description` and optional `[[part]]` tables: each part is one
@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import BenchError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")  # ${NAME} or ${NAME:-default}
-RECIPE_DIR = Path(__file__).resolve().parents[3] / "bench" / "recipes"  # in a source checkout
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"  # package data: `--recipe NAME` works from any install
 
 
 def _expand(value, variables: dict[str, str], where: str):
@@ -42,15 +42,20 @@ def _expand(value, variables: dict[str, str], where: str):
     return value
 
 
+def shipped_recipes() -> list[str]:
+    """The names of the recipes shipped with ilf."""
+    return sorted(q.stem for q in RECIPE_DIR.glob("*.toml")) if RECIPE_DIR.is_dir() else []
+
+
 def find_recipe(name: str) -> Path:
-    """A recipe path, or the name of one shipped in bench/recipes/ (with or without .toml)."""
+    """A recipe path, or the name of one shipped in ilf/bench/recipes/ (with or without .toml)."""
     p = Path(name)
     if p.is_file():
         return p
     for cand in (RECIPE_DIR / name, RECIPE_DIR / f"{name}.toml"):
         if cand.is_file():
             return cand
-    shipped = sorted(q.stem for q in RECIPE_DIR.glob("*.toml")) if RECIPE_DIR.is_dir() else []
+    shipped = shipped_recipes()
     choices = f" or one of: {', '.join(shipped)}" if shipped else ""
     raise BenchError(f"recipe {name!r} not found; pass a .toml path{choices}")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ilf import feedback_steps, predicted_block_forwards
+from ilf.choices import T_POST_WITH_RATIO
 from ilf.eval.score import METRICS
 from ilf.io import write_json
 
@@ -67,7 +68,7 @@ def candidates(space: TuneSpace, num_blocks: int, budget: float, max_configs: in
                     if cost > budget:
                         continue
                     for t_post in space.t_posts:
-                        for ratio in (space.ratios if t_post in ("rescale", "anneal") else [None]):
+                        for ratio in (space.ratios if t_post in T_POST_WITH_RATIO else [None]):
                             text = f"ilf:{n},feedback={fb},plan={plan},t_post={t_post}"
                             if ratio is not None:
                                 text += f",ratio={ratio}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..choices import DTYPE_NAMES, T_POST_STRATEGIES
+from ..choices import DTYPE_NAMES, INIT_MODES, MIXED_PRECISION, T_POST_STRATEGIES
 from ..worlds.paths import BACKBONE_WORLDS
 
 TRAIN_EPILOG = """\
@@ -59,7 +59,7 @@ def add_train_parser(sub) -> None:
     g = p.add_argument_group("inner loop")
     g.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"), default=(8, 19),
                    help="first and last loop block, inclusive (default: 8 19, the paper's on 28 blocks)")
-    g.add_argument("--init", choices=["copy", "fresh"], default="copy",
+    g.add_argument("--init", choices=INIT_MODES, default="copy",
                    help="feedback block initialisation: a copy of a backbone block's weights, or fresh (default: copy)")
     g.add_argument("--init-block", type=int, help="backbone block copied by --init copy (default: E)")
     g.add_argument("--t-post", default="none", choices=T_POST_STRATEGIES,
@@ -121,7 +121,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm, 0 = off (default: 1)")
     g.add_argument("--ema-decay", type=float, help="keep an EMA of the feedback with this decay; saved as the result")
     g = p.add_argument_group("engine")
-    g.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="accelerate autocast (default: no)")
+    g.add_argument("--mixed-precision", default="no", choices=MIXED_PRECISION, help="accelerate autocast (default: no)")
     g.add_argument("--backbone-dtype", default="fp32", choices=DTYPE_NAMES,
                    help="dtype of the frozen backbone, VAE and text encoder; the feedback trains in fp32 (default: fp32)")
     g.add_argument("--gradient-checkpointing", action="store_true",

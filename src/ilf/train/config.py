@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..choices import DTYPE_NAMES
+from ..choices import DTYPE_NAMES, MIXED_PRECISION
 from ..errors import ILFError
 
 # Paper §4.1 — the documented defaults for real checkpoints.
@@ -99,10 +99,10 @@ class TrainConfig:
         if self.distill == "trajectory" and self.teacher_steps is not None and self.teacher_steps <= self.student_steps:
             raise ILFError(f"--teacher-steps {self.teacher_steps} must exceed --student-steps {self.student_steps}: "
                            "the teacher is the finer-grid path (default 2 × student steps)")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ILFError("--mixed-precision must be no, fp16 or bf16")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ILFError(f"--mixed-precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.backbone_dtype not in DTYPE_NAMES:
-            raise ILFError("--backbone-dtype must be fp32, fp16 or bf16")
+            raise ILFError(f"--backbone-dtype must be one of {DTYPE_NAMES}, got {self.backbone_dtype!r}")
         self.loop = tuple(self.loop)
         preset = self.preset or ("world" if self.world else None)
         if preset is not None:
