@@ -8,7 +8,7 @@ Phases, in order:
    stock again (`stock.check_stock`);
 2. **time** — on the main process: `warmup` untimed calls per method, then `repeats` rounds in which every
    method generates the same `time_batch` items once (rounds interleave the methods, so a drift of the
-   machine affects all rows alike); seconds per image = median / time_batch;
+   machine affects all rows alike); seconds per image = the median of (call seconds / time_batch);
 3. **score** — every metric of the `Scorer` per method; fidelity against the first (reference) method;
 4. **report** — results.json, table.md (Table 1's shape), pareto.png, grid.png, and with `diagnostics`
    the feature-dynamics heatmaps of Fig. 3-4.
@@ -70,7 +70,7 @@ class Row:
     block_forwards_per_call: list[int] = field(default_factory=list)
     peak_memory: dict = field(default_factory=dict)
     peer_stats: dict = field(default_factory=dict)
-    times: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # seconds per image of each timed call, in round order
     metrics: dict = field(default_factory=dict)
 
     @property
@@ -190,7 +190,7 @@ class Bench:
             att = row.prepared.attach(self.source.pipe)
             try:
                 att.before_call()
-                return time_call(lambda: self.source(batch, row.spec.steps), device)
+                return time_call(lambda: self.source(batch, row.spec.steps), device) / len(batch)
             finally:
                 att.detach()
                 check_stock(self.source.pipe, self.stock, row.spec.name)
