@@ -13,7 +13,7 @@ with `CacheMixin`, whose pipelines wrap every transformer call in `transformer.c
   mixin) and clears it afterwards. These pipelines batch both CFG branches into one call: one context per step.
 
 On both paths `CallContextHook` records each call's timestep in the scheduler's units (the model's `timestep`
-divided by the adapter's `timestep_units`: Flux is called with t/1000) for the hooks that ask for it
+through `BackboneAdapter.to_scheduler_units`: Flux is called with t/1000) for the hooks that ask for it
 (`current_timestep_callback`: PAB, FasterCache). Hook state is reset before every pipeline call. Detaching
 removes exactly the hooks that attaching added (every module's hook registry is compared before and after, so
 no hook name of diffusers' is needed) and the empty registries they leave, so the pipeline is stock again.
@@ -23,6 +23,7 @@ An attach that fails half-way removes what it added before raising.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from typing import Callable
 
@@ -51,15 +52,16 @@ class CallContextHook(ModelHook):
     """On the transformer: records each call's timestep (scheduler units); on the shim path also sets the
     `CacheContext` its pipeline never sets, for the duration of the call."""
 
-    def __init__(self, clock: SchedulerClock, units: float, set_context: bool):
+    def __init__(self, clock: SchedulerClock, to_scheduler_units, set_context: bool):
+        """to_scheduler_units: the model's timestep -> the scheduler's (`BackboneAdapter.to_scheduler_units`)."""
         super().__init__()
-        self.clock, self.units, self.set_context = clock, units, set_context
+        self.clock, self.to_scheduler_units, self.set_context = clock, to_scheduler_units, set_context
         self.timestep: float | None = None
         self._context = None
 
     def pre_forward(self, module, *args, **kwargs):
         t = bind_arguments(type(module).forward, args, kwargs).get("timestep")
-        self.timestep = scalar_timestep(t) / self.units
+        self.timestep = float(self.to_scheduler_units(scalar_timestep(t)))
         if self.set_context:
             where = {}
             with contextlib.suppress(ScheduleError):  # a call outside the scheduler's steps still gets a context
@@ -277,7 +279,7 @@ def attach_diffusers_hooks(
     try:
         for name, hook in inner_hooks:
             registry.register_hook(hook, name)
-        ctx_hook = CallContextHook(clock, adapter.timestep_units(model), set_context=not native)
+        ctx_hook = CallContextHook(clock, functools.partial(adapter.to_scheduler_units, model), set_context=not native)
         config = make_config(ctx_hook)
         with quiet_loggers("diffusers.hooks", "diffusers.models.cache_utils"):
             if native:
