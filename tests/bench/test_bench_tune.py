@@ -1,8 +1,11 @@
 """Schedule auto-tune: the candidate set against the budget (by ilf's block-count rule), and the pick."""
 
 import json
+import math
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import write_feedback_config
 from ilf import feedback_steps
@@ -40,8 +43,22 @@ def test_tune_picks_the_best_scored_candidate(tmp_path, capsys):
                  "--budget", "80", "--steps", "10", "--plans", "outer", "--t-post", "rescale", "none",
                  "--num-images", "1", "--out", str(out), "--no-progress"]) == 0
     res = json.loads((out / "tune.json").read_text())
-    scores = [t["score"] for t in res["tried"]]
-    assert res["best"]["score"] == max(scores) and scores == sorted(scores, reverse=True)
+    # the scores, recomputed from the saved PNGs (PSNR against the reference's, per image, then the mean)
+    rows = {r["method"]["spec"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    ref = next(r for r in rows.values() if r["reference"])
+
+    def png(folder, name):
+        return np.asarray(Image.open(out / folder / name).convert("RGB"), dtype=np.float64) / 255.0
+
+    def psnr(row):
+        names = sorted(f.name for f in (out / ref["images"]).glob("*.png"))
+        return float(np.mean([10 * math.log10(1.0 / np.mean((png(row["images"], n) - png(ref["images"], n)) ** 2))
+                              for n in names]))
+
+    independent = {t["method"]: psnr(rows[t["method"]]) for t in res["tried"]}
+    assert [t["score"] for t in res["tried"]] == pytest.approx(list(independent.values()), rel=1e-4)
+    assert res["best"]["method"] == max(independent, key=independent.get)
+    assert list(independent.values()) == sorted(independent.values(), reverse=True)
     assert all(t["block_forwards"] <= 80 for t in res["tried"])
     assert res["num_candidates"] == len(res["tried"]) == 4  # outer:1, outer:2 x rescale, none (loop 2-4: 60+4k)
     assert res["best"]["method"] in capsys.readouterr().out
