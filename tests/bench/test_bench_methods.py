@@ -8,7 +8,7 @@ from conftest import write_feedback_config
 from ilf.bench.errors import MethodSpecError
 from ilf.bench.methods import get_family, parse_method
 from ilf.bench.presets import PRESETS, expand_methods
-from ilf.bench.peers import taylorseer_compute_steps
+from ilf.bench.family_diffusers import taylorseer_compute_steps
 
 N = 28  # PixArt-XL-2 / DiT-XL-2
 

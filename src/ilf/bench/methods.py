@@ -9,14 +9,14 @@ Importing this module imports no torch: the families import their heavy dependen
 
 from __future__ import annotations
 
-from .cachedit import CacheDiTFamily
+from .family_cachedit import CacheDiTFamily
 from .errors import MethodSpecError
 from .family import Family
 from .family_ilf import ILFFamily
 from .family_paper_cache import PaperCacheFamily
 from .family_plain import PlainFamily
 from .grammar import GRAMMAR, MethodSpec, format_value, parse_spec
-from .peers import PEER_FAMILIES
+from .family_diffusers import PEER_FAMILIES
 
 _FAMILIES: dict[str, Family] = {
     fam.name: fam for fam in (PlainFamily(), PaperCacheFamily(), ILFFamily(), *PEER_FAMILIES, CacheDiTFamily())
