@@ -141,3 +141,25 @@ class SchedulerClock:
             index=step, num_steps=num_steps, t=t, t_next=t_next, num_train_timesteps=horizon,
             t_step=None if abs(t_step - t) < _ATOL else t_step,
         )
+
+
+def flow_sigma(scheduler, timestep: float, noise: str) -> float:
+    """The rectified-flow σ ∈ [0, 1] of the noise level at `timestep` (scheduler units), for hooks that read
+    one (SeaCache's spectral filter assumes x_t = (1 − σ)·x0 + σ·ε).
+
+    noise "flow": σ = t / num_train_timesteps (flow schedulers' timesteps are σ · num_train_timesteps).
+    noise "ddpm": x_t = √ᾱ·x0 + √(1 − ᾱ)·ε has the signal-to-noise ratio of the flow σ = √(1 − ᾱ) / (√ᾱ +
+    √(1 − ᾱ)), with ᾱ the scheduler's `alphas_cumprod` at t (interpolated between integer timesteps)."""
+    cfg = scheduler.config
+    n = int(cfg.num_train_timesteps)
+    if noise == "flow":
+        return min(1.0, max(0.0, float(timestep) / n))
+    if noise != "ddpm":
+        raise ScheduleError(f"noise {noise!r} is unknown; expected 'flow' or 'ddpm'")
+    acp = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float64)
+    t = min(max(float(timestep), 0.0), len(acp) - 1.0)
+    lo = int(t)
+    hi = min(lo + 1, len(acp) - 1)
+    a = acp[lo] + (acp[hi] - acp[lo]) * (t - lo)
+    signal, noise_std = a.sqrt(), (1 - a).sqrt()
+    return float(noise_std / (signal + noise_std))

@@ -61,7 +61,7 @@ def test_presets_expand_in_order_without_duplicates():
     assert len(specs) == len(PRESETS["table1"])  # plain:20 appears once
     families = {s.family for s in expand_methods(["@all"])}
     assert families == {"plain", "paper-cache", "ilf", "fbc", "taylorseer", "magcache", "pab", "fastercache",
-                        "cache-dit"}
+                        "seacache", "cache-dit"}
     with pytest.raises(MethodSpecError, match="unknown preset"):
         expand_methods(["@nope"])
 

@@ -89,6 +89,7 @@ COUNTS = {
     "taylorseer:8,interval=2,warmup=2": dict(sd3=30 + 3, flux=30, sana=30),
     "taylorseer:8,interval=2,warmup=2,mode=lite": dict(sd3=30 + 3),  # SD3: its last block is left out
     "cache-dit:8,fn=1,bn=0,threshold=1e9,warmup=2": dict(sd3=18, flux=18, sana=18),
+    "seacache:8,threshold=1e9": dict(flux=24),  # computes steps 0, 3, 6 (after 2 reused) and 7 (the last)
 }
 
 
@@ -184,12 +185,17 @@ def test_refusals_name_the_reason_and_leave_the_pipeline_stock(families):
     for method in ("pab:8", "fastercache:8"):
         with pytest.raises(MethodRefused, match="two transformer calls per step.*one state per attention module"):
             flux_cfg.run(method)
+    with pytest.raises(MethodRefused, match="SanaTransformerBlock.*not registered"):
+        sana.run("seacache:8")
+    # SD3's last block returns no text stream: SeaCache's tail would record nothing and silently run every step
+    with pytest.raises(MethodRefused, match="returns no text stream"):
+        family(families, "sd3").run("seacache:8")
 
 
 @pytest.mark.parametrize("method,blocks", [
     ("plain:8", 2 * 48), ("ilf:8,loop=1-3,plan=outer:2", 2 * 64), ("fbc:8,threshold=1e9", 2 * 13),
     ("taylorseer:8,interval=2,warmup=2", 2 * 30), ("magcache:8,threshold=1e9,max_skip=3,retention=0.2", 2 * 18),
-    ("cache-dit:8,fn=1,bn=0,threshold=1e9,warmup=2", 2 * 18),
+    ("cache-dit:8,fn=1,bn=0,threshold=1e9,warmup=2", 2 * 18), ("seacache:8,threshold=1e9", 2 * 24),
 ])
 def test_flux_true_cfg_runs_each_step_twice_with_a_state_per_branch(families, method, blocks):
     # Flux's true CFG: a cond and an uncond call per step; diffusers' stateful hooks keep a state per cache context

@@ -6,6 +6,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from ilf import count_block_forwards
+from ilf.bench.errors import MethodSpecError
 from ilf.bench.family import MethodContext
 from ilf.bench.methods import get_family, parse_method
 from ilf.bench.stock import check_stock, fingerprint
@@ -102,6 +103,29 @@ def test_fastercache_skips_the_unconditional_branch_and_extrapolates_attention(p
     assert blocks == BLOCKS * STEPS
     assert stats["uncond_skipped_calls"] == sum(uncond) and stats["transformer_calls"] == STEPS
     assert stats["hooked"]["self_attention"]["skipped"] == BLOCKS * sum(skip_attn)
+
+
+def test_seacache_reuses_the_residual_by_its_step_rules(pixart6, pixart_items, pixart_reference):
+    # threshold 1e9: SeaCache reuses whenever it may. It computes the first `retention` and the last `end` steps,
+    # and after `max_cached` reused steps one in full: max_cached=2 computes steps 0, 3, 6, ..., 18 and 19 (8);
+    # max_cached=3: 0, 4, 8, 12, 16, 19 (6); no limit, retention 5, end 3: 0-4 and 17-19 (8). A reused step runs
+    # no block at all (block 0 too: the cached residual replaces the whole stack). The step index and step
+    # count come from the context `CallContextHook` sets: without it every call runs in full.
+    images, blocks, stats, info = run(pixart6, pixart_items, "seacache:20,threshold=1e9")
+    assert blocks == BLOCKS * 8 and stats["path"] == "cache-context shim"
+    assert info["config"]["max_consecutive_cached"] == 2
+    assert not torch.equal(images, pixart_reference)
+    assert run(pixart6, pixart_items, "seacache:20,threshold=1e9,max_cached=3")[1] == BLOCKS * 6
+    assert run(pixart6, pixart_items, "seacache:20,threshold=1e9,retention=5,end=3,max_cached=0")[1] == BLOCKS * 8
+    assert run(pixart6, pixart_items, "seacache:20,threshold=0")[1] == BLOCKS * STEPS
+
+
+def test_seacache_settings_diffusers_refuses_are_refused_before_running(pixart6):
+    ctx = MethodContext(pixart6.pipe, pixart6.num_blocks)
+    with pytest.raises(MethodSpecError, match="threshold.*non-negative"):
+        get_family("seacache").prepare(parse_method("seacache:20,threshold=-1"), ctx)
+    with pytest.raises(MethodSpecError, match="order='2' is invalid"):
+        parse_method("seacache:20,order=2")
 
 
 def test_cache_dit_dbcache(pixart6, pixart_items, pixart_reference):

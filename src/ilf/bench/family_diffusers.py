@@ -1,6 +1,6 @@
 """diffusers 0.42's own cache hooks as benchmark families, on every backbone ilf supports.
 
-FirstBlockCache, TaylorSeerCache, MagCache, PyramidAttentionBroadcast and FasterCache, each built from its
+FirstBlockCache, TaylorSeerCache, MagCache, PyramidAttentionBroadcast, FasterCache and SeaCache, each built from its
 diffusers config and attached by `hook_context.attach_diffusers_hooks`: natively (`enable_cache`) on a model
 with `CacheMixin` (Flux), through a cache-context shim on PixArt, DiT, SD3 and Sana. What a hook must know
 about a family's blocks (their lists, SD3's block without a text stream) and what is refused (Sana's blocks
@@ -13,7 +13,7 @@ record each hooked module's own calls and real computations (`ComputeCounter`).
 
 from __future__ import annotations
 
-from .errors import BenchError
+from .errors import BenchError, MethodRefused, MethodSpecError
 from .family import Family, Prepared
 from .grammar import Option, parse_choice, parse_float, parse_int, parse_pair, parse_pos_int
 
@@ -255,5 +255,50 @@ class FasterCacheFamily(PeerFamily):
         return Prepared(spec, attach, {"config": info, "cfg_cache": cfg_cache, **({"note": notes} if notes else {})})
 
 
+class SeaCacheFamily(PeerFamily):
+    name = "seacache"
+    summary = ("diffusers SeaCache: skip blocks 1..N-1 (a cached residual) while a spectrally filtered change of "
+               "the noisy latents stays under a budget")
+    options = {
+        "threshold": Option(parse_float, "accumulated relative change below which a step reuses the residual", 0.25),
+        "order": Option(parse_choice("0", "1"), "0: reuse the last residual; 1: extrapolate from the last two", "1"),
+        "retention": Option(parse_int, "the first RETENTION steps always compute", 1),
+        "end": Option(parse_int, "the last END steps always compute", 1),
+        "max_cached": Option(parse_int, "at most this many consecutive reused steps (0: no limit)", 2),
+        "power": Option(parse_float, "exponent of the clean-signal power prior of the filter", 3.0),
+    }
+
+    def prepare(self, spec, ctx):
+        from diffusers.hooks import SeaCacheConfig
+
+        from .hook_context import attach_diffusers_hooks
+        from .peer_support import raw_image_latents, refuse_unless_it_applies, textless_blocks
+
+        settings = dict(threshold=spec.get("threshold", 0.25), residual_order=int(spec.get("order", "1")),
+                        retention_steps=spec.get("retention", 1), cache_end_steps=spec.get("end", 1),
+                        max_consecutive_cached=spec.get("max_cached", 2), power_exp=spec.get("power", 3.0))
+        try:
+            SeaCacheConfig(**settings)
+        except ValueError as err:
+            raise MethodSpecError(f"{spec.name!r}: {err}") from None
+        if textless_blocks(ctx.pipe.transformer):
+            raise MethodRefused(
+                f"{self.name}: {type(ctx.pipe.transformer).__name__}'s last block returns no text stream "
+                "(context_pre_only), and SeaCache's tail block records the stream it returns; unlike "
+                "FirstBlockCache it hooks every block list of the model, so that block cannot be left out")
+
+        def attach(pipe):
+            # SeaCache reads (C, T, H, W) latents through `raw_vision_callback` (it ships one for Wan/Cosmos
+            # video only) and the step and flow sigma from the cache context, which `CallContextHook` sets
+            return attach_diffusers_hooks(
+                pipe, lambda _: SeaCacheConfig(raw_vision_callback=raw_image_latents, **settings))
+
+        refuse_unless_it_applies(self.name, ctx.pipe, attach)
+        return Prepared(spec, attach, {"config": settings, "note": (
+            "images as one-frame videos; sigma: the flow sigma of the step's noise level (ddpm models: the one "
+            "with the same signal-to-noise ratio)")})
+
+
 # in table order (the registry, `methods`, lists them after ilf's own families)
-PEER_FAMILIES = (FirstBlockCacheFamily(), TaylorSeerFamily(), MagCacheFamily(), PABFamily(), FasterCacheFamily())
+PEER_FAMILIES = (FirstBlockCacheFamily(), TaylorSeerFamily(), MagCacheFamily(), PABFamily(), FasterCacheFamily(),
+                 SeaCacheFamily())

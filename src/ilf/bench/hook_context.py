@@ -1,20 +1,21 @@
 """diffusers 0.42's own cache hooks attached to any model ilf has an adapter for, and their counters.
 
-FirstBlockCache, TaylorSeerCache, MagCache, PyramidAttentionBroadcast and FasterCache were written for models
+FirstBlockCache, TaylorSeerCache, MagCache, PyramidAttentionBroadcast, FasterCache and SeaCache were written for models
 with `CacheMixin`, whose pipelines wrap every transformer call in `transformer.cache_context(name)`. Two paths:
 
 * **native** — a model with `CacheMixin` (`FluxTransformer2DModel`) takes the hook through
   `enable_cache(config)` and drops it with `disable_cache()`; its pipeline names each call's context itself
   ("cond", and "uncond" for Flux's true CFG, so the stateful hooks keep one state per branch).
 * **context shim** — PixArt, DiT, SD3 and Sana have no `CacheMixin` and their pipelines set no context, so the
-  stateful hooks would raise "No cache context is set". The hook is applied with its `apply_*` function, and
-  `CallContextHook`, registered on the transformer after the peer's hooks (so it runs first), sets the
-  registry's `CacheContext` for every call (through `CacheMixin.cache_context`, which needs nothing of the
-  mixin) and clears it afterwards. These pipelines batch both CFG branches into one call: one context per step.
+  stateful hooks would raise "No cache context is set". The hook is applied with its `apply_*` function.
+  These pipelines batch both CFG branches into one call: one context per step.
 
-On both paths `CallContextHook` records each call's timestep in the scheduler's units (the model's `timestep`
-through `BackboneAdapter.to_scheduler_units`: Flux is called with t/1000) for the hooks that ask for it
-(`current_timestep_callback`: PAB, FasterCache). Hook state is reset before every pipeline call. Detaching
+On both paths `CallContextHook`, registered on the transformer after the peer's hooks (so it runs first), sets
+each call's `CacheContext` (through `CacheMixin.cache_context`, which needs nothing of the mixin) under the
+pipeline's name for the call, or `CONTEXT_NAME` where it gives none, with the step, the step count and the
+flow σ that SeaCache reads and no pipeline passes, and clears it afterwards. It records each call's
+timestep in the scheduler's units (the model's `timestep` through `BackboneAdapter.to_scheduler_units`: Flux
+is called with t/1000) for the hooks that ask for it (`current_timestep_callback`: PAB, FasterCache). Hook state is reset before every pipeline call. Detaching
 removes exactly the hooks that attaching added (every module's hook registry is compared before and after, so
 no hook name of diffusers' is needed) and the empty registries they leave, so the pipeline is stock again.
 An attach that fails half-way removes what it added before raising.
@@ -29,14 +30,14 @@ from typing import Callable
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import CacheContext
+from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
 from diffusers.models.attention import AttentionModuleMixin, FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.cache_utils import CacheMixin
 from torch import nn
 
 from ilf.adapters import get_adapter
-from ilf.clock import SchedulerClock, scalar_timestep
+from ilf.clock import SchedulerClock, flow_sigma, scalar_timestep
 from ilf.errors import ScheduleError
 from ilf.hooks import bind_arguments
 
@@ -48,32 +49,54 @@ CONTEXT_NAME = "denoise"  # the shim's one context per step (both CFG branches a
 NATIVE_CONTEXT = "cond"  # the context diffusers pipelines with CacheMixin give the conditional call
 
 
-class CallContextHook(ModelHook):
-    """On the transformer: records each call's timestep (scheduler units); on the shim path also sets the
-    `CacheContext` its pipeline never sets, for the duration of the call."""
+class _NoState(BaseState):
+    def reset(self):
+        pass
 
-    def __init__(self, clock: SchedulerClock, to_scheduler_units, set_context: bool):
-        """to_scheduler_units: the model's timestep -> the scheduler's (`BackboneAdapter.to_scheduler_units`)."""
+
+class CallContextHook(ModelHook):
+    """On the transformer, first of all hooks: records each call's timestep (scheduler units) and sets the
+    call's `CacheContext` with where the denoising loop is (`step_index`, `num_inference_steps`, `timestep` and
+    the flow `sigma`, which SeaCache needs and no pipeline passes), cleared when the call returns.
+
+    The context keeps the name the pipeline gave the call (Flux: "cond" / "uncond"), seen through a
+    `StateManager` of this hook's own that `cache_context` sets like every stateful hook's; pipelines that set
+    none (PixArt, DiT, SD3, Sana) get `CONTEXT_NAME`. Clearing rather than restoring the pipeline's context is
+    what the pipeline's own `with transformer.cache_context(...)` does next: it wraps exactly one call."""
+
+    _is_stateful = True  # so that `cache_context` reaches `self.outer`; it holds no state to reset
+
+    def __init__(self, clock: SchedulerClock, to_scheduler_units, noise: str):
+        """to_scheduler_units: the model's timestep -> the scheduler's (`BackboneAdapter.to_scheduler_units`);
+        noise: the adapter's "flow" / "ddpm" (for `flow_sigma`)."""
         super().__init__()
-        self.clock, self.to_scheduler_units, self.set_context = clock, to_scheduler_units, set_context
+        self.clock, self.to_scheduler_units, self.noise = clock, to_scheduler_units, noise
+        self.outer = StateManager(_NoState)  # the context the pipeline set for this call, if any
         self.timestep: float | None = None
         self._context = None
+
+    def reset_state(self, module):
+        return module
 
     def pre_forward(self, module, *args, **kwargs):
         t = bind_arguments(type(module).forward, args, kwargs).get("timestep")
         self.timestep = float(self.to_scheduler_units(scalar_timestep(t)))
-        if self.set_context:
-            where = {}
-            with contextlib.suppress(ScheduleError):  # a call outside the scheduler's steps still gets a context
-                step = self.clock.locate(self.timestep)
-                where = {"step_index": step.index, "num_inference_steps": step.num_steps}
-            # `CacheMixin.cache_context` only needs a module; it is what a CacheMixin pipeline wraps each call in
-            self._context = CacheMixin.cache_context(module, CONTEXT_NAME, timestep=self.timestep, **where)
-            self._context.__enter__()
+        try:
+            name = self.outer.context.name
+        except ValueError:  # no context set by the pipeline
+            name = CONTEXT_NAME
+        where = {}
+        with contextlib.suppress(ScheduleError):  # a call outside the scheduler's steps still gets a context
+            step = self.clock.locate(self.timestep)
+            where = {"step_index": step.index, "num_inference_steps": step.num_steps,
+                     "sigma": flow_sigma(self.clock.scheduler(), self.timestep, self.noise)}
+        # `CacheMixin.cache_context` only needs a module; it is what a CacheMixin pipeline wraps each call in
+        self._context = CacheMixin.cache_context(module, name, timestep=self.timestep, **where)
+        self._context.__enter__()
         return args, kwargs
 
     def post_forward(self, module, output):
-        if self.set_context and self._context is not None:
+        if self._context is not None:
             self._context.__exit__(None, None, None)
             self._context = None
         return output
@@ -231,7 +254,8 @@ def apply_function(config) -> Callable[[nn.Module, object], None]:
 
     table = {h.FirstBlockCacheConfig: h.apply_first_block_cache, h.TaylorSeerCacheConfig: h.apply_taylorseer_cache,
              h.MagCacheConfig: h.apply_mag_cache, h.FasterCacheConfig: h.apply_faster_cache,
-             h.PyramidAttentionBroadcastConfig: h.apply_pyramid_attention_broadcast}
+             h.PyramidAttentionBroadcastConfig: h.apply_pyramid_attention_broadcast,
+             h.SeaCacheConfig: h.apply_sea_cache}
     return table[type(config)]
 
 
@@ -279,7 +303,7 @@ def attach_diffusers_hooks(
     try:
         for name, hook in inner_hooks:
             registry.register_hook(hook, name)
-        ctx_hook = CallContextHook(clock, functools.partial(adapter.to_scheduler_units, model), set_context=not native)
+        ctx_hook = CallContextHook(clock, functools.partial(adapter.to_scheduler_units, model), adapter.noise)
         config = make_config(ctx_hook)
         with quiet_loggers("diffusers.hooks", "diffusers.models.cache_utils"):
             if native:

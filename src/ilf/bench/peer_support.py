@@ -18,9 +18,11 @@ with its global index and its `BlockStack`), not from one family's attribute nam
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ilf.adapters import get_adapter
+from ilf.hooks import bind_arguments
 
 from .errors import MethodRefused
 from .family import TWO_CALLS
@@ -81,3 +83,24 @@ def refuse_unless_it_applies(family: str, pipe, attach) -> None:
         why = (f" (diffusers' TransformerBlockRegistry records the return order of the block classes its hooks "
                f"support; {', '.join(classes)} is not among them)") if "not registered" in str(err) else ""
         raise MethodRefused(f"{family} cannot be applied to {type(model).__name__}: {err}{why}") from None
+
+
+def raw_image_latents(module: nn.Module, args: tuple, kwargs: dict) -> list[torch.Tensor] | None:
+    """SeaCache's `raw_vision_callback` for image models: each sample's noisy latent as a one-frame video
+    [C, 1, H, W] (SeaCache's layout (C, T, H, W)), from the transformer call's `hidden_states`: [B, C, H, W]
+    (PixArt, DiT, SD3, Sana), or Flux's packed tokens [B, L, D] put back on their grid by `img_ids` [L, 3]
+    (row, column in columns 1, 2) as [D, 1, h, w]. None (SeaCache then runs the call in full) for anything else."""
+    bound = bind_arguments(type(module).forward, args, kwargs)
+    x = bound.get("hidden_states")
+    if not torch.is_tensor(x):
+        return None
+    if x.ndim == 4:
+        return [v.unsqueeze(1) for v in x.unbind(0)]
+    ids = bound.get("img_ids")
+    if x.ndim != 3 or not torch.is_tensor(ids):
+        return None
+    ids = ids.reshape(-1, ids.shape[-1])[-x.shape[1]:].long()  # [L, 3]; a batched [B, L, 3] is one grid repeated
+    rows, cols = ids[:, 1], ids[:, 2]
+    grid = x.new_zeros(x.shape[0], x.shape[2], int(rows.max()) + 1, int(cols.max()) + 1)  # [B, D, h, w]
+    grid[:, :, rows, cols] = x.transpose(1, 2)
+    return [v.unsqueeze(1) for v in grid.unbind(0)]

@@ -19,7 +19,7 @@ PRESETS: dict[str, list[str]] = {
                "ilf:12,plan=skip-inner:8,t_post=rescale"],
     # diffusers' hooks and cache-dit, each set near the 1.7-1.8x of Table 1
     "peers": ["fbc:20,threshold=0.05", "taylorseer:20,interval=2,warmup=3", "magcache:20",
-              "pab:20,spatial=2,cross=4", "fastercache:20", "cache-dit:20"],
+              "pab:20,spatial=2,cross=4", "fastercache:20", "seacache:20", "cache-dit:20"],
     # every family once: the default comparison
     "all": ["plain:20", "plain:12", "plain:10", "paper-cache:20", "ilf:10", "@peers"],
     # quality-vs-time curves (Fig. 8): several settings per family
@@ -27,7 +27,8 @@ PRESETS: dict[str, list[str]] = {
                "paper-cache:20,refresh=2", "paper-cache:20,refresh=3", "paper-cache:20,refresh=4",
                "ilf:12,plan=skip-inner:8", "ilf:10,plan=outer:2", "ilf:8,plan=outer:2",
                "fbc:20,threshold=0.05", "fbc:20,threshold=0.1", "taylorseer:20,interval=2,warmup=3",
-               "taylorseer:20,interval=3,warmup=3", "magcache:20,threshold=0.06", "magcache:20,threshold=0.12"],
+               "taylorseer:20,interval=3,warmup=3", "magcache:20,threshold=0.06", "magcache:20,threshold=0.12",
+               "seacache:20,threshold=0.25", "seacache:20,threshold=0.5"],
 }
 PRESETS["all"] = [m for item in PRESETS["all"] for m in (PRESETS[item[1:]] if item.startswith("@") else [item])]
 
