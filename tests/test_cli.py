@@ -58,3 +58,20 @@ def test_inspect_reports_a_corrupted_feedback_as_an_error(tmp_path, capsys):
     (tmp_path / "fb" / "ilf_config.json").write_text("{not json")
     assert main(["inspect", str(tmp_path / "fb")]) == 2
     assert "corrupted" in capsys.readouterr().err
+
+
+def test_help_imports_no_torch_or_diffusers():
+    # `ilf --help` and every `ilf COMMAND --help` must answer fast: building the parsers imports nothing heavy
+    import subprocess
+    import sys
+
+    from ilf.cli import build_parser
+
+    commands = sorted(build_parser()._subparsers._group_actions[0].choices)
+    assert {"bench", "demo", "eval", "generate", "inspect", "precompute", "train", "tune"} <= set(commands)
+    probe = ("import sys\nfrom ilf.cli import main\nfor argv in [[]] + [[c] for c in sys.argv[1:]]:\n"
+             "    try:\n        main(argv + ['--help'])\n    except SystemExit:\n        pass\n"
+             "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'accelerate') if m in sys.modules)\n"
+             "print('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", probe, *commands], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "HEAVY []"

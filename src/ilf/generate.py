@@ -19,7 +19,13 @@ def _slug(text: str) -> str:
 def cmd_generate(args) -> int:
     import torch
 
-    from . import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards
+    from .caching import apply_cache
+
+    from .config import CacheConfig, ILFConfig
+
+    from .counting import count_block_forwards
+
+    from .pipeline import apply_ilf
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe, call = load_pipeline(args.world, args.pipeline, device=device, dtype=torch_dtype(args.dtype))

@@ -107,7 +107,7 @@ class ILFFamily(Family):
         return feedback_loop(fb)
 
     def predicted_block_forwards(self, spec, num_blocks, feedback=None):
-        from ilf import predicted_block_forwards
+        from ilf.schedule import predicted_block_forwards
 
         fb = self.feedback_of(spec, feedback)
         loop = self.loop(spec, num_blocks, feedback)  # checks the feedback folder first
@@ -118,7 +118,9 @@ class ILFFamily(Family):
         return predicted_block_forwards(num_blocks, spec.steps, loop=loop, feedback_plan=plan)
 
     def prepare(self, spec, ctx):
-        from ilf import ILFConfig, apply_ilf, load_feedback, remove_ilf
+        from ilf.config import ILFConfig
+        from ilf.feedback import load_feedback
+        from ilf.pipeline import apply_ilf, remove_ilf
         from ilf.feedback import build_feedback
         from ilf.pipeline import resolve_target
 

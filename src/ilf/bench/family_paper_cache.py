@@ -25,20 +25,20 @@ class PaperCacheFamily(Family):
     }
 
     def config(self, spec, num_blocks):
-        from ilf import CacheConfig
+        from ilf.config import CacheConfig
 
         c = spec.get("blocks", default_cache_blocks(num_blocks))
         return CacheConfig(spec.get("location", "inner"), c, spec.get("refresh", 3))
 
     def predicted_block_forwards(self, spec, num_blocks, feedback=None):
-        from ilf import predicted_block_forwards
+        from ilf.schedule import predicted_block_forwards
 
         cfg = self.config(spec, num_blocks)
         return predicted_block_forwards(num_blocks, spec.steps, cached_blocks=cfg.num_blocks,
                                         refresh_every=cfg.refresh_every)
 
     def prepare(self, spec, ctx):
-        from ilf import apply_cache, remove_cache
+        from ilf.caching import apply_cache, remove_cache
 
         cfg = self.config(spec, ctx.num_blocks)
         cfg.block_indices(ctx.num_blocks)  # raises if c exceeds the model

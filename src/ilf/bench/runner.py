@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from ilf import count_block_forwards
+from ilf.counting import count_block_forwards
 from ilf.version import __version__
 from ilf.eval.generate import generate, get_state
 from ilf.eval.prompts import Item

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ilf import feedback_steps, predicted_block_forwards
+from ilf.schedule import feedback_steps, predicted_block_forwards
 from ilf.choices import T_POST_WITH_RATIO
 from ilf.eval.score import METRICS
 from ilf.io import write_json
