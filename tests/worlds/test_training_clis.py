@@ -1,5 +1,7 @@
 """The training CLIs document every flag, and the checkpoint helper resumes exactly where a run stopped."""
 
+import math
+
 import pytest
 import torch
 
@@ -34,6 +36,26 @@ def test_checkpoint_resume_restores_model_optimizer_ema_and_step(tmp_path):
     assert not torch.equal(ema.model.weight, model.weight)  # the EMA really is a separate average
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
     assert run_state.resume(tmp_path / "none", model2, opt2) == 0
+
+
+def test_optimizer_step_is_plain_sgd_with_clipping_then_ema():
+    # SGD makes the update checkable by hand: w <- w - lr * clip(grad); the EMA then moves by 1 - d of the gap
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1, bias=False)
+    w0 = model.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=123.0)  # overwritten by optimizer_step
+    ema = run_state.EMA(model, 0.9)
+    x = torch.tensor([[3.0, 0.0, 4.0]])
+    loss = (model(x) - 100.0).sum()  # d loss / d w = x, norm 5
+    norm = run_state.optimizer_step(model, opt, loss, 0.5, ema=ema, step=0, clip=1.0)
+    assert norm == pytest.approx(5.0)
+    assert opt.param_groups[0]["lr"] == 0.5
+    assert torch.allclose(model.weight, w0 - 0.5 * x / 5.0)  # clipped to unit norm
+    d = min(0.9, 1 / 10)  # the EMA's warm-up at step 0
+    assert torch.allclose(ema.model.weight, w0 + (1 - d) * (model.weight - w0))
+    loss = (model(x) - 100.0).sum()
+    assert math.isnan(run_state.optimizer_step(model, opt, loss, 0.1, clip=None))  # unclipped, no EMA
+    assert torch.allclose(model.weight, w0 - 0.5 * x / 5.0 - 0.1 * x)
 
 
 def test_a_save_killed_halfway_keeps_the_previous_checkpoint_whole(tmp_path, monkeypatch):

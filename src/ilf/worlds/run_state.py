@@ -34,6 +34,21 @@ class EMA:
             e.lerp_(p.detach(), 1 - d)
 
 
+def optimizer_step(model: torch.nn.Module, optimizer, loss: torch.Tensor, lr: float, *, ema: EMA | None = None,
+                   step: int = 0, clip: float | None = 1.0) -> float:
+    """One update of every world trainer: set the learning rate, backward, clip the gradient norm to `clip`
+    (None: no clipping), step, then the EMA. Returns the gradient norm before clipping (nan without clipping)."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)) if clip is not None else float("nan")
+    optimizer.step()
+    if ema is not None:
+        ema.update(model, step)
+    return norm
+
+
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
 

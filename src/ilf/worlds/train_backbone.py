@@ -269,13 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         xt = sched.add_noise(x0, noise, t)
         pred = model(xt, timestep=t, **b["cond"]).sample  # [B, 4, 8, 8] ε-prediction
         loss = F.mse_loss(pred, noise)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(model, step)
+        gnorm = ckpt.optimizer_step(model, opt, loss, lr_at(step), ema=ema, step=step)
         losses.append(loss.item())
         done = step + 1
         if done % a.save_every == 0 or done == a.steps:

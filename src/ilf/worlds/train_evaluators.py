@@ -144,11 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         x = degrade(x, gen)
         logits = ev.logits(x)
         loss = sum(F.cross_entropy(logits[k], pool_y[k][rows], ignore_index=IGNORE) for k in logits)
-        for g in opt.param_groups:
-            g["lr"] = a.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / a.steps))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        lr = a.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+        ckpt.optimizer_step(ev, opt, loss, lr, clip=None)
         if (step + 1) % a.save_every == 0 or step + 1 == a.steps:
             ckpt.save(a.run_dir, step + 1, ev, opt, info=vars(a))
             ckpt.log(a.run_dir, {"step": step + 1, "loss": loss.item(), "sec": round(time.time() - t0)})

@@ -209,13 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
         x0, cond = flow_batch(pool, epoch_rows(step, a.batch_size, n, a.seed), gen, a.cond_dropout)
         loss = flow_loss(model, x0, cond, gen, a.density)
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine(step, a.lr, a.warmup, a.steps, a.min_lr_frac)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(model, step)
+        gnorm = ckpt.optimizer_step(model, opt, loss, warmup_cosine(step, a.lr, a.warmup, a.steps, a.min_lr_frac),
+                                    ema=ema, step=step)
         losses.append(loss.item())
         done = step + 1
         if done % a.save_every == 0 or done == a.steps:

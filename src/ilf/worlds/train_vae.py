@@ -100,19 +100,13 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.time()
     for step in tqdm(range(start, a.steps), initial=start, total=a.steps, desc="vae", mininterval=30):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
         x = images_for_step(step, a.batch_size)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         mse = (rec - x).pow(2).mean()
         kl = post.kl().mean() / post.mean[0].numel()  # per latent element
         loss = mse + a.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        ema.update(vae, step)
+        ckpt.optimizer_step(vae, opt, loss, lr_at(step), ema=ema, step=step)
         if (step + 1) % a.save_every == 0 or step + 1 == a.steps:
             ckpt.save(a.run_dir, step + 1, vae, opt, ema, vars(a))
             ckpt.log(a.run_dir, {"step": step + 1, "mse": mse.item(), "kl": kl.item(), "lr": lr_at(step),
