@@ -3,8 +3,8 @@
     python scripts/mutation_pass.py --out docs/mutation-pass.json      # ~15-30 min on one CPU thread
 
 Each mutant is one exact text replacement in one core file (runtime, schedule, clock, caching, feedback, the
-time hooks). The file is restored after every run, also on Ctrl-C. A mutant is *caught* when the core tests
-fail with it; `-x` stops each run at the first failure, so caught mutants cost little.
+time hooks, the adapters' unit conversion, what is attached). The file is restored after every run, also on
+Ctrl-C. A mutant is *caught* when the core tests fail with it; `-x` stops each run at the first failure, so caught mutants cost little.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ MUTANTS = [
     ("runtime.py", "feedback plan inverted", "on = step.index in self.feedback_plan(step.num_steps)",
      "on = step.index not in self.feedback_plan(step.num_steps)"),
     ("runtime.py", "no-loop control uses the last scale", "f_e + fb.scales[0].to(f_e.dtype)", "f_e + fb.scales[-1].to(f_e.dtype)"),
-    ("runtime.py", "model units converted the wrong way", "torch.as_tensor(t).double() / self.units",
-     "torch.as_tensor(t).double() * self.units"),
+    ("adapters/base.py", "model units converted the wrong way", "torch.as_tensor(t).double() / u",
+     "torch.as_tensor(t).double() * u"),
+    ("adapters/base.py", "post-feedback timestep left in scheduler units", "return t if u == 1.0 else t * u", "return t"),
+    ("attached.py", "the paper cache looked up under the runtime's name", "return getattr(model, CACHE_ATTR, None)",
+     "return getattr(model, RUNTIME_ATTR, None)"),
     ("runtime.py", "F always gets block e's input streams",
      "fb_in = {k: (v if v is not None else call_e[k]) for k, v in streams_e.items()}",
      "fb_in = {k: call_e[k] for k in streams_e}"),

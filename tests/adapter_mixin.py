@@ -19,7 +19,7 @@ from ilf import (
     remove_cache, remove_ilf, save_feedback,
 )
 from ilf.adapters import get_adapter
-from ilf.runtime import get_runtime
+from ilf.attached import get_runtime
 
 
 def _out(model, inputs, **extra):

@@ -17,7 +17,7 @@ from ilf import (
     save_feedback,
 )
 from ilf.feedback import CONFIG_NAME, WEIGHTS_NAME
-from ilf.runtime import get_runtime
+from ilf.attached import get_runtime
 from ilf.testing import tiny_dit, tiny_pixart
 
 LOOP = (2, 4)

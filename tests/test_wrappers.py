@@ -153,7 +153,7 @@ def test_positional_block_call_through_a_generic_wrapper_is_refused_clearly(pipe
 
 def test_an_unknown_wrapper_over_ilf_is_refused_before_anything_changes(pipe):
     from ilf import ILFError
-    from ilf.runtime import get_runtime
+    from ilf.attached import get_runtime
 
     apply_ilf(pipe, ILFConfig(loop=LOOP))
     block = pipe.transformer.transformer_blocks[4]

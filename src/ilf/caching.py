@@ -14,13 +14,13 @@ from torch import nn
 
 from .adapters import get_adapter
 from .adapters.blocks import IMAGE_STREAM, BlockStack
+from .attached import CACHE_ATTR, get_cache, get_runtime, resolve_target
 from .clock import StepInfo
 from .config import CacheConfig
 from .errors import ILFError, ScheduleError
 from .hooks import CACHE_BLOCK_HOOK, CACHE_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
 from .schedule import cache_refresh_steps
 
-CACHE_ATTR = "_ilf_paper_cache"
 
 
 class _CacheModelHook(ModelHook):
@@ -99,10 +99,6 @@ class PaperCache:
         self.refresh = self.step.index in cache_refresh_steps(self.step.num_steps, self.config.refresh_every)
 
 
-def get_cache(model: nn.Module) -> PaperCache | None:
-    return getattr(model, CACHE_ATTR, None)
-
-
 def apply_cache(target, config: CacheConfig | None = None, *, scheduler=None, **overrides) -> PaperCache:
     """Attach the paper's caching baseline to a pipeline or transformer.
 
@@ -112,9 +108,6 @@ def apply_cache(target, config: CacheConfig | None = None, *, scheduler=None, **
         image = pipe(prompt, num_inference_steps=20).images[0]
         remove_cache(pipe)
     """
-    from .pipeline import resolve_target
-    from .runtime import get_runtime
-
     model, clock = resolve_target(target, scheduler)
     config = CacheConfig(**{**(config or CacheConfig()).to_dict(), **overrides})
     if get_cache(model) is not None:
@@ -125,8 +118,6 @@ def apply_cache(target, config: CacheConfig | None = None, *, scheduler=None, **
 
 
 def remove_cache(target) -> None:
-    from .pipeline import resolve_target
-
     model, _ = resolve_target(target)
     cache = get_cache(model)
     if cache is not None:

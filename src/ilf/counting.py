@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .adapters import get_adapter
-from .runtime import FEEDBACK_ATTR
+from .attached import FEEDBACK_ATTR, resolve_target
 
 
 @dataclass
@@ -36,8 +36,6 @@ def count_block_forwards(target) -> Iterator[BlockForwardCounter]:
             pipe(prompt, num_inference_steps=20)
         counter.total  # 560 for a 28-block PixArt
     """
-    from .pipeline import resolve_target
-
     model, _ = resolve_target(target)
     adapter = get_adapter(model)
     counter = BlockForwardCounter()

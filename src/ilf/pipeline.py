@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import weakref
 
-from diffusers.utils.torch_utils import unwrap_module
 from torch import nn
 
 from .adapters import get_adapter
-from .clock import SchedulerClock
+from .attached import get_cache, get_runtime, resolve_target
 from .config import INFERENCE_FIELDS, ILFConfig
 from .errors import FeedbackMismatchError, ILFError
 from .feedback import FeedbackModule, build_feedback, load_feedback, write_feedback
 from .hub import base_model_of, push_folder
-from .runtime import ILFRuntime, get_runtime
+from .runtime import ILFRuntime
 
-
-
-def resolve_target(target, scheduler=None) -> tuple[nn.Module, SchedulerClock | None]:
-    """(transformer, clock) for a pipeline (`.transformer` + `.scheduler`) or a bare transformer."""
-    model = getattr(target, "transformer", None)
-    if isinstance(model, nn.Module) and not isinstance(target, nn.Module):
-        model = unwrap_module(model)  # `torch.compile(pipe.transformer)`: ILF hooks the model it wraps
-        pipe_ref = weakref.ref(target)  # the pipeline owns the transformer; no reference cycle through us
-        return model, SchedulerClock(lambda: getattr(pipe_ref(), "scheduler", None))
-    if isinstance(target, nn.Module):
-        target = unwrap_module(target)
-        return target, (SchedulerClock(lambda: scheduler) if scheduler is not None else None)
-    raise ILFError(
-        f"expected a diffusers pipeline with a `.transformer` or a transformer model, got {type(target).__name__}"
-    )
 
 
 def apply_ilf(
@@ -77,8 +60,6 @@ def apply_ilf(
     adapter = get_adapter(model)
     if get_runtime(model) is not None:
         raise ILFError("ILF is already attached to this transformer; call remove_ilf() first")
-    from .caching import get_cache  # local: caching imports this module
-
     if get_cache(model) is not None:
         raise ILFError("the paper cache is attached to this transformer; call remove_cache() before apply_ilf()")
     if config is None:

@@ -38,6 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .adapters import BackboneAdapter
 from .adapters.blocks import BlockSite, BlockStack
+from .attached import FEEDBACK_ATTR, RUNTIME_ATTR
 from .clock import SchedulerClock, StepInfo
 from .config import INFERENCE_FIELDS, ILFConfig
 from .errors import FeedbackMismatchError, ILFError, LoopRangeError, ScheduleError
@@ -45,8 +46,6 @@ from .feedback import FeedbackModule
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
 from .schedule import feedback_steps, loop_ratio, post_timestep
 
-FEEDBACK_ATTR = "ilf_feedback"  # the feedback is a submodule of the transformer: it follows .to() and DDP
-RUNTIME_ATTR = "_ilf_runtime"
 
 
 @dataclass
@@ -308,6 +307,3 @@ class ILFRuntime:
 
         self.model.enable_gradient_checkpointing(gradient_checkpointing_func=run_checkpointed)
 
-
-def get_runtime(model: nn.Module) -> ILFRuntime | None:
-    return getattr(model, RUNTIME_ATTR, None)

@@ -274,7 +274,7 @@ def attach_diffusers_hooks(
     (a stand-in holding some of the model's own block lists, for a hook that must leave some blocks out).
     `inner_hooks` are registered on the transformer before the peer (they run inside its transformer hook).
     """
-    from ilf.pipeline import resolve_target
+    from ilf.attached import resolve_target
 
     model, clock = resolve_target(pipe)
     adapter = get_adapter(model)  # a supported family, else a clear UnsupportedModelError

@@ -1,0 +1,50 @@
+"""What ilf attaches to a transformer, found from a pipeline or the transformer itself.
+
+One home for `resolve_target`, `get_runtime` and `get_cache`, which apply/remove of ILF and of the paper cache,
+the block counter and the bench all need: with them here, none of pipeline.py, caching.py, runtime.py and
+counting.py has to import another lazily to avoid a cycle.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from diffusers.utils.torch_utils import unwrap_module
+from torch import nn
+
+from .clock import SchedulerClock
+from .errors import ILFError
+
+if TYPE_CHECKING:
+    from .caching import PaperCache
+    from .runtime import ILFRuntime
+
+FEEDBACK_ATTR = "ilf_feedback"  # the feedback is a submodule of the transformer: it follows .to() and DDP
+RUNTIME_ATTR = "_ilf_runtime"
+CACHE_ATTR = "_ilf_paper_cache"
+
+
+def resolve_target(target, scheduler=None) -> tuple[nn.Module, SchedulerClock | None]:
+    """(transformer, clock) for a pipeline (`.transformer` + `.scheduler`) or a bare transformer."""
+    model = getattr(target, "transformer", None)
+    if isinstance(model, nn.Module) and not isinstance(target, nn.Module):
+        model = unwrap_module(model)  # `torch.compile(pipe.transformer)`: ILF hooks the model it wraps
+        pipe_ref = weakref.ref(target)  # the pipeline owns the transformer; no reference cycle through us
+        return model, SchedulerClock(lambda: getattr(pipe_ref(), "scheduler", None))
+    if isinstance(target, nn.Module):
+        target = unwrap_module(target)
+        return target, (SchedulerClock(lambda: scheduler) if scheduler is not None else None)
+    raise ILFError(
+        f"expected a diffusers pipeline with a `.transformer` or a transformer model, got {type(target).__name__}"
+    )
+
+
+def get_runtime(model: nn.Module) -> ILFRuntime | None:
+    """The ILF runtime attached to `model` (a transformer), if any."""
+    return getattr(model, RUNTIME_ATTR, None)
+
+
+def get_cache(model: nn.Module) -> PaperCache | None:
+    """The paper cache attached to `model` (a transformer), if any."""
+    return getattr(model, CACHE_ATTR, None)
