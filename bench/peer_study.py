@@ -174,18 +174,26 @@ def plot(out: Path, res: dict) -> None:
     for ax, key in zip(axes, (q, "psnr")):
         pts = [r for r in plain if r[key] is not None]
         ax.plot([r["block_forwards"] for r in pts], [r[key] for r in pts], "o-", color="0.4", label="plain N steps")
-        for r in others:
-            ax.scatter(r["block_forwards"], r[key], s=40, zorder=3)
-            ax.annotate(r["method"].split(",")[0], (r["block_forwards"], r[key]), fontsize=7,
-                        textcoords="offset points", xytext=(4, 3))
+        for i, r in enumerate(others):
+            if r[key] is None or r[key] == float("inf"):
+                continue
+            ax.scatter(r["block_forwards"], r[key], s=40, zorder=3, color=f"C{i}", label=r["method"].split(",")[0])
+            if key == "psnr":  # the left panel's legend names them; labels here too, where points spread out
+                ax.annotate(r["method"].split(",")[0], (r["block_forwards"], r[key]), fontsize=7,
+                            textcoords="offset points", xytext=(4, 3))
         ax.set_xlabel("block forwards per image")
         ax.set_ylabel(q if key == q else "PSNR to plain:20 (dB)")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].legend(loc="lower right", fontsize=7, ncol=2)
     fig.suptitle(f"{res['world']}: quality per block forward (seeds {res['seeds'][0]}-{res['seeds'][-1]})")
     fig.tight_layout()
     fig.savefig(out / "pareto.png", dpi=120)
     plt.close(fig)
+
+
+def replot(out: Path) -> None:
+    """Redraw pareto.png from a finished run's results.json."""
+    plot(out, json.loads((out / "results.json").read_text()))
 
 
 if __name__ == "__main__":
