@@ -257,8 +257,8 @@ class FasterCacheFamily(PeerFamily):
 
 class SeaCacheFamily(PeerFamily):
     name = "seacache"
-    summary = ("diffusers SeaCache: skip blocks 1..N-1 (a cached residual) while a spectrally filtered change of "
-               "the noisy latents stays under a budget")
+    summary = ("diffusers SeaCache: skip every block (the stack's cached residual, extrapolated) while a spectrally "
+               "filtered change of the noisy latents stays under a budget")
     options = {
         "threshold": Option(parse_float, "accumulated relative change below which a step reuses the residual", 0.25),
         "order": Option(parse_choice("0", "1"), "0: reuse the last residual; 1: extrapolate from the last two", "1"),
