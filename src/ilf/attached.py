@@ -48,3 +48,17 @@ def get_runtime(model: nn.Module) -> ILFRuntime | None:
 def get_cache(model: nn.Module) -> PaperCache | None:
     """The paper cache attached to `model` (a transformer), if any."""
     return getattr(model, CACHE_ATTR, None)
+
+
+def refuse_diffusers_cache(model: nn.Module, what: str) -> None:
+    """Raise if a diffusers cache (`transformer.enable_cache(...)`: FirstBlockCache, TaylorSeer, MagCache, PAB,
+    FasterCache, SeaCache) is on `model`: ILF re-runs loop blocks inside a step and the paper cache skips blocks,
+    and the diffusers hooks keep per-block state that follows neither, so the two together give undefined
+    images rather than an error. `what`: the ilf feature, for the message."""
+    if getattr(model, "is_cache_enabled", False):
+        name = type(getattr(model, "_cache_config", None)).__name__.removesuffix("Config")
+        raise ILFError(
+            f"a diffusers cache ({name}) is enabled on this transformer, and {what} cannot share the blocks with "
+            "it (its per-block state does not follow blocks that re-run or are skipped); call "
+            "transformer.disable_cache() first, or compare the two side by side with `ilf bench`"
+        )

@@ -14,7 +14,7 @@ from torch import nn
 
 from .adapters import get_adapter
 from .adapters.blocks import IMAGE_STREAM, BlockStack
-from .attached import CACHE_ATTR, get_cache, get_runtime, resolve_target
+from .attached import CACHE_ATTR, get_cache, get_runtime, refuse_diffusers_cache, resolve_target
 from .clock import StepInfo
 from .config import CacheConfig
 from .errors import ILFError, ScheduleError
@@ -86,6 +86,7 @@ class PaperCache:
 
     @torch.compiler.disable  # host work once per call (reads the scheduler); compiled code sees the flag
     def begin_call(self, args, kwargs, refresh: bool | None) -> None:
+        refuse_diffusers_cache(self.model, "the paper cache")  # enabled after apply_cache
         if refresh is not None:
             self.refresh = bool(refresh)
             return
@@ -114,6 +115,7 @@ def apply_cache(target, config: CacheConfig | None = None, *, scheduler=None, **
         raise ILFError("the paper cache is already attached; call remove_cache() first")
     if get_runtime(model) is not None:
         raise ILFError("ILF is attached to this transformer; call remove_ilf() before apply_cache()")
+    refuse_diffusers_cache(model, "the paper cache")
     return PaperCache(model, config, clock).attach()
 
 

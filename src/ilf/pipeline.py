@@ -8,7 +8,7 @@ import os
 from torch import nn
 
 from .adapters import get_adapter
-from .attached import get_cache, get_runtime, resolve_target
+from .attached import get_cache, get_runtime, refuse_diffusers_cache, resolve_target
 from .config import INFERENCE_FIELDS, ILFConfig
 from .errors import FeedbackMismatchError, ILFError
 from .feedback import FeedbackModule, build_feedback, load_feedback, write_feedback
@@ -62,6 +62,7 @@ def apply_ilf(
         raise ILFError("ILF is already attached to this transformer; call remove_ilf() first")
     if get_cache(model) is not None:
         raise ILFError("the paper cache is attached to this transformer; call remove_cache() before apply_ilf()")
+    refuse_diffusers_cache(model, "ILF")
     if config is None:
         config = ILFConfig()
     if isinstance(config, (str, os.PathLike)):

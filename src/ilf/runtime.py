@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .adapters import BackboneAdapter
 from .adapters.blocks import BlockSite, BlockStack
-from .attached import FEEDBACK_ATTR, RUNTIME_ATTR
+from .attached import FEEDBACK_ATTR, RUNTIME_ATTR, refuse_diffusers_cache
 from .clock import SchedulerClock, StepInfo
 from .config import INFERENCE_FIELDS, ILFConfig
 from .errors import FeedbackMismatchError, ILFError, LoopRangeError, ScheduleError
@@ -224,6 +224,7 @@ class ILFRuntime:
     # ---- per call ----
     @torch.compiler.disable  # host work once per call (reads the scheduler); compiled code sees only its result
     def begin_call(self, args: tuple, kwargs: dict, t_post=None, feedback: bool | None = None) -> None:
+        refuse_diffusers_cache(self.model, "ILF")  # enabled after apply_ilf: refuse before a block runs
         inputs = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder)
         t = inputs.get("timestep")
         if t is None:
