@@ -1,10 +1,11 @@
 """diffusers 0.42's own cache hooks as benchmark families, on every backbone ilf supports.
 
-FirstBlockCache, TaylorSeerCache, MagCache, PyramidAttentionBroadcast, FasterCache and SeaCache, each built from its
-diffusers config and attached by `hook_context.attach_diffusers_hooks`: natively (`enable_cache`) on a model
-with `CacheMixin` (Flux), through a cache-context shim on PixArt, DiT, SD3 and Sana. What a hook must know
-about a family's blocks (their lists, SD3's block without a text stream) and what is refused (Sana's blocks
-for FirstBlockCache and MagCache, PAB and FasterCache under Flux's true CFG) is in `peer_support`.
+FirstBlockCache, TaylorSeerCache, MagCache, PyramidAttentionBroadcast, FasterCache and SeaCache, each built
+from its diffusers config and attached by `hook_context.attach_diffusers_hooks`: natively (`enable_cache`) on
+a model with `CacheMixin` (Flux), through a cache-context shim on PixArt, DiT, SD3 and Sana. What a hook must
+know about a family's blocks (their lists, SD3's block without a text stream) and what is refused (Sana's
+blocks for FirstBlockCache, MagCache and SeaCache, SeaCache on SD3, PAB and FasterCache under Flux's true CFG)
+is in `peer_support` and the families.
 
 Block forwards are counted by ilf's counter (a block counts when its marker runs, so a block these hooks
 skip is not counted). PAB and FasterCache skip attention inside blocks that still run, so their rows also

@@ -1,7 +1,8 @@
 """diffusers 0.42's own cache hooks attached to any model ilf has an adapter for, and their counters.
 
-FirstBlockCache, TaylorSeerCache, MagCache, PyramidAttentionBroadcast, FasterCache and SeaCache were written for models
-with `CacheMixin`, whose pipelines wrap every transformer call in `transformer.cache_context(name)`. Two paths:
+FirstBlockCache, TaylorSeerCache, MagCache, PyramidAttentionBroadcast, FasterCache and SeaCache were written
+for models with `CacheMixin`, whose pipelines wrap every transformer call in `transformer.cache_context(name)`.
+Two paths:
 
 * **native** — a model with `CacheMixin` (`FluxTransformer2DModel`) takes the hook through
   `enable_cache(config)` and drops it with `disable_cache()`; its pipeline names each call's context itself
@@ -15,10 +16,11 @@ each call's `CacheContext` (through `CacheMixin.cache_context`, which needs noth
 pipeline's name for the call, or `CONTEXT_NAME` where it gives none, with the step, the step count and the
 flow σ that SeaCache reads and no pipeline passes, and clears it afterwards. It records each call's
 timestep in the scheduler's units (the model's `timestep` through `BackboneAdapter.to_scheduler_units`: Flux
-is called with t/1000) for the hooks that ask for it (`current_timestep_callback`: PAB, FasterCache). Hook state is reset before every pipeline call. Detaching
-removes exactly the hooks that attaching added (every module's hook registry is compared before and after, so
-no hook name of diffusers' is needed) and the empty registries they leave, so the pipeline is stock again.
-An attach that fails half-way removes what it added before raising.
+is called with t/1000) for the hooks that ask for it (`current_timestep_callback`: PAB, FasterCache). Hook
+state is reset before every pipeline call. Detaching removes exactly the hooks that attaching added (every
+module's hook registry is compared before and after, so no hook name of diffusers' is needed) and the empty
+registries they leave, so the pipeline is stock again. An attach that fails half-way removes what it added
+before raising.
 """
 
 from __future__ import annotations
