@@ -32,6 +32,7 @@ def test_block_forwards_follow_the_configurations(demo):
         "paper cache ~1.8x": 20 * n - 13 * c,  # steps 0, 3, …, 18 refresh: 13 cached
         "ILF": 10 * n + 1 * (m + 1),  # 10 steps, feedback on the last one (the trained schedule)
         "plain:11": 11 * n,  # ILF's rival: the fewest plain steps with at least its 127 block forwards
+        "TaylorSeer (diffusers)": 11 * n,  # full steps 0, 1, 2, 4, 6, ..., 18 (interval 2 after 3 warm-up)
     }
     assert {k: rows[k]["block_forwards"] for k in expected} == expected
 
@@ -43,7 +44,7 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
     for col in ("# Steps", "# Blocks", "s / img", "Alignment", "FD", "PSNR", "SSIM"):
         assert col in header
     rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
-    assert len(rows) == 6
+    assert len(rows) == 7
     ref_s = None
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -65,14 +66,18 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
 
 def test_verdict_compares_with_the_fair_rival_and_agrees_with_the_table(demo):
     results = json.loads((demo / "results.json").read_text())
-    (found,) = results["demo"]["verdict"]
+    found, cache = results["demo"]["verdict"]
     assert (found["ilf"], found["rival"], found["ilf_blocks"], found["rival_blocks"]) == ("ILF", "plain:11", 127, 132)
+    assert (cache["rival"], cache["rival_kind"], cache["rival_blocks"]) == ("TaylorSeer (diffusers)", "cache", 132)
     rows = {r["display"]: r for r in results["rows"]}
-    c = found["comparisons"]
-    for k in ("psnr", "ssim", "alignment"):  # per-item means from the image folders = the table's means
-        assert c[k]["mean_a"] == pytest.approx(rows["ILF"]["metrics"][k], rel=1e-4, abs=1e-4)
-        assert c[k]["mean_b"] == pytest.approx(rows["plain:11"]["metrics"][k], rel=1e-4, abs=1e-4)
-        assert c[k]["ci95"][0] <= c[k]["diff"] <= c[k]["ci95"][1]
+    for f in (found, cache):
+        c = f["comparisons"]
+        for k in ("psnr", "ssim", "alignment"):  # per-item means from the image folders = the table's means
+            assert c[k]["mean_a"] == pytest.approx(rows["ILF"]["metrics"][k], rel=1e-4, abs=1e-4)
+            assert c[k]["mean_b"] == pytest.approx(rows[f["rival"]]["metrics"][k], rel=1e-4, abs=1e-4)
+            assert c[k]["ci95"][0] <= c[k]["diff"] <= c[k]["ci95"][1]
+    report = (demo / "report.md").read_text()
+    assert "vs **TaylorSeer (diffusers)** (132, a training-free cache at about the same budget)" in report
 
 
 def test_verdict_words_follow_the_intervals():
@@ -103,8 +108,8 @@ def test_digits_demo_with_the_shipped_feedback(tmp_path):
     # the verdict re-reads the image folders (sorted names: d0_0, d10_0, d11_0, d1_0, …): its per-item accuracy
     # must pair each image with its own class, so its means equal the table's
     by = {r["display"]: r for r in rows}
-    (found,) = json.loads((out / "results.json").read_text())["demo"]["verdict"]
-    assert found["rival"] == "plain:11"
+    found, cache = json.loads((out / "results.json").read_text())["demo"]["verdict"]
+    assert (found["rival"], cache["rival"]) == ("plain:11", "TaylorSeer (diffusers)")
     for name, side in ((found["ilf"], "mean_a"), (found["rival"], "mean_b")):
         assert found["comparisons"]["accuracy"][side] == pytest.approx(by[name]["metrics"]["accuracy"])
         assert by[name]["metrics"]["accuracy"] > 0.5
