@@ -4,9 +4,11 @@
    (or take the shipped feedback with `--pretrained-feedback`);
 2. generate held-out prompts (shapes) or all ten classes (digits) with fixed seeds for 20 and 10 plain steps,
    plain at the smallest step count whose block forwards are at least ILF's (its fair rival), the paper cache at
-   ~1.5× and ~1.8×, and ILF at its trained schedule, timing every method and counting its block forwards;
-3. write `report.md` (Table 1's shape, then a verdict: ILF against its fair plain rival, paired bootstrap 95%
-   intervals and items won), `results.json`, `grid.png` (rows = methods, same seeds) and `pareto.png`.
+   ~1.5× and ~1.8×, diffusers' TaylorSeer at 1.8× and ILF at its trained schedule, timing every method and
+   counting its block forwards;
+3. write `report.md` (Table 1's shape, then a verdict: ILF against its fair plain rival and against TaylorSeer,
+   paired bootstrap 95% intervals and items won), `results.json`, `grid.png` (rows = methods, same seeds) and
+   `pareto.png`.
 """
 
 from __future__ import annotations
@@ -257,11 +259,12 @@ def register(sub) -> None:
         description="The whole ILF job offline on a CPU: train a feedback with trajectory distillation on an "
         "embedded world's shipped backbone for a schedule (or use the shipped feedback), generate held-out prompts "
         "with fixed seeds for 20 and 10 plain steps, plain at ILF's block budget, the paper cache at ~1.5x and "
-        "~1.8x and ILF at its schedule, and write report.md (with a paired-bootstrap verdict against plain at "
-        "ILF's budget), results.json, grid.png and pareto.png. About 5 minutes on 2 cores.",
+        "~1.8x, diffusers' TaylorSeer at 1.8x and ILF at its schedule, and write report.md (with a paired-bootstrap "
+        "verdict against plain at ILF's budget and against TaylorSeer), results.json, grid.png and pareto.png. "
+        "About 10 minutes on one CPU thread (1 minute with --pretrained-feedback).",
     )
     p.add_argument("--world", choices=sorted(WORLD_SETTINGS), default="shapes",
-                   help="shapes (text-to-image, PixArt; Table 1 shape) or digits (class-to-image, DiT; Table 2)")
+                   help="shapes (text-to-image, PixArt; Table 1 shape), digits (class-to-image, DiT; Table 2) or shapes-flow (SD3 rectified flow)")
     p.add_argument("--out", default="ilf-demo", help="output folder (default: ./ilf-demo)")
     p.add_argument("--pretrained-feedback", action="store_true", help="use the shipped feedback instead of training")
     p.add_argument("--quick", action="store_true", help="a smoke run in about 2 minutes (few steps and images)")
