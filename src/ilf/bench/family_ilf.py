@@ -64,11 +64,6 @@ def feedback_loop(path: str) -> tuple[int, int]:
     return int(b), int(e)
 
 
-def saved_schedule(path: str) -> dict:
-    """The schedule saved with a feedback (its ilf_config.json "config")."""
-    return feedback_config(path).get("config", {})
-
-
 class ILFFamily(Family):
     name = "ilf"
     summary = "Inner Loop Feedback with a trained feedback (feedback=PATH, default --feedback)"
@@ -100,20 +95,18 @@ class ILFFamily(Family):
             )
         return fb
 
-    def loop(self, spec, num_blocks, default_feedback=None) -> tuple[int, int]:
-        fb = self.feedback_of(spec, default_feedback)
-        if fb == UNTRAINED:
-            return spec.get("loop") or default_loop(num_blocks)
-        return feedback_loop(fb)
-
     def predicted_block_forwards(self, spec, num_blocks, feedback=None):
         from ilf.schedule import predicted_block_forwards
 
         fb = self.feedback_of(spec, feedback)
-        loop = self.loop(spec, num_blocks, feedback)  # checks the feedback folder first
+        if fb == UNTRAINED:
+            loop, saved = spec.get("loop") or default_loop(num_blocks), {}
+        else:  # one read of the verified ilf_config.json: its loop and its saved schedule
+            meta = feedback_config(fb)
+            loop, saved = tuple(int(v) for v in meta["loop"]), meta.get("config", {})
         plan = spec.get("plan")
         if plan is None:
-            plan = "outer:2" if fb == UNTRAINED else saved_schedule(fb).get("feedback_steps", "outer:2")
+            plan = saved.get("feedback_steps", "outer:2")
         plan = tuple(plan) if isinstance(plan, list) else plan
         return predicted_block_forwards(num_blocks, spec.steps, loop=loop, feedback_plan=plan)
 
