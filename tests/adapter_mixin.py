@@ -22,6 +22,24 @@ from ilf.adapters import get_adapter
 from ilf.attached import get_runtime
 
 
+def single_stream_loop(blocks, feedback, h, loop, cond_t, cond_p, **kw):
+    """Eq. 2-3 written out over one block list (PixArt, DiT, Sana): B_0..B_e at t, f_feed = F(f_e), the loop
+    re-run from B_b's input with s_i·f_feed added to each loop block's input, then B_{e+1}.. at t_post.
+    `cond_t` / `cond_p`: the blocks' `timestep=` argument for t and t_post; `kw`: their other arguments."""
+    b, e = loop
+    for i in range(e + 1):
+        if i == b:
+            f_in = h
+        h = blocks[i](h, timestep=cond_t, **kw)
+    f_feed = feedback.block(h, timestep=cond_t, **kw)
+    h = f_in
+    for j, i in enumerate(range(b, e + 1)):
+        h = blocks[i](h + feedback.scales[j] * f_feed, timestep=cond_p, **kw)
+    for i in range(e + 1, len(blocks)):
+        h = blocks[i](h, timestep=cond_p, **kw)
+    return h
+
+
 def _out(model, inputs, **extra):
     with torch.no_grad():
         return model(**inputs, **extra).sample

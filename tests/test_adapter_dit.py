@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from adapter_mixin import ILFAdapterTests
+from adapter_mixin import ILFAdapterTests, single_stream_loop
 from ilf.testing import tiny_dit
 
 
@@ -24,22 +24,12 @@ class TestDiTAdapter(ILFAdapterTests):
 
     def reference(self, model, feedback, loop, inputs, t_post):
         """DiT forward written out, with the loop of eq. 2–3 (input of B_i = h_{i-1} + s_i f_feed)."""
-        b, e = loop
         blocks, y, t = model.transformer_blocks, inputs["class_labels"], inputs["timestep"]
         x = inputs["hidden_states"]
         p = model.config.patch_size
         with torch.no_grad():
             h = model.pos_embed(x)  # [B, L, D]
-            for i in range(e + 1):
-                if i == b:
-                    f_in = h
-                h = blocks[i](h, timestep=t, class_labels=y)
-            f_feed = feedback.block(h, timestep=t, class_labels=y)
-            h = f_in
-            for j, i in enumerate(range(b, e + 1)):
-                h = blocks[i](h + feedback.scales[j] * f_feed, timestep=t_post, class_labels=y)
-            for i in range(e + 1, len(blocks)):
-                h = blocks[i](h, timestep=t_post, class_labels=y)
+            h = single_stream_loop(blocks, feedback, h, loop, t, t_post, class_labels=y)
             cond = blocks[0].norm1.emb(t_post, y, hidden_dtype=h.dtype)
             shift, scale = model.proj_out_1(F.silu(cond)).chunk(2, dim=1)
             h = model.norm_out(h) * (1 + scale[:, None]) + shift[:, None]

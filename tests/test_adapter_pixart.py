@@ -1,6 +1,6 @@
 import torch
 
-from adapter_mixin import ILFAdapterTests
+from adapter_mixin import ILFAdapterTests, single_stream_loop
 from ilf.testing import tiny_pixart
 
 
@@ -26,7 +26,6 @@ class TestPixArtAdapter(ILFAdapterTests):
 
     def reference(self, model, feedback, loop, inputs, t_post):
         """PixArt forward written out, with the loop of eq. 2–3 (input of B_i = h_{i-1} + s_i f_feed)."""
-        b, e = loop
         blocks = model.transformer_blocks
         x, t = inputs["hidden_states"], inputs["timestep"]
         n, p = x.shape[0], model.config.patch_size
@@ -37,16 +36,7 @@ class TestPixArtAdapter(ILFAdapterTests):
             cond_p, emb_p = model.adaln_single(t_post, inputs["added_cond_kwargs"], batch_size=n, hidden_dtype=h.dtype)
             text = model.caption_projection(inputs["encoder_hidden_states"]).view(n, -1, h.shape[-1])
             kw = dict(encoder_hidden_states=text, encoder_attention_mask=bias)
-            for i in range(e + 1):
-                if i == b:
-                    f_in = h
-                h = blocks[i](h, timestep=cond_t, **kw)
-            f_feed = feedback.block(h, timestep=cond_t, **kw)
-            h = f_in
-            for j, i in enumerate(range(b, e + 1)):
-                h = blocks[i](h + feedback.scales[j] * f_feed, timestep=cond_p, **kw)
-            for i in range(e + 1, len(blocks)):
-                h = blocks[i](h, timestep=cond_p, **kw)
+            h = single_stream_loop(blocks, feedback, h, loop, cond_t, cond_p, **kw)
             shift, scale = (model.scale_shift_table[None] + emb_p[:, None]).chunk(2, dim=1)
             h = model.proj_out(model.norm_out(h) * (1 + scale) + shift)
             hw = int(h.shape[1] ** 0.5)

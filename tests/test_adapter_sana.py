@@ -1,6 +1,6 @@
 import torch
 
-from adapter_mixin import ILFAdapterTests
+from adapter_mixin import ILFAdapterTests, single_stream_loop
 from ilf.testing_mmdit import tiny_sana
 
 
@@ -24,7 +24,6 @@ class TestSanaAdapter(ILFAdapterTests):
 
     def reference(self, model, feedback, loop, inputs, t_post):
         """Sana forward written out, with the loop of eq. 2–3 (input of B_i = h_{i-1} + s_i f_feed)."""
-        b, e = loop
         blocks = model.transformer_blocks
         x, t = inputs["hidden_states"], inputs["timestep"]
         n, _, H, W = x.shape
@@ -37,16 +36,7 @@ class TestSanaAdapter(ILFAdapterTests):
             cond_p, emb_p = model.time_embed(t_post, batch_size=n, hidden_dtype=h.dtype)
             text = model.caption_norm(model.caption_projection(inputs["encoder_hidden_states"]).view(n, -1, h.shape[-1]))
             kw = dict(encoder_hidden_states=text, encoder_attention_mask=bias, height=hp, width=wp)
-            for i in range(e + 1):
-                if i == b:
-                    f_in = h
-                h = blocks[i](h, timestep=cond_t, **kw)
-            f_feed = feedback.block(h, timestep=cond_t, **kw)
-            h = f_in
-            for j, i in enumerate(range(b, e + 1)):
-                h = blocks[i](h + feedback.scales[j] * f_feed, timestep=cond_p, **kw)
-            for i in range(e + 1, len(blocks)):
-                h = blocks[i](h, timestep=cond_p, **kw)
+            h = single_stream_loop(blocks, feedback, h, loop, cond_t, cond_p, **kw)
             h = model.proj_out(model.norm_out(h, emb_p, model.scale_shift_table))
             h = h.reshape(n, hp, wp, p, p, -1).permute(0, 5, 1, 3, 2, 4)
             return h.reshape(n, -1, hp * p, wp * p)
