@@ -2,20 +2,10 @@
 
 import re
 
-import pytest
 from PIL import Image
 
 from ilf import ILFConfig, apply_ilf, save_feedback
 from ilf.cli import main
-from ilf.testing import tiny_pipeline
-
-
-@pytest.fixture(scope="module")
-def pipe_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipes")
-    for kind in ("pixart-alpha", "dit"):
-        tiny_pipeline(kind, num_layers=6).save_pretrained(root / kind)
-    return root
 
 
 def _blocks(out: str) -> int:

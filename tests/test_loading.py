@@ -9,30 +9,22 @@ from ilf.testing import tiny_pipeline
 from ilf.testing_mmdit import tiny_mmdit_pipeline
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipes")
-    for kind in ("pixart-alpha", "dit"):
-        tiny_pipeline(kind, num_layers=2).save_pretrained(root / kind)
-    return root
-
-
-def test_loads_a_folder_with_the_stock_call_defaults(saved):
-    pipe, call = load_pipeline(pipeline=str(saved / "pixart-alpha"))
+def test_loads_a_folder_with_the_stock_call_defaults(pipe_dirs):
+    pipe, call = load_pipeline(pipeline=str(pipe_dirs / "pixart-alpha"))
     assert type(pipe).__name__ == "PixArtAlphaPipeline"
     assert next(pipe.transformer.parameters()).dtype == torch.float32
     # the tiny model's sample size (8) has no aspect-ratio bins, and the caption cleaner needs bs4/ftfy
     assert call == {"clean_caption": False, "use_resolution_binning": False}
-    dit, dit_call = load_pipeline(pipeline=str(saved / "dit"), dtype=torch.bfloat16)
+    dit, dit_call = load_pipeline(pipeline=str(pipe_dirs / "dit"), dtype=torch.bfloat16)
     assert type(dit).__name__ == "DiTPipeline" and dit_call == {}
     assert next(dit.transformer.parameters()).dtype == torch.bfloat16
 
 
-def test_skip_leaves_components_out(saved):
-    pipe, _ = load_pipeline(pipeline=str(saved / "pixart-alpha"), skip=("text_encoder", "tokenizer", "vae"))
+def test_skip_leaves_components_out(pipe_dirs):
+    pipe, _ = load_pipeline(pipeline=str(pipe_dirs / "pixart-alpha"), skip=("text_encoder", "tokenizer", "vae"))
     assert pipe.text_encoder is None and pipe.tokenizer is None and pipe.vae is None
     assert pipe.transformer is not None
-    dit, _ = load_pipeline(pipeline=str(saved / "dit"), skip=("text_encoder", "vae"))  # DiT has no text encoder
+    dit, _ = load_pipeline(pipeline=str(pipe_dirs / "dit"), skip=("text_encoder", "vae"))  # DiT has no text encoder
     assert dit.vae is None
 
 
