@@ -81,6 +81,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=list(range(1000, 1010)),
                    help="report seeds (default 1000-1009, those of the quality-per-block study)")
     p.add_argument("--num-prompts", type=int, default=16, help="held-out shapes prompts per seed")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="guidance for every method instead of the world's (the shipped feedback was trained at the "
+                   "world's: leave ilf out of --methods when changing it)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
 
@@ -95,6 +98,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     src = load_world_source(args.world)
+    if args.guidance_scale is not None:
+        src.call_kwargs["guidance_scale"] = args.guidance_scale
     evaluator = load_evaluator(args.world)
     items, view = items_of(args.world, args.seeds, args.num_prompts)
     calibration = items_of(args.world, [0], args.num_prompts)[0][:1]  # seed 0: a tuning seed, not reported
@@ -129,7 +134,7 @@ def main(argv=None) -> int:
         rows[text]["fair_plain"] = rival
         rows[text]["vs_fair_plain"] = {k: compare(per_item[text][k], per_item[rival][k], view.seeds, k).to_dict()
                                        for k in ("psnr", quality) if k in per_item[rival]}
-    res = {"world": args.world, "num_blocks": num_blocks, "seeds": args.seeds, "num_items": len(items),
+    res = {"world": args.world, "num_blocks": num_blocks, "guidance_scale": src.guidance_scale, "seeds": args.seeds, "num_items": len(items),
            "quality": quality, "rows": list(rows.values()), "refused": refused,
            "seconds": round(time.time() - start), "command": "python bench/peer_study.py " + " ".join(argv or [])}
     (args.out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
@@ -142,7 +147,8 @@ def main(argv=None) -> int:
 def write_table(out: Path, res: dict, reference: str) -> None:
     q = res["quality"]
     lines = [f"# {res['world']}: caches and ILF vs plain fewer steps ({res['num_items']} items, seeds "
-             f"{res['seeds'][0]}-{res['seeds'][-1]}, {res['num_blocks']} blocks)", "",
+             f"{res['seeds'][0]}-{res['seeds'][-1]}, {res['num_blocks']} blocks, guidance "
+             f"{res.get('guidance_scale')})", "",
              f"| method | block fwd / img | {q} | PSNR to {reference} | vs plain at ≥ its blocks | Δ {q} [95% CI] "
              f"(seed wins) | Δ PSNR dB [95% CI] (seed wins) |", "|---|---:|---:|---:|---|---|---|"]
 
