@@ -20,6 +20,7 @@ from .version import __version__
 from .adapters import BackboneAdapter, get_adapter
 from .adapters.blocks import IMAGE_STREAM, cast_floats
 from .config import ILFConfig
+from .corrector_config import CorrectorConfig
 from .errors import CorruptFeedbackError, FeedbackMismatchError, LoopRangeError
 from .hub import base_model_of, resolve_feedback_folder
 from .io import atomic_dir, sha256_file
@@ -104,6 +105,7 @@ def feedback_metadata(
             "sample_size": model.config.get("sample_size"),
         },
         "loop": list(feedback.loop),
+        "mode": getattr(config, "mode", "ilf"),  # "ilf" (the paper's inner loop) or "corrector" (on a cache)
         "config": config.to_dict(),
     }
 
@@ -207,8 +209,11 @@ def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tens
 def load_feedback(
     path: str | os.PathLike, model: nn.Module, strict: bool = True, *, revision: str | None = None,
     cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
-) -> tuple[FeedbackModule, ILFConfig]:
+) -> tuple[FeedbackModule, ILFConfig | CorrectorConfig]:
     """Build the feedback stored at `path` for `model` (not attached). Raises before touching `model`.
+
+    Returns the module and the config it was saved with: an `ILFConfig` (the paper's inner loop) or a
+    `CorrectorConfig` (a corrector of a training-free cache, whose F sits at block e: loop (e, e)).
 
     `path`: a feedback folder, or a Hub repo id (`"org/name"`, fetched through huggingface_hub with
     `revision`, `cache_dir` and `token`; `HF_HUB_OFFLINE=1` reads only the local cache). A local folder wins.
@@ -217,8 +222,13 @@ def load_feedback(
                                    token=token)
     meta, tensors = read_feedback(path)
     check_compatible(model, meta, tensors, strict=strict)
-    config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))
     adapter = get_adapter(model)
-    feedback = FeedbackModule(adapter.build_block(model, config.loop[1]), config.loop)
+    if meta.get("mode", "ilf") == CorrectorConfig.mode:
+        config = CorrectorConfig.from_dict(meta.get("config", {}))
+        loop = tuple(meta["loop"])
+    else:
+        config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))
+        loop = config.loop
+    feedback = FeedbackModule(adapter.build_block(model, loop[1]), loop)
     feedback.load_state_dict(tensors)
     return _like_model(feedback, model), config

@@ -16,7 +16,8 @@ PRESETS = {
     # The embedded worlds: small backbones learn fast; a few hundred steps on a CPU.
     "world": dict(lr=1e-4, batch_size=32, max_steps=300),
 }
-DISTILL_MODES = ("fad", "trajectory", "multistep", "none")
+DISTILL_MODES = ("fad", "trajectory", "multistep", "none", "corrector")
+ROLLOUT_NOISES = ("fixed", "fresh")
 
 
 @dataclass
@@ -41,11 +42,18 @@ class TrainConfig:
     # objective
     distill: str = "fad"
     teacher_steps: int | None = None  # multistep: 8; trajectory: 2 × student_steps (or the next aligned count)
-    student_steps: int = 10  # trajectory: the inference step count the feedback is trained for
+    student_steps: int | None = None  # the inference step count trained for (trajectory: 10, corrector: 20)
     guidance_scale: float | None = None  # trajectory: default the world's / the pipeline's own
     scheduler: str | None = None  # a diffusers scheduler class replacing the pipeline's (same noise schedule)
     rollout_every: int = 100
     rollout_size: int = 256
+    rollout_noise: str = "fixed"  # fixed: one set of noises; fresh: new noises (and teacher paths) every rollout
+    # corrector (--distill corrector): the TaylorSeer cache it stacks on, and what runs fresh
+    cache_interval: int = 2
+    cache_warmup: int = 3
+    cache_order: int = 1
+    fresh_blocks: int = 1
+    corrector_feed: str = "innovation"
     diffusion_weight: float = 1.0
     distill_weight: float = 1.0
     caption_dropout: float = 0.1
@@ -90,6 +98,13 @@ class TrainConfig:
             raise ILFError("--pipeline needs --data (an image folder, class folders, or shards from `ilf precompute`)")
         if self.distill not in DISTILL_MODES:
             raise ILFError(f"--distill must be one of {DISTILL_MODES}, got {self.distill!r}")
+        if self.student_steps is None:
+            self.student_steps = 20 if self.distill == "corrector" else 10
+        if self.rollout_noise not in ROLLOUT_NOISES:
+            raise ILFError(f"--rollout-noise must be one of {ROLLOUT_NOISES}, got {self.rollout_noise!r}")
+        if self.distill == "corrector" and self.teacher_steps is not None and self.teacher_steps < self.student_steps:
+            raise ILFError(f"--teacher-steps {self.teacher_steps} must be at least --student-steps "
+                           f"{self.student_steps} for --distill corrector (default: equal, plain N steps)")
         if self.teacher_steps is None and self.distill == "multistep":
             self.teacher_steps = 8
         if self.teacher_steps is not None and self.teacher_steps < 1:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..adapters import get_adapter
 from ..dtypes import torch_dtype
 from ..config import ILFConfig
+from ..corrector_config import CorrectorConfig
 from ..errors import ILFError
 from ..loading import load_pipeline
 from ..feedback import write_feedback
@@ -51,7 +52,13 @@ class TrainResult:
     is_main_process: bool = True
 
 
-def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig:
+def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig | CorrectorConfig:
+    if cfg.distill == "corrector":  # a corrector of TaylorSeer, trained for (and recording) its schedule
+        return CorrectorConfig(
+            interval=cfg.cache_interval, warmup=cfg.cache_warmup, order=cfg.cache_order, fresh=cfg.fresh_blocks,
+            feed=cfg.corrector_feed, init=cfg.init, num_inference_steps=cfg.student_steps,
+            scheduler=type(pipe.scheduler).__name__,
+            guidance_scale=float(resolve_guidance(pipe, cfg.guidance_scale, cfg.world)))
     schedule = {}
     if cfg.distill == "trajectory":  # trained for one inference schedule: record it in the adapter
         schedule = dict(num_inference_steps=cfg.student_steps, scheduler=type(pipe.scheduler).__name__,
@@ -112,6 +119,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     feedback = runtime.feedback
     feedback.float().requires_grad_(True)  # trainable in fp32 even on a low-precision backbone
     if cfg.gradient_checkpointing:
+        if cfg.distill == "corrector":
+            raise ILFError("--gradient-checkpointing has nothing to recompute with --distill corrector (only the "
+                           "feedback block runs with gradients); leave it off")
         runtime.enable_gradient_checkpointing()
     ema = None
     if cfg.ema_decay:
@@ -234,6 +244,12 @@ def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per
 
         max_len = CALL_KWARGS[cfg.world].get("max_sequence_length")
     encoder, null_text, null_class = unconditional_inputs(pipe, source, max_len, world_text_fn(cfg.world))
+    if cfg.distill == "corrector":
+        from .correct import build_corrector_objective
+
+        return build_corrector_objective(cfg, pipe, model, adapter, runtime, source, encoder, null_text, null_class,
+                                         accelerator, per_device, resolve_guidance(pipe, cfg.guidance_scale,
+                                                                                   cfg.world), skipped)
     if cfg.distill == "trajectory":
         from .trajectory import build_trajectory
 
