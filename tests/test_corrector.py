@@ -71,7 +71,7 @@ def test_untrained_corrector_is_exactly_taylorseer_and_counts_its_partial_steps(
     model = pipe.transformer
     n = len(get_adapter(model).blocks(model))
     tail = textless_tail(get_adapter(model), model)
-    apply_corrector(pipe, CorrectorConfig(interval=2, warmup=2, fresh=fresh))
+    apply_corrector(pipe, CorrectorConfig(interval=2, warmup=2, fresh=fresh, correct_steps="all", num_inference_steps=STEPS))
     try:
         with count_block_forwards(pipe) as counter:
             out = generate(pipe)
@@ -88,17 +88,18 @@ def test_untrained_corrector_is_exactly_taylorseer_and_counts_its_partial_steps(
     assert torch.equal(generate(pipe), stock)  # removed: the stock pipeline again, bit for bit
 
 
-def test_trained_corrector_changes_images_and_remove_restores_stock(pipe):
+@pytest.mark.parametrize("part", ["scale", "mix"])
+def test_trained_corrector_changes_images_and_remove_restores_stock(pipe, part):
     stock = generate(pipe)
-    rt = apply_corrector(pipe, CorrectorConfig(interval=2, warmup=2, fresh=1))
+    rt = apply_corrector(pipe, CorrectorConfig(interval=2, warmup=2, fresh=1, correct_steps="all", num_inference_steps=STEPS))
     try:
         untrained = generate(pipe)
-        with torch.no_grad():
-            rt.feedback.scales.fill_(0.2)
+        with torch.no_grad():  # mix: extrapolate twice as far (a plain rescale would vanish in the final norm)
+            (rt.feedback.scales if part == "scale" else rt.feedback.mix[:, 1]).fill_(1.0)
         trained = generate(pipe)
     finally:
         remove_ilf(pipe)
-    assert (trained - untrained).abs().max() > 1e-3
+    assert (trained - untrained).abs().max() > 1e-4
     assert torch.equal(generate(pipe), stock)
     assert not hasattr(pipe.transformer, "_ilf_runtime") and not hasattr(pipe.transformer, "ilf_feedback")
 
@@ -120,8 +121,11 @@ def test_compute_steps_are_diffusers_taylorseer_decisions():
 
 
 def test_block_forward_prediction_matches_counts_of_the_config():
-    cfg = CorrectorConfig(interval=3, warmup=3, fresh=1)
+    cfg = CorrectorConfig(interval=3, warmup=3, fresh=1, correct_steps="all")
     # 20 steps: full 0,1,2,4,7,10,13,16,19 (9 x 12 blocks); 11 forecasts x (1 fresh + F)
     assert cfg.block_forwards(20, 12) == 9 * 12 + 11 * 2
-    assert CorrectorConfig(interval=2, warmup=3, fresh=0).block_forwards(20, 12) == 11 * 12 + 9 * 1
-    assert CorrectorConfig(fresh=2).block_forwards(20, 6, textless_tail=1) == 11 * 6 + 9 * (2 + 1 + 1)
+    assert CorrectorConfig(interval=2, warmup=3, correct_steps="all").block_forwards(20, 12) == 11 * 12 + 9 * 1
+    assert CorrectorConfig(fresh=2, correct_steps="all").block_forwards(20, 6, textless_tail=1) == 11 * 6 + 9 * (2 + 1 + 1)
+    # F only on the last two forecast steps (17 and 19 of i2 w3), nothing fresh: F's 2 forwards
+    assert CorrectorConfig(fresh=0, correct_steps="last:3").block_forwards(20, 12) == 11 * 12 + 2
+    assert CorrectorConfig(fresh=0, correct_steps="none").block_forwards(20, 12) == 11 * 12

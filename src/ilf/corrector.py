@@ -22,6 +22,7 @@ an n-step schedule, state kept by the runtime) and `ilf_forecast={"h.<stream>": 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -36,7 +37,7 @@ from .clock import SchedulerClock
 from .config import ILFConfig
 from .corrector_config import CorrectorConfig
 from .errors import ILFError, ScheduleError
-from .feedback import FeedbackModule, build_feedback
+from .feedback import CorrectorModule, FeedbackModule, build_feedback
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
 
 
@@ -45,6 +46,7 @@ class CallPlan:
     """What one transformer call does; made by the model hook, read by the block hooks."""
 
     mode: str  # "stock" | "full" | "forecast"
+    step: int | None = None  # the denoising step (scheduled calls)
     branch: dict | None = None  # the branch's cache state: {"h"/"x": TaylorSeerState, "names": {"h"/"x": streams}}
     given: dict | None = None  # explicit forecasts (training): {"h.<stream>": [B, L, D], "x.<stream>": ...}
     result: dict | None = None  # block e's corrected output streams, set by block a's hook
@@ -128,6 +130,9 @@ class CacheCorrector:
         self.branches: list[dict] = []  # per branch of a step: its TaylorSeer states
         self.last: tuple[int, int] | None = None  # (step, branch) of the previous scheduled call
         self.record: list | None = None  # set by a rollout: forecast steps append the forecasts they used
+        self._num_steps: int | None = None
+        self.corrected: frozenset[int] = frozenset()  # the forecast steps F runs on, for this run's length
+        self.on_schedule, self.warned_off_schedule = True, False
         self.model_binder = ArgBinder(type(model).forward)
         self._hooked: list[HookHandle] = []
 
@@ -165,7 +170,8 @@ class CacheCorrector:
             self.plan = CallPlan("stock")
             return
         if given is not None:
-            self.plan = CallPlan("forecast", given=given)
+            self.set_schedule(self.config.num_inference_steps)
+            self.plan = CallPlan("forecast", step=given.get("step"), given=given)
             return
         if cache_step is not None:
             step, num_steps = (int(v) for v in cache_step)
@@ -185,11 +191,25 @@ class CacheCorrector:
         while len(self.branches) <= branch:
             self.branches.append({"names": {}})
         state = self.branches[branch]
+        self.set_schedule(num_steps)
         full = step in self.config.compute_steps(num_steps) or "h" not in state
         for key in ("h", "x"):
             if key in state:
                 state[key].current_step = step
-        self.plan = CallPlan("full" if full else "forecast", branch=state)
+        self.plan = CallPlan("full" if full else "forecast", step=step, branch=state)
+
+    def set_schedule(self, num_steps: int) -> None:
+        """The run's length decides F's steps and whether the per-step weights apply (warned once if not)."""
+        if num_steps == self._num_steps:
+            return
+        self._num_steps = num_steps
+        self.corrected = self.config.corrected_steps(num_steps)
+        self.on_schedule = num_steps == self.config.num_inference_steps
+        if not self.on_schedule and not self.warned_off_schedule:
+            self.warned_off_schedule = True
+            warnings.warn(f"this corrector was built for {self.config.num_inference_steps} steps; a {num_steps}-step "
+                          "run uses TaylorSeer's own forecast (its per-step weights do not apply). Call the pipeline "
+                          f"with num_inference_steps={self.config.num_inference_steps}.", stacklevel=4)
 
     def _state(self, plan: CallPlan, key: str) -> TaylorSeerState:
         if key not in plan.branch:
@@ -199,48 +219,81 @@ class CacheCorrector:
         return plan.branch[key]
 
     def record_full(self, plan: CallPlan, out_e: dict) -> None:
-        """A full step: update the Taylor factors of block e's output (and of x_a, for the innovation)."""
+        """A full step: update the Taylor factors of block e's output (and of x_a where it is forecast) and keep
+        the last three outputs (the learned forecast's basis)."""
         with torch.no_grad():
-            self._state(plan, "h").update(tuple(v.detach() for v in out_e.values()))
-            if self.config.feed == "innovation":
+            outs = tuple(v.detach() for v in out_e.values())
+            self._state(plan, "h").update(outs)
+            plan.branch["hist"] = (plan.branch.get("hist", ()) + (outs,))[-3:]
+            if self.config.uses_fresh_forecast:
                 self._state(plan, "x").update(tuple(v.detach() for v in streams_of(plan.recorded).values()))
         plan.branch["names"] = {"h": tuple(out_e), "x": tuple(streams_of(plan.recorded))}
 
     def forecasts(self, plan: CallPlan) -> dict:
-        """{"h.<stream>": ĥ_e, "x.<stream>": x̂_a} for this forecast step (given, or from the branch's state)."""
+        """This forecast step's inputs (given by a training call, or from the branch's state), per stream k:
+        "t.k" TaylorSeer's forecast of block e's output, "b0.k" "b1.k" "b2.k" the learned forecast's basis
+        (h₁, h₁ − h₀, h₀ − h₋₁ of the last full steps; zeros where a step is missing), "x.k" x̂_a; and "step"."""
         if plan.given is not None:
             return plan.given
-        names = plan.branch["names"]
-        out = {f"h.{k}": v for k, v in zip(names["h"], plan.branch["h"].predict())}
-        if self.config.feed == "innovation":
+        names, hist = plan.branch["names"], plan.branch["hist"]
+        out = {"step": plan.step}
+        for i, (k, t) in enumerate(zip(names["h"], plan.branch["h"].predict())):
+            h = [past[i] for past in hist]  # oldest first, up to three [B, L, D]
+            zero = torch.zeros_like(t)
+            out[f"t.{k}"] = t
+            out[f"b0.{k}"] = h[-1].to(t.dtype)
+            out[f"b1.{k}"] = (h[-1] - h[-2]).to(t.dtype) if len(h) > 1 else zero
+            out[f"b2.{k}"] = (h[-2] - h[-3]).to(t.dtype) if len(h) > 2 else zero
+        if self.config.uses_fresh_forecast:
             out |= {f"x.{k}": v for k, v in zip(names["x"], plan.branch["x"].predict())}
         if self.record is not None:
-            self.record.append({k: v.detach() for k, v in out.items()})
+            self.record.append({k: v.detach() for k, v in out.items() if k != "step"})
+        return out
+
+    def learned_forecast(self, fc: dict, stream: str, x_a: dict) -> torch.Tensor:
+        """ĥ_e = TaylorSeer's forecast + Σ_j mix[step, j] · b_j, b_3 = the innovation x_a − x̂_a of the stream
+        where it is forecast (the weights of this step; TaylorSeer's own forecast off-schedule)."""
+        t = fc[f"t.{stream}"]
+        step = fc.get("step")
+        if not self.config.learned_forecast or step is None or not self.on_schedule:
+            return t
+        w = self.feedback.mix[int(step)].to(t.dtype)  # [4]
+        out = t + w[0] * fc[f"b0.{stream}"] + w[1] * fc[f"b1.{stream}"] + w[2] * fc[f"b2.{stream}"]
+        if f"x.{stream}" in fc and x_a.get(stream) is not None and x_a[stream].shape == t.shape:
+            out = out + w[3] * (x_a[stream] - fc[f"x.{stream}"].to(t.dtype))
         return out
 
     def correct(self, plan: CallPlan, x_a: dict, call_a: dict) -> dict:
-        """Block e's corrected output streams: ĥ_e + s · F(z), z = ĥ_e (+ x_a − x̂_a)."""
-        fc = self.forecasts(plan)
-        h = {k[2:]: v for k, v in fc.items() if k.startswith("h.")}
-        img = self.adapter.image_stream
+        """Block e's corrected output streams: base + s · (F(z) − z), where base is the cache's (learned) forecast
+        (ĥ_e, or x_a + forecast residual) and z what F sees (the base, plus the innovation for "output")."""
+        fc, cfg, img = self.forecasts(plan), self.config, self.adapter.image_stream
         stack_e = self.sites[self.span[1]].stack
-        out = {k: h.get(k) for k in stack_e.streams}  # streams block e returns (None where it returns none)
-        fb = self.feedback
-        z = h[img]  # [B, L, D]
-        if self.config.feed == "innovation":
+        # None where block e returns no such stream (SD3's last block: no text stream)
+        base = {k: self.learned_forecast(fc, k, x_a) if f"t.{k}" in fc else None for k in stack_e.streams}
+        if cfg.forecast == "residual":  # x_a + Taylor(h_e − x_a) = ĥ_e + (x_a − x̂_a), per stream
+            base = {k: v if v is None or f"x.{k}" not in fc else v + (x_a[k] - fc[f"x.{k}"].to(v.dtype))
+                    for k, v in base.items()}
+        step = fc.get("step")
+        if step is None or int(step) not in self.corrected:  # F does not run on this step
+            return base
+        z = base[img]  # [B, L, D]
+        if cfg.forecast == "output" and cfg.feed == "innovation":
             z = z + (x_a[img] - fc[f"x.{img}"].to(z.dtype))
-        conditioning = {k: v for k, v in call_a.items() if k not in stack_e.streams and k not in x_a}
-        text = {k: (h.get(k) if h.get(k) is not None else x_a.get(k)) for k in stack_e.streams if k != img}
-        fed = stack_e.as_streams(fb(**conditioning, **text, **{img: z}))[img]  # F(z) [B, L, D]
-        out[img] = h[img] + fb.scales[0].to(z.dtype) * fed.to(z.dtype)
-        return out
+        conditioning = {k: v for k, v in call_a.items() if k not in stack_e.streams}
+        text = {k: (base[k] if base[k] is not None else x_a.get(k)) for k in stack_e.streams if k != img}
+        fed = stack_e.as_streams(self.feedback(**conditioning, **text, **{img: z}))[img]  # F(z) [B, L, D]
+        base[img] = base[img] + self.feedback.scales[0].to(z.dtype) * (fed.to(z.dtype) - z)
+        return base
 
 
 def build_corrector_feedback(model: nn.Module, config: CorrectorConfig, adapter: BackboneAdapter) -> FeedbackModule:
     """A new, untrained F for `config` on `model`: a block built like block e (a copy of it with
     `init="copy"`), one zero scale; on the model's device and dtype."""
     _, e = config.span(len(adapter.sites(model)), textless_tail(adapter, model))
-    return build_feedback(model, ILFConfig(loop=(e, e), init=config.init, t_post="none"), adapter)
+    fb = build_feedback(model, ILFConfig(loop=(e, e), init=config.init, t_post="none"), adapter)
+    ref = next(model.parameters())
+    module = CorrectorModule(fb.block, fb.loop, config.num_inference_steps)
+    return module.to(device=ref.device, dtype=ref.dtype).train(model.training)
 
 
 def apply_corrector(target, config: CorrectorConfig | None = None, *, feedback: FeedbackModule | None = None,
@@ -252,7 +305,7 @@ def apply_corrector(target, config: CorrectorConfig | None = None, *, feedback: 
 
     Example::
 
-        apply_corrector(pipe, CorrectorConfig(interval=3, warmup=3, fresh=1))
+        apply_corrector(pipe, CorrectorConfig(interval=3, warmup=3, fresh=1, correct_steps="all"))
         image = pipe(prompt, num_inference_steps=20).images[0]   # 9 full steps, 11 corrected forecasts
         remove_ilf(pipe)
     """

@@ -10,14 +10,24 @@ On a forecast step the corrector runs blocks `0 … fresh−1` fresh, forecasts 
 `e = N − 1 − tail`, corrects that forecast with the feedback block F and runs blocks `e+1 … N−1` (the tail) and
 the output layer fresh on it:
 
-    x_a   = input of block a = fresh  (computed this step)            [B, L, D]
-    ĥ_e   = Taylor forecast of block e's output streams                [B, L, D] (+ text stream, MMDiT)
-    δ_a   = x_a − x̂_a   (x̂_a: the same forecast of x_a; feed="innovation" only)
-    z     = ĥ_e + δ_a   (feed="innovation")   or   ĥ_e   (feed="forecast")
-    h_e   = ĥ_e + s · F(z; cond(t), text/class)                         s: one scalar, zero-initialised
+    x_a    = input of block a = fresh  (computed this step)                       [B, L, D]
+    ĥ_e    = Taylor forecast of block e's output streams                           [B, L, D] (+ text, MMDiT)
+    x̂_a    = the same forecast of x_a;   δ_a = x_a − x̂_a  (the innovation: what the fresh blocks saw that the
+             forecast did not)
+    base   = ĥ_e                 forecast="output": diffusers' TaylorSeer (every block predicted)
+           = ĥ_e + δ_a = x_a + Taylor(h_e − x_a)
+                                 forecast="residual": cache-dit's DBCache + TaylorSeer (fresh first blocks, the
+                                 rest's residual predicted)
+    z      = base (+ δ_a with forecast="output" and feed="innovation")
+    h_e    = base + s · (F(z) − z)                                   s: one scalar, zero-initialised
 
-so an untrained corrector (s = 0) returns exactly the cache's forecast. A forecast step costs
-`fresh + 1 + tail` block forwards, a full step N.
+and, before that, the forecast itself is learned (`learned_forecast`, L2P's per-step linear weights): on step k
+
+    ĥ_e    = Taylor(h_e) + m_k0·h₁ + m_k1·(h₁ − h₀) + m_k2·(h₀ − h₋₁) + m_k3·δ_a       m: [steps, 4], zero at first
+
+(h₁, h₀, h₋₁: block e's outputs on the last three full steps). Untrained (s = 0, m = 0) the corrector returns
+exactly the cache's own output; the learned forecast costs no block forward, F one per corrected step. A
+forecast step costs `fresh + tail` block forwards (+1 where F runs), a full step N.
 """
 
 from __future__ import annotations
@@ -27,11 +37,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from .errors import ILFError, LoopRangeError, ScheduleError
+from .schedule import feedback_steps, parse_plan
 
 CACHES = ("taylorseer",)
 # What may change when a trained corrector is attached: the cache's step plan (off the trained one, it warns).
 CORRECTOR_INFERENCE_FIELDS = frozenset({"interval", "warmup", "cooldown"})
 FEEDS = ("innovation", "forecast")
+FORECASTS = ("output", "residual")
 
 
 def taylor_compute_steps(num_steps: int, interval: int, warmup: int, cooldown: int | None = None) -> list[int]:
@@ -54,10 +66,18 @@ class CorrectorConfig:
             embedding still runs, so F still sees this step's input).
         tail: blocks at the end that run fresh after the correction (None: the blocks that return no text
             stream, SD3's last block; else 0).
-        feed: what F sees: `"innovation"` (the forecast plus how far this step's fresh features x_a are from
+        forecast: the cache: `"output"` (diffusers' TaylorSeer: block e's output extrapolated) or `"residual"`
+            (DBCache + TaylorSeer: this step's fresh x_a plus the extrapolated residual of blocks a … e).
+        feed: with forecast="output", what F sees: `"innovation"` (the forecast plus how far this step's fresh features x_a are from
             their own forecast) or `"forecast"` (the forecast alone).
+        correct_steps: the forecast steps on which F runs (a plan as `ILFConfig.feedback_steps` takes: "all",
+            "none", "last:K", …); on the others the (learned) forecast is used as it is, and F costs nothing.
+        learned_forecast: learn per-step weights (`CorrectorModule.mix`, zero at first) that correct the Taylor
+            forecast from the last full steps' features and this step's innovation; False keeps TaylorSeer's own.
         init: F starts as a copy of block e (`"copy"`) or freshly initialised (`"fresh"`).
-        num_inference_steps, scheduler, guidance_scale: the schedule it was trained for (recorded by training).
+        num_inference_steps: the run length the corrector is built for: its per-step forecast weights (`mix`)
+            have one row per step; a run of another length uses TaylorSeer's own forecast (with a warning).
+        scheduler, guidance_scale: the schedule it was trained for (recorded by training).
     """
 
     mode: ClassVar[str] = "corrector"  # what the adapter file records (ILF's own configs are "ilf")
@@ -67,11 +87,14 @@ class CorrectorConfig:
     warmup: int = 3
     cooldown: int | None = None
     order: int = 1
-    fresh: int = 1
+    fresh: int = 0
     tail: int | None = None
+    forecast: str = "output"
     feed: str = "innovation"
+    correct_steps: str = "none"
+    learned_forecast: bool = True
     init: str = "copy"
-    num_inference_steps: int | None = 20
+    num_inference_steps: int = 20
     scheduler: str | None = None
     guidance_scale: float | None = None
 
@@ -82,17 +105,35 @@ class CorrectorConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ScheduleError(f"{name} must be an int >= {low}, got {v!r}")
-        for name in ("cooldown", "tail", "num_inference_steps"):
+        n = self.num_inference_steps
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ScheduleError(f"num_inference_steps must be an int >= 1 (the schedule the corrector is built for), "
+                                f"got {n!r}")
+        parse_plan(self.correct_steps)  # raises ScheduleError on a bad plan
+        for name in ("cooldown", "tail"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 raise ScheduleError(f"{name} must be an int >= 0 or None, got {v!r}")
+        if self.forecast not in FORECASTS:
+            raise ILFError(f"forecast={self.forecast!r} is unknown; choose one of {FORECASTS}")
+        if not isinstance(self.learned_forecast, bool):
+            raise ILFError(f"learned_forecast must be True or False, got {self.learned_forecast!r}")
         if self.feed not in FEEDS:
             raise ILFError(f"feed={self.feed!r} is unknown; choose one of {FEEDS}")
         if self.init not in ("copy", "fresh"):
             raise ILFError(f"init={self.init!r} is unknown; choose 'copy' or 'fresh'")
 
+    @property
+    def uses_fresh_forecast(self) -> bool:
+        """Whether x_a is forecast too (the residual cache, or the innovation F sees)."""
+        return self.forecast == "residual" or self.feed == "innovation"
+
     def compute_steps(self, num_steps: int) -> frozenset[int]:
         return frozenset(taylor_compute_steps(num_steps, self.interval, self.warmup, self.cooldown))
+
+    def corrected_steps(self, num_steps: int) -> frozenset[int]:
+        """The forecast steps on which F runs."""
+        return feedback_steps(self.correct_steps, num_steps) - self.compute_steps(num_steps)
 
     def span(self, num_blocks: int, textless_tail: int = 0) -> tuple[int, int]:
         """(a, e): the first block not run fresh on a forecast step and the block whose output is forecast."""
@@ -106,10 +147,12 @@ class CorrectorConfig:
         return a, e
 
     def block_forwards(self, num_steps: int, num_blocks: int, textless_tail: int = 0) -> int:
-        """Block forwards of one `num_steps` run per model call: N per full step, fresh + 1 + tail per forecast."""
+        """Block forwards of one `num_steps` run per model call: N per full step, fresh + tail per forecast step,
+        and one more (F) on each corrected one."""
         a, e = self.span(num_blocks, textless_tail)
         full = len(self.compute_steps(num_steps))
-        return full * num_blocks + (num_steps - full) * (a + 1 + num_blocks - 1 - e)
+        return (full * num_blocks + (num_steps - full) * (a + num_blocks - 1 - e)
+                + len(self.corrected_steps(num_steps)))
 
     def to_dict(self) -> dict:
         return asdict(self)

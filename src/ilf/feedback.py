@@ -58,6 +58,18 @@ class FeedbackModule(nn.Module):
         return self.block(**block_call)
 
 
+class CorrectorModule(FeedbackModule):
+    """The corrector mode's trained parts (`corrector.py`): F and its scale, as `FeedbackModule` with loop (e, e),
+    plus `mix` [num_steps, 4]: per denoising step, learned weights added to the cache's Taylor forecast over the
+    last full steps' features (h₁, h₁ − h₀, h₀ − h₋₁) and this step's innovation x_a − x̂_a, zero-initialised so
+    an untrained corrector forecasts exactly as TaylorSeer does (the per-step linear weights of L2P, trained on
+    the sampler's path)."""
+
+    def __init__(self, block: nn.Module, loop: tuple[int, int], num_steps: int):
+        super().__init__(block, loop)
+        self.mix = nn.Parameter(torch.zeros(num_steps, 4))
+
+
 def build_feedback(model: nn.Module, config: ILFConfig, adapter: BackboneAdapter | None = None) -> FeedbackModule:
     """A new feedback for `model`, initialised as `config.init` says, on the model's device and dtype."""
     adapter = adapter or get_adapter(model)
@@ -172,7 +184,8 @@ def read_feedback(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor
     return meta, tensors
 
 
-def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
+def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor], strict: bool = True,
+                     extra_shapes: dict[str, torch.Size] | None = None) -> None:
     """Refuse a feedback trained for another backbone or loop, before anything changes."""
     adapter = get_adapter(model)
     want = meta.get("backbone", {}).get("fingerprint", {})
@@ -196,6 +209,7 @@ def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tens
             )
     expected = {f"block.{k}": v.shape for k, v in adapter.build_block(model, loop[1]).state_dict().items()}
     expected["scales"] = torch.Size([loop[1] - loop[0] + 1])
+    expected |= extra_shapes or {}
     got = {k: v.shape for k, v in tensors.items()}
     if got != expected:
         missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
@@ -221,14 +235,15 @@ def load_feedback(
     path = resolve_feedback_folder(path, [CONFIG_NAME, WEIGHTS_NAME], revision=revision, cache_dir=cache_dir,
                                    token=token)
     meta, tensors = read_feedback(path)
-    check_compatible(model, meta, tensors, strict=strict)
     adapter = get_adapter(model)
     if meta.get("mode", "ilf") == CorrectorConfig.mode:
         config = CorrectorConfig.from_dict(meta.get("config", {}))
-        loop = tuple(meta["loop"])
+        loop, steps = tuple(meta["loop"]), config.num_inference_steps
+        check_compatible(model, meta, tensors, strict=strict, extra_shapes={"mix": torch.Size([steps, 4])})
+        feedback = CorrectorModule(adapter.build_block(model, loop[1]), loop, steps)
     else:
+        check_compatible(model, meta, tensors, strict=strict)
         config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))
-        loop = config.loop
-    feedback = FeedbackModule(adapter.build_block(model, loop[1]), loop)
+        feedback = FeedbackModule(adapter.build_block(model, config.loop[1]), config.loop)
     feedback.load_state_dict(tensors)
     return _like_model(feedback, model), config

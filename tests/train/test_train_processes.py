@@ -15,7 +15,9 @@ from ilf.train import checkpoint as ckpt
 
 TRAJECTORY = ["--distill", "trajectory", "--student-steps", "4", "--feedback-steps", "last:2", "--rollout-size", "8",
               "--rollout-every", "3", "--inference-t-post", "none"]
-OBJECTIVES = {"fad": [], "trajectory": TRAJECTORY}
+CORRECTOR = ["--distill", "corrector", "--student-steps", "6", "--cache-interval", "2", "--cache-warmup", "2",
+             "--fresh-blocks", "1", "--correct-steps", "all", "--rollout-size", "8", "--rollout-every", "3"]
+OBJECTIVES = {"fad": [], "trajectory": TRAJECTORY, "corrector": CORRECTOR}
 
 
 def _args(tiny_world, out, steps, every, objective="fad"):
@@ -28,7 +30,7 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
 
 
-@pytest.mark.parametrize("objective", ["fad", "trajectory"])
+@pytest.mark.parametrize("objective", ["fad", "trajectory", "corrector"])
 def test_two_processes_end_with_identical_feedback(tiny_world, tmp_path, objective):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -44,7 +46,7 @@ def test_two_processes_end_with_identical_feedback(tiny_world, tmp_path, objecti
     assert all(torch.equal(final[k], r0[k]) for k in final)
 
 
-@pytest.mark.parametrize("objective", ["fad", "trajectory"])
+@pytest.mark.parametrize("objective", ["fad", "trajectory", "corrector"])
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_world, tmp_path, objective):
     steps, every = 24, 4
     ref_out = tmp_path / "full"
@@ -70,12 +72,14 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_world, tmp_path, o
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("objective", ["fad", "trajectory"])
+@pytest.mark.parametrize("objective", ["fad", "trajectory", "corrector"])
 def test_bf16_backbone_with_autocast_and_gradient_checkpointing(tiny_world, tmp_path, objective):
     out = tmp_path / "bf16"
+    # the corrector trains only F (the backbone runs without gradients): nothing to checkpoint
+    checkpointing = [] if objective == "corrector" else ["--gradient-checkpointing"]
     proc = subprocess.run([sys.executable, "-m", "ilf", "train", *_args(tiny_world, out, 3, 0, objective),
                            "--mixed-precision",
-                           "bf16", "--backbone-dtype", "bf16", "--gradient-checkpointing"],
+                           "bf16", "--backbone-dtype", "bf16", *checkpointing],
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     weights = load_file(str(out / "feedback" / "ilf_feedback.safetensors"))

@@ -14,7 +14,7 @@ from .family_ilf import feedback_config
 from .grammar import UNTRAINED, Option, parse_choice, parse_int, parse_pos_int, parse_str
 
 _SCHEDULE = ("interval", "warmup")
-_BUILD = ("fresh", "feed")
+_BUILD = ("fresh", "feed", "forecast")
 
 
 class CorrectorFamily(Family):
@@ -28,6 +28,9 @@ class CorrectorFamily(Family):
         "warmup": Option(parse_pos_int, "the first WARMUP steps always compute (default: recorded)"),
         "fresh": Option(parse_int, "leading blocks run fresh on forecast steps; only with feedback=untrained"),
         "feed": Option(parse_choice("innovation", "forecast"), "what F sees; only with feedback=untrained"),
+        "forecast": Option(parse_choice("output", "residual"), "the cache: output (diffusers' TaylorSeer) or residual "
+                           "(DBCache + TaylorSeer: fresh first blocks, the rest's residual forecast); only with "
+                           "feedback=untrained"),
     }
 
     def validate(self, spec):
@@ -36,7 +39,7 @@ class CorrectorFamily(Family):
             raise MethodSpecError(f"{spec.name!r} needs feedback=PATH (a folder from `ilf train --distill corrector`) "
                                   "or feedback=untrained")
         if fb != UNTRAINED and any(spec.get(k) is not None for k in _BUILD):
-            raise MethodSpecError(f"{spec.name!r}: fresh= and feed= only apply to feedback=untrained; a trained "
+            raise MethodSpecError(f"{spec.name!r}: fresh=, feed= and forecast= only apply to feedback=untrained; a trained "
                                   "corrector keeps the blocks it was trained with")
 
     def config_of(self, spec):

@@ -77,19 +77,22 @@ def add_train_parser(sub) -> None:
     g.add_argument("--feed-text", action="store_true",
                    help="MMDiT backbones (SD3): also feed F's text-stream output back into the loop's text stream "
                    "(default: image stream only, as measured in the README)")
-    g.add_argument("--distill", default="fad", choices=["fad", "trajectory", "multistep", "none"],
+    g.add_argument("--distill", default="fad", choices=["fad", "trajectory", "multistep", "none", "corrector"],
                    help="fad: one teacher forward at t/2 (the paper's Fast Approximate Distillation); trajectory: "
                    "train for an inference schedule — the student's own guided --student-steps path, each "
                    "feedback step's solver update matched to a --teacher-steps teacher path from the same noise "
                    "(beats plain steps on our worlds; see the README); multistep: the teacher target reached by "
-                   "--teacher-steps DDIM steps (standard distillation); none: diffusion loss only (default: fad)")
+                   "--teacher-steps DDIM steps (standard distillation); none: diffusion loss only; corrector: a corrector of "
+                   "diffusers' TaylorSeer cache, trained on the sampler's own path (see the corrector group) "
+                   "(default: fad)")
     g.add_argument("--teacher-steps", type=int,
                    help="teacher solver steps: multistep's DDIM steps (default: 8); trajectory's finer grid "
                    "(default: 2 × --student-steps, or the next count whose grid holds the student's, e.g. 3N − 2 "
                    "for FlowMatchEuler)")
     g = p.add_argument_group("trajectory distillation (--distill trajectory)")
-    g.add_argument("--student-steps", type=int, default=10,
-                   help="the inference step count the feedback is trained for; recorded in the adapter (default: 10)")
+    g.add_argument("--student-steps", type=int,
+                   help="the inference step count the feedback is trained for; recorded in the adapter (default: 10; "
+                   "20 with --distill corrector)")
     g.add_argument("--guidance-scale", type=float,
                    help="classifier-free guidance of the student and teacher paths (default: the world's, else the "
                    "pipeline class's own default: PixArt 4.5, DiT 4.0)")
@@ -100,10 +103,29 @@ def add_train_parser(sub) -> None:
                    help="iterations between re-runs of the student's sampler that refresh its states (default: 100)")
     g.add_argument("--rollout-size", type=int, default=256,
                    help="fixed noises (with conditions drawn once from the data) whose paths are trained on (default: 256)")
+    g.add_argument("--rollout-noise", default="fixed", choices=["fixed", "fresh"],
+                   help="fixed: the same --rollout-size noises throughout; fresh: new noises (and their teacher paths) "
+                   "at every rollout (default: fixed)")
     g.add_argument("--diffusion-weight", type=float, default=1.0, help="weight of the diffusion loss (default: 1)")
     g.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation MSE (default: 1)")
     g.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty caption (default: 0.1)")
     g.add_argument("--class-dropout", type=float, default=0.1, help="probability of the null class (default: 0.1)")
+    g = p.add_argument_group("corrector (--distill corrector): a trained corrector of diffusers' TaylorSeer cache")
+    g.add_argument("--cache-interval", type=int, default=2,
+                   help="TaylorSeer: a full step every INTERVAL steps after the warm-up (default: 2)")
+    g.add_argument("--cache-warmup", type=int, default=3, help="TaylorSeer: the first WARMUP steps compute (default: 3)")
+    g.add_argument("--cache-order", type=int, default=1, help="TaylorSeer's Taylor order (default: 1)")
+    g.add_argument("--fresh-blocks", type=int, default=0,
+                   help="leading blocks run fresh on each forecast step, for F to see (default: 0)")
+    g.add_argument("--correct-steps", default="none",
+                   help="the forecast steps the feedback block F runs on, one block forward each: all, none, last:K, "
+                   "… (default: none — only the learned per-step forecast, which costs no block forward)")
+    g.add_argument("--corrector-forecast", default="output", choices=["output", "residual"],
+                   help="the cache: output (diffusers' TaylorSeer) or residual (DBCache + TaylorSeer) (default: output)")
+    g.add_argument("--corrector-feed", default="innovation", choices=["innovation", "forecast"],
+                   help="what F sees besides the forecast: the fresh blocks' innovation, or nothing (default: innovation)")
+    g.add_argument("--no-learned-forecast", action="store_true",
+                   help="keep TaylorSeer's own forecast (train F alone; the control of the learned forecast)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--preset", choices=["paper-t2i", "paper-c2i", "world"],
                    help="hyper-parameter defaults: paper-t2i (lr 1e-6, batch 2048, 5 epochs), paper-c2i (lr 5e-6, "
@@ -157,7 +179,11 @@ def cmd_train(args) -> int:
         feedback_steps=args.feedback_steps, inference_t_post=args.inference_t_post, distill=args.distill,
         rerun_loop=args.feedback_mode == "loop", feed_text=args.feed_text, student_steps=args.student_steps,
         guidance_scale=args.guidance_scale, scheduler=args.scheduler, rollout_every=args.rollout_every,
-        rollout_size=args.rollout_size, teacher_steps=args.teacher_steps, diffusion_weight=args.diffusion_weight,
+        rollout_size=args.rollout_size, rollout_noise=args.rollout_noise, cache_interval=args.cache_interval,
+        cache_warmup=args.cache_warmup, cache_order=args.cache_order, fresh_blocks=args.fresh_blocks,
+        correct_steps=args.correct_steps, corrector_forecast=args.corrector_forecast,
+        corrector_feed=args.corrector_feed, learned_forecast=not args.no_learned_forecast,
+        teacher_steps=args.teacher_steps, diffusion_weight=args.diffusion_weight,
         distill_weight=args.distill_weight, caption_dropout=args.caption_dropout,
         class_dropout=args.class_dropout, preset=args.preset, lr=args.lr, batch_size=args.batch_size,
         per_device_batch=args.per_device_batch, epochs=args.epochs, max_steps=args.max_steps,

@@ -52,8 +52,11 @@ class TrainConfig:
     cache_interval: int = 2
     cache_warmup: int = 3
     cache_order: int = 1
-    fresh_blocks: int = 1
+    fresh_blocks: int = 0
     corrector_feed: str = "innovation"
+    corrector_forecast: str = "output"
+    correct_steps: str = "none"  # the forecast steps F runs on ("none": only the learned per-step forecast)
+    learned_forecast: bool = True  # learn per-step weights correcting the Taylor forecast (no block cost)
     diffusion_weight: float = 1.0
     distill_weight: float = 1.0
     caption_dropout: float = 0.1

@@ -6,13 +6,14 @@ conditions:
     teacher   = the frozen backbone's guided path, plain `teacher_steps` steps (default: the student's N, so the
                 target is exactly the image plain:N would give); target_k = its state at student grid point k+1
     rollout   = the student's own guided N-step run with cache + corrector (full steps on the cache's schedule,
-                forecasts in between), re-run every K iterations; each forecast step's forecasts (ĥ_e, x̂_a:
-                what the cache predicted from the rollout's own full steps) are recorded with the states
+                forecasts in between), re-run every K iterations; each forecast step's cache inputs (TaylorSeer's
+                forecast, the last full steps' features, x̂_a: what the cache had from the rollout's own full
+                steps) are recorded with the states
     loss      = MSE(scheduler.step(ε̂(x_k | recorded forecasts of step k), t_k, x_k | the rollout's history),
                 target_k)   over the forecast steps k
 
-so every visited forecast state is trained to land the real solver update on the teacher path. Only F and its
-scale learn; the forecasts are inputs (what the cache gives at inference), not trained through.
+so every visited forecast state is trained to land the real solver update on the teacher path. F, its scale
+and the per-step forecast weights learn; the cache's features are inputs (what it holds at inference).
 
 Levers: `rollout_noise="fresh"` draws new noises (and their teacher targets) at every rollout instead of
 reusing the fixed set. Resume: the buffer (states, outputs, forecasts, and the noises/targets when fresh) is
@@ -157,6 +158,7 @@ class CorrectorObjective:
         sched = replay(self.template, self.n, k, states, outputs)
         t, x_k = sched.timesteps[k], states[:, k]
         given = {key: by_call(v[idx, j]) for key, v in self.forecasts.items()}  # [G·B, L, D]
+        given["step"] = k  # the row of the per-step forecast weights
         eps = guided_prediction(ddp_model, self.adapter, model_input(sched, x_k, t), t, self.conds.take(idx),
                                 self.guidance, x_k.shape[1], ilf_forecast=given)
         x_next = sched.step(eps, t, x_k).prev_sample

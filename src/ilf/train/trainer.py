@@ -56,7 +56,8 @@ def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig | CorrectorConfig:
     if cfg.distill == "corrector":  # a corrector of TaylorSeer, trained for (and recording) its schedule
         return CorrectorConfig(
             interval=cfg.cache_interval, warmup=cfg.cache_warmup, order=cfg.cache_order, fresh=cfg.fresh_blocks,
-            feed=cfg.corrector_feed, init=cfg.init, num_inference_steps=cfg.student_steps,
+            feed=cfg.corrector_feed, forecast=cfg.corrector_forecast,
+            correct_steps=cfg.correct_steps, learned_forecast=cfg.learned_forecast, init=cfg.init, num_inference_steps=cfg.student_steps,
             scheduler=type(pipe.scheduler).__name__,
             guidance_scale=float(resolve_guidance(pipe, cfg.guidance_scale, cfg.world)))
     schedule = {}
