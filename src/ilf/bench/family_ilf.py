@@ -58,9 +58,18 @@ def feedback_config(path: str) -> dict:
         ) from None
 
 
+def paper_feedback_config(path: str) -> dict:
+    """`feedback_config` of a paper-mode (inner loop) feedback; a corrector folder is refused with the fix."""
+    meta = feedback_config(path)
+    if meta.get("mode", "ilf") != "ilf":
+        raise MethodSpecError(f"feedback {path!r} is a {meta['mode']} (ilf's corrector of TaylorSeer), not an inner-"
+                              f"loop feedback; run it as `corrector:20,feedback={path}`")
+    return meta
+
+
 def feedback_loop(path: str) -> tuple[int, int]:
     """The loop a saved feedback was trained for."""
-    b, e = feedback_config(path)["loop"]
+    b, e = paper_feedback_config(path)["loop"]
     return int(b), int(e)
 
 
@@ -102,7 +111,7 @@ class ILFFamily(Family):
         if fb == UNTRAINED:
             loop, saved = spec.get("loop") or default_loop(num_blocks), {}
         else:  # one read of the verified ilf_config.json: its loop and its saved schedule
-            meta = feedback_config(fb)
+            meta = paper_feedback_config(fb)
             loop, saved = tuple(int(v) for v in meta["loop"]), meta.get("config", {})
         plan = spec.get("plan")
         if plan is None:
@@ -125,6 +134,7 @@ class ILFFamily(Family):
             config = ILFConfig(loop=spec.get("loop") or default_loop(ctx.num_blocks), **overrides)
             feedback = build_feedback(model, config)
         else:
+            paper_feedback_config(fb_path)  # a corrector folder is refused here, with the fix
             feedback, saved = load_feedback(fb_path, model)
             config = dataclasses.replace(saved, **overrides)
 
