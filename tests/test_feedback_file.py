@@ -18,7 +18,7 @@ from ilf import (
 )
 from ilf.feedback import CONFIG_NAME, WEIGHTS_NAME
 from ilf.attached import get_runtime
-from ilf.testing import tiny_dit, tiny_pixart
+from ilf.tiny import tiny_dit, tiny_pixart
 
 LOOP = (2, 4)
 

@@ -12,7 +12,7 @@ from PIL import Image
 from ilf import ILFConfig, apply_ilf, remove_ilf
 from ilf.bench.methods import parse_method
 from ilf.cli import main
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
 
 def _latents(pipe, steps=5):

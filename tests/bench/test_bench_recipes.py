@@ -72,7 +72,7 @@ def test_recipe_variables_defaults_and_errors(tmp_path):
 
 def test_table1_recipe_runs_on_a_tiny_28_block_pixart(tmp_path):
     from ilf import ILFConfig, apply_ilf, save_feedback
-    from ilf.testing import tiny_pipeline
+    from ilf.tiny import tiny_pipeline
 
     pipe = tiny_pipeline("pixart-alpha", num_layers=28)
     apply_ilf(pipe, ILFConfig(loop=(8, 19)))
@@ -99,7 +99,7 @@ def test_table1_recipe_runs_on_a_tiny_28_block_pixart(tmp_path):
 
 def test_table2_recipe_packs_adm_npz_on_a_tiny_dit(tmp_path):
     from ilf import ILFConfig, apply_ilf, save_feedback
-    from ilf.testing import tiny_pipeline
+    from ilf.tiny import tiny_pipeline
 
     pipe = tiny_pipeline("dit", num_layers=6)
     apply_ilf(pipe, ILFConfig(loop=(1, 3)))

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from ilf import apply_ilf
 from ilf.adapters import get_adapter
-from ilf.testing import tiny_pipeline
+from ilf.tiny import tiny_pipeline
 from ilf.train.config import TrainConfig
 from ilf.train.paths import Conditions, replay, sample_paths
 from ilf.train.trainer import train

@@ -124,7 +124,7 @@ def test_resume_refuses_another_loop_before_any_step(tiny_world, tmp_path):
 
 
 def _cfg_other_backbone(tiny_world, out):
-    from ilf.testing import tiny_pipeline
+    from ilf.tiny import tiny_pipeline
 
     other = out.parent / "other-pipe"
     if not other.exists():
