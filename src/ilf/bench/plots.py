@@ -102,6 +102,7 @@ def place_labels(ax, points: list[tuple[float, float]], texts: list[str], colors
                 ann = ax.annotate(text, xy, textcoords="offset points", xytext=(dx * scale, dy * scale), ha=ha,
                                   va=va, fontsize=fontsize, color=color,
                                   arrowprops=dict(arrowstyle="-", color=color, lw=0.5, alpha=0.6) if scale > 1 else None)
+                ann.update_positions(renderer)  # else the text's extent is measured at the offset alone
                 box = Text.get_window_extent(ann, renderer)  # the text alone, not its leader line
                 c = cost(box, i)
                 if best is None or c < best[0]:
@@ -181,6 +182,8 @@ def pareto_plot(results: dict, path: Path, metric: str | None = None) -> bool:
     axes[0][0].legend(fontsize=7, loc="best")
     names = " and ".join(METRICS[m].label for m in metrics)
     fig.suptitle(f"{results['source']['name']}: {names} vs cost (numbers beside points: steps)", fontsize=10)
+    for ax, *_ in labels:
+        ax.margins(x=0.06, y=0.1)  # room for the labels of the outermost points inside the frame
     fig.tight_layout()
     for ax, where, texts, colors in labels:
         place_labels(ax, where, texts, colors)
