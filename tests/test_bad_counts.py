@@ -47,6 +47,10 @@ PARSE_CASES = {
     "eval --batch-size 0": (["eval", "--tiny", "pixart", "--method", "plain:2", "--batch-size", "0", "--out", "OUT"],
                             ["--batch-size", ">= 1"]),
     "tune --steps 0": (["tune", "--tiny", "pixart", "--steps", "0", "--out", "OUT"], ["--steps", ">= 1"]),
+    "bench plan past the steps": (["bench", "--tiny", "pixart", "--methods", "plain:10", "ilf:10,plan=last:50",
+                                   "--out", "OUT"], ["ilf:10,plan=last:50", "0..10"]),
+    "bench plan index past the steps": (["bench", "--tiny", "pixart", "--methods", "plain:4", "ilf:4,plan=[0,5]",
+                                         "--out", "OUT"], ["step 5 does not exist", "0..3"]),
     "threads 0": (["generate", "--world", "digits", "--class-id", "3", "--threads", "0", "--out", "OUT"],
                   ["--threads", ">= 1"]),
 }

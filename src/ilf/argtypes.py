@@ -86,9 +86,11 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def check_plan_fits(plan, num_steps: int, flag: str = "--feedback-steps", steps_flag: str = "--steps") -> None:
+def check_plan_fits(plan, num_steps: int, flag: str = "--feedback-steps", steps_flag: str | None = "--steps") -> None:
     """A feedback plan may only name steps that a `num_steps` run has: K of a named plan <= the step count,
-    explicit indices in -N..N-1. Raises ScheduleError naming the flags and the allowed range."""
+    explicit indices in -N..N-1. Raises ScheduleError naming the flags and the allowed range. `steps_flag`: the flag
+    that set the step count (None: no flag, e.g. a bench method string's own step count)."""
+    where = f" ({steps_flag} {num_steps})" if steps_flag else ""
     from .errors import ScheduleError
     from .schedule import feedback_steps, parse_plan
 
@@ -100,10 +102,10 @@ def check_plan_fits(plan, num_steps: int, flag: str = "--feedback-steps", steps_
         if name in ("all", "none", "alternating"):
             return
         if not 0 <= k <= num_steps:
-            raise ScheduleError(f"{flag} {plan}: K must be in 0..{num_steps} for a {num_steps}-step run "
-                                f"({steps_flag} {num_steps}), got {k}")
+            raise ScheduleError(f"{flag} {plan}: K must be in 0..{num_steps} for a {num_steps}-step run{where}, "
+                                f"got {k}")
         return
     try:
         feedback_steps(parsed, num_steps)
     except ScheduleError as err:
-        raise ScheduleError(f"{flag} {plan}: {err} ({steps_flag} {num_steps})") from None
+        raise ScheduleError(f"{flag} {plan}: {err}{where}") from None

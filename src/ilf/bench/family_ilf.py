@@ -109,6 +109,16 @@ class ILFFamily(Family):
             raise MethodSpecError(
                 f"{spec.name!r}: loop= only applies to feedback=untrained; a trained feedback has its own loop"
             )
+        plan = spec.get("plan")
+        if plan is not None:  # the plan may name only steps this row has
+            from ilf.argtypes import check_plan_fits
+            from ilf.errors import ScheduleError
+
+            try:
+                check_plan_fits(tuple(plan) if isinstance(plan, list) else plan, spec.steps, flag="plan",
+                                steps_flag=None)
+            except ScheduleError as err:
+                raise MethodSpecError(f"{spec.name!r}: {err}") from None
 
     def feedback_of(self, spec, default):
         """The row's feedback: its feedback=, else `default` (--feedback); raises when there is none."""
