@@ -12,8 +12,8 @@ from ilf.bench.methods import parse_method
 from ilf.corrector import apply_corrector, textless_tail
 from ilf.corrector_config import CorrectorConfig, taylor_compute_steps
 from ilf.adapters import get_adapter
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
-from ilf.testing_mmdit import mmdit_call_kwargs
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny_mmdit import mmdit_call_kwargs
 
 # (pipeline kind, call options, transformer calls per step)
 CASES = {

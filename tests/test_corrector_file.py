@@ -13,7 +13,7 @@ from ilf.corrector import CacheCorrector, apply_corrector
 from ilf.corrector_config import CorrectorConfig
 from ilf.errors import ILFError, ScheduleError
 from ilf.feedback import CorrectorModule
-from ilf.testing import tiny_pipeline
+from ilf.tiny import tiny_pipeline
 
 STEPS = 8
 

@@ -8,7 +8,7 @@ import torch
 from ilf import remove_ilf
 from ilf.corrector import apply_corrector
 from ilf.corrector_config import CorrectorConfig
-from ilf.testing import tiny_dit
+from ilf.tiny import tiny_dit
 
 N, A = 6, 1  # blocks; fresh leading blocks (block a = 1 is the first forecast one), e = 5
 

@@ -17,7 +17,7 @@ TRAJECTORY = ["--distill", "trajectory", "--student-steps", "4", "--feedback-ste
               "--rollout-every", "3", "--inference-t-post", "none"]
 CORRECTOR = ["--distill", "corrector", "--student-steps", "6", "--cache-interval", "2", "--cache-warmup", "2",
              "--fresh-blocks", "1", "--correct-steps", "all", "--rollout-size", "8", "--rollout-every", "3"]
-OBJECTIVES = {"fad": [], "trajectory": TRAJECTORY, "corrector": CORRECTOR}
+OBJECTIVES = {"fad": ["--distill", "fad"], "trajectory": TRAJECTORY, "corrector": CORRECTOR}
 
 
 def _args(tiny_world, out, steps, every, objective="fad"):
@@ -85,3 +85,33 @@ def test_bf16_backbone_with_autocast_and_gradient_checkpointing(tiny_world, tmp_
     weights = load_file(str(out / "feedback" / "ilf_feedback.safetensors"))
     assert weights["scales"].dtype == torch.float32  # the feedback trains (and is saved) in fp32
     assert all(torch.isfinite(v).all() for v in weights.values()) and weights["scales"].abs().sum() > 0
+
+
+def test_copies_without_a_process_group_stop_with_the_fix(tiny_world, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on a machine without GPUs and without ACCELERATE_USE_CPU=1
+    starts two processes that join no process group: each used to train alone, both writing one train_log.jsonl
+    and each saying "feedback saved". Now each stops before reading or writing anything, naming the fix."""
+    out = tmp_path / "copies"
+    env = {k: v for k, v in _env().items() if k != "ACCELERATE_USE_CPU"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "ilf", "train", *_args(tiny_world, out, 2, 0)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2" in proc.stderr
+    assert "feedback saved" not in proc.stdout
+    assert not out.exists()
+
+
+def test_the_process_group_check_reads_the_launchers_world_size(monkeypatch):
+    from ilf.errors import ILFError
+    from ilf.train.trainer import check_process_group
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ILFError, match="WORLD_SIZE=4.*ACCELERATE_USE_CPU=1"):
+        check_process_group(1)
+    check_process_group(4)  # a real group of 4: fine
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_process_group(1)  # one process: fine
+    monkeypatch.delenv("WORLD_SIZE")
+    check_process_group(1)

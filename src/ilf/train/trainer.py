@@ -10,6 +10,7 @@ saves what it needs beside each checkpoint, so a resumed run ends bit-identical.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from ..adapters import get_adapter
 from ..dtypes import torch_dtype
 from ..config import ILFConfig
 from ..corrector_config import CorrectorConfig
-from ..errors import ILFError
+from ..errors import ILFError, LoopRangeError
 from ..loading import load_pipeline
 from ..feedback import write_feedback
 from ..pipeline import apply_ilf
@@ -82,12 +83,44 @@ def use_scheduler(pipe, name: str | None) -> None:
     pipe.scheduler = cls.from_config(pipe.scheduler.config)
 
 
+_SAFETENSORS_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def check_process_group(num_processes: int) -> None:
+    """Stop when a launcher started several processes (WORLD_SIZE > 1) but accelerate joined them into no
+    process group: each would train alone and write the same files. On a machine without GPUs that is
+    `accelerate launch --multi_gpu --num_processes N` without ACCELERATE_USE_CPU=1."""
+    asked = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if asked > 1 and num_processes == 1:
+        raise ILFError(
+            f"the launcher started {asked} processes (WORLD_SIZE={asked}) but they form no process group, so each "
+            "would train alone and write the same output folder. Without GPUs run "
+            f"`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {asked} -m ilf train ...` "
+            "(gloo over CPU processes), or launch one process")
+
+
+def resolve_loop(cfg: TrainConfig, model) -> None:
+    """`--loop` defaults to the paper's 8-19 of 28 blocks scaled to the backbone's depth; check it fits."""
+    from ..config import paper_loop
+
+    adapter = get_adapter(model)
+    num_blocks = len(adapter.blocks(model))
+    if cfg.loop is None:
+        cfg.loop = paper_loop(num_blocks)
+    try:
+        ILFConfig(loop=cfg.loop).check_model(num_blocks)
+        adapter.check_loop(model, cfg.loop)
+    except LoopRangeError as err:
+        raise LoopRangeError(f"--loop {cfg.loop[0]} {cfg.loop[1]}: {err}") from None
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         log_with=None if cfg.report_to == "none" else cfg.report_to,
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir), logging_dir=str(cfg.output_dir / "logs")),
     )
+    check_process_group(accelerator.num_processes)  # before anything is read or written
     rank, world_size = accelerator.process_index, accelerator.num_processes
     accum = cfg.accumulation(world_size)
     accelerator.gradient_accumulation_steps = accum
@@ -101,6 +134,13 @@ def train(cfg: TrainConfig) -> TrainResult:
                           skip=("text_encoder", "tokenizer", "vae") if source.encoded else ())
     use_scheduler(pipe, cfg.scheduler)
     model = pipe.transformer
+    resolve_loop(cfg, model)
+    if source.encoded:  # precomputed in any dtype (`ilf precompute --dtype bf16`): read in the backbone's
+        stored, want = source.stored_dtypes(), torch_dtype(cfg.backbone_dtype)
+        source.set_float_dtype(want)
+        if stored - {str(want), _SAFETENSORS_NAMES.get(want)}:
+            accelerator.print(f"{cfg.data}: precomputed in {', '.join(sorted(stored))}; read as {cfg.backbone_dtype} "
+                              "(--backbone-dtype), the frozen backbone's dtype")
     if source.kind != get_adapter(model).conditioning:
         raise ILFError(f"{source.kind}-conditioned data do not fit {type(model).__name__}: captions need a "
                        "text-to-image backbone (PixArt, SD3, Sana), class folders a class-conditional one (DiT)")
