@@ -46,8 +46,10 @@ VARIANTS = {
                               lr_scheduler="cosine"),
     "learned-i2-freshnoise": dict(cache_interval=2, cache_warmup=3, fresh_blocks=0, correct_steps="none",
                                   rollout_noise="fresh"),
+    "learned-i2-channel": dict(cache_interval=2, cache_warmup=3, fresh_blocks=0, correct_steps="none",
+                               mix_per_channel=True),
 }
-LEVERS = ("learned-i2", "learned-i2-cosine", "learned-i2-freshnoise")
+LEVERS = ("learned-i2", "learned-i2-cosine", "learned-i2-freshnoise", "learned-i2-channel")
 TRAIN = dict(max_steps=600, lr=3e-3, batch_size=32, rollout_size=128, rollout_every=100)
 TUNE_SEEDS, REPORT_SEEDS = list(range(100, 105)), list(range(1000, 1010))
 
@@ -96,7 +98,7 @@ def evaluate(world: str, methods: list[str], seeds: list[int], plain: tuple[int,
     plains = [f"plain:{n}" for n in range(plain[1], plain[0] - 1, -1)]
     for text in plains + methods:
         try:
-            images, blocks, info = generate(src, text, items, batch, str(paths.feedback(world)), calibration)
+            images, blocks, info = generate(src, text, items, batch, str(paths.paper_feedback(world)), calibration)
         except MethodRefused as err:
             out["refused"][text] = str(err)
             continue
@@ -182,6 +184,10 @@ def main(argv=None) -> int:
                       TUNE_SEEDS, (10, 20))
         rows = summarise(ev)
         ts_blocks = ev["rows"][TS_STANDARD + ",label=TaylorSeer i2"]["blocks"]
+        if (out / "tune.json").is_file():  # rows of variants not re-evaluated now (same seeds, deterministic)
+            fresh = {r["method"] for r in rows}
+            rows += [r for r in json.loads((out / "tune.json").read_text())["rows"] if r["method"] not in fresh]
+            names = sorted({*names, *(r["method"] for r in rows if r["method"] in VARIANTS)}, key=list(VARIANTS).index)
         by = {r["method"]: r for r in rows}
         lever = max((n for n in LEVERS if n in by), key=lambda n: by[n]["psnr"])
         fits = [n for n in names if by[n]["block_forwards"] <= ts_blocks + 1e-6]
@@ -194,12 +200,12 @@ def main(argv=None) -> int:
         print((out / "tune.md").read_text(), f"\nlever: {lever}; shipped: {pick}")
         return 0
     tune = json.loads((out / "tune.json").read_text())
-    names = [n for n in VARIANTS if n not in LEVERS or n == tune["lever"]]
+    names = [n for n in VARIANTS if n not in LEVERS or n in (LEVERS[0], tune["lever"], tune["shipped"])]
     names = [n for n in names if (runs / n / "feedback").is_dir()]
     methods = ts_methods() + ["paper-cache:20,label=paper cache", "ilf:{steps},label=ILF (paper mode, shipped)"]
     from ilf.worlds import paths
 
-    steps = json.loads((paths.feedback(args.world) / "ilf_config.json").read_text())["config"]["num_inference_steps"]
+    steps = json.loads((paths.paper_feedback(args.world) / "ilf_config.json").read_text())["config"]["num_inference_steps"]
     methods = [m.format(steps=steps or 10) for m in methods] + [method(n, runs) for n in names]
     start = time.time()
     ev = evaluate(args.world, methods, REPORT_SEEDS, (4, 20))

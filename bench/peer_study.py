@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     items, view = items_of(args.world, args.seeds, args.num_prompts)
     calibration = items_of(args.world, [0], args.num_prompts)[0][:1]  # seed 0: a tuning seed, not reported
     batch = len(items) // len(args.seeds)  # one seed's conditions per pipeline call
-    feedback = str(paths.feedback(args.world))
+    feedback = str(paths.paper_feedback(args.world))  # the paper-mode ILF row
     trained_steps = json.loads((Path(feedback) / "ilf_config.json").read_text())["config"].get("num_inference_steps")
     methods = [m.format(steps=trained_steps or 10) for m in (args.methods or DEFAULT_METHODS)]
     quality = "accuracy" if args.world == "digits" else "alignment"

@@ -64,3 +64,30 @@ def test_forecast_step_equals_the_written_out_learned_forecast_and_correction():
     with torch.no_grad():
         torch.testing.assert_close(got[0], model(**calls[0]).sample, rtol=0, atol=0)  # full steps are stock
     assert (got[2] - model(**calls[2]).sample).abs().max() > 1e-3  # the forecast step is not
+
+
+def test_per_channel_weights_of_one_value_equal_the_per_term_weight_and_a_channel_acts_alone():
+    model = tiny_dit(num_layers=N).eval()
+    calls = [(k, _inputs(20 + k, t)) for k, t in [(0, 900.0), (1, 800.0), (2, 700.0)]]
+
+    def run(per_channel, fill):
+        cfg = CorrectorConfig(interval=2, warmup=2, num_inference_steps=5, mix_per_channel=per_channel)
+        rt = apply_corrector(model, cfg)
+        with torch.no_grad():
+            fill(rt.feedback.mix)
+            out = [model(**c, ilf_cache_step=(k, 5)).sample for k, c in calls][-1]
+        remove_ilf(model)
+        return out
+
+    def one_column(mix):
+        mix[2, 1] = 0.4
+
+    scalar, channel = run(False, one_column), run(True, one_column)
+    assert channel is not None and scalar.shape == channel.shape
+    torch.testing.assert_close(channel, scalar, rtol=0, atol=0)
+
+    def one_channel(mix):
+        mix[2, 1, 5] = 0.4
+
+    base, single = run(True, lambda m: None), run(True, one_channel)
+    assert (single - base).abs().max() > 0 and (single - scalar).abs().max() > 0

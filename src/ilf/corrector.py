@@ -37,7 +37,7 @@ from .clock import SchedulerClock
 from .config import ILFConfig
 from .corrector_config import CorrectorConfig
 from .errors import ILFError, ScheduleError
-from .feedback import CorrectorModule, FeedbackModule, build_feedback
+from .feedback import CorrectorModule, FeedbackModule, build_feedback, model_width
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
 
 
@@ -257,7 +257,7 @@ class CacheCorrector:
         step = fc.get("step")
         if not self.config.learned_forecast or step is None or not self.on_schedule:
             return t
-        w = self.feedback.mix[int(step)].to(t.dtype)  # [4]
+        w = self.feedback.mix[int(step)].to(t.dtype)  # [4] or [4, D]: w[j] broadcasts over [B, L, D]
         out = t + w[0] * fc[f"b0.{stream}"] + w[1] * fc[f"b1.{stream}"] + w[2] * fc[f"b2.{stream}"]
         if f"x.{stream}" in fc and x_a.get(stream) is not None and x_a[stream].shape == t.shape:
             out = out + w[3] * (x_a[stream] - fc[f"x.{stream}"].to(t.dtype))
@@ -292,7 +292,7 @@ def build_corrector_feedback(model: nn.Module, config: CorrectorConfig, adapter:
     _, e = config.span(len(adapter.sites(model)), textless_tail(adapter, model))
     fb = build_feedback(model, ILFConfig(loop=(e, e), init=config.init, t_post="none"), adapter)
     ref = next(model.parameters())
-    module = CorrectorModule(fb.block, fb.loop, config.num_inference_steps)
+    module = CorrectorModule(fb.block, fb.loop, config.mix_shape(model_width(model)))
     return module.to(device=ref.device, dtype=ref.dtype).train(model.training)
 
 

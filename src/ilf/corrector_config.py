@@ -74,6 +74,8 @@ class CorrectorConfig:
             "none", "last:K", …); on the others the (learned) forecast is used as it is, and F costs nothing.
         learned_forecast: learn per-step weights (`CorrectorModule.mix`, zero at first) that correct the Taylor
             forecast from the last full steps' features and this step's innovation; False keeps TaylorSeer's own.
+        mix_per_channel: one weight per feature channel of each basis term (`mix` [steps, 4, D]) instead of one
+            per term ([steps, 4]).
         init: F starts as a copy of block e (`"copy"`) or freshly initialised (`"fresh"`).
         num_inference_steps: the run length the corrector is built for: its per-step forecast weights (`mix`)
             have one row per step; a run of another length uses TaylorSeer's own forecast (with a warning).
@@ -93,6 +95,7 @@ class CorrectorConfig:
     feed: str = "innovation"
     correct_steps: str = "none"
     learned_forecast: bool = True
+    mix_per_channel: bool = False
     init: str = "copy"
     num_inference_steps: int = 20
     scheduler: str | None = None
@@ -116,6 +119,8 @@ class CorrectorConfig:
                 raise ScheduleError(f"{name} must be an int >= 0 or None, got {v!r}")
         if self.forecast not in FORECASTS:
             raise ILFError(f"forecast={self.forecast!r} is unknown; choose one of {FORECASTS}")
+        if not isinstance(self.mix_per_channel, bool):
+            raise ILFError(f"mix_per_channel must be True or False, got {self.mix_per_channel!r}")
         if not isinstance(self.learned_forecast, bool):
             raise ILFError(f"learned_forecast must be True or False, got {self.learned_forecast!r}")
         if self.feed not in FEEDS:
@@ -127,6 +132,10 @@ class CorrectorConfig:
     def uses_fresh_forecast(self) -> bool:
         """Whether x_a is forecast too (the residual cache, or the innovation F sees)."""
         return self.forecast == "residual" or self.feed == "innovation"
+
+    def mix_shape(self, width: int) -> tuple[int, ...]:
+        """The learned forecast's weights: [steps, 4], or [steps, 4, width] per channel (width: the model's D)."""
+        return (self.num_inference_steps, 4, width) if self.mix_per_channel else (self.num_inference_steps, 4)
 
     def compute_steps(self, num_steps: int) -> frozenset[int]:
         return frozenset(taylor_compute_steps(num_steps, self.interval, self.warmup, self.cooldown))

@@ -65,9 +65,15 @@ class CorrectorModule(FeedbackModule):
     an untrained corrector forecasts exactly as TaylorSeer does (the per-step linear weights of L2P, trained on
     the sampler's path)."""
 
-    def __init__(self, block: nn.Module, loop: tuple[int, int], num_steps: int):
+    def __init__(self, block: nn.Module, loop: tuple[int, int], mix_shape: tuple[int, ...]):
         super().__init__(block, loop)
-        self.mix = nn.Parameter(torch.zeros(num_steps, 4))
+        self.mix = nn.Parameter(torch.zeros(mix_shape))  # [steps, 4] or [steps, 4, D]
+
+
+def model_width(model: nn.Module) -> int:
+    """D, the width of the blocks' image stream (heads × head size in every supported family's config)."""
+    c = model.config
+    return int(c.num_attention_heads * c.attention_head_dim)
 
 
 def build_feedback(model: nn.Module, config: ILFConfig, adapter: BackboneAdapter | None = None) -> FeedbackModule:
@@ -242,9 +248,9 @@ def load_feedback(
     adapter = get_adapter(model)
     if meta.get("mode", "ilf") == CorrectorConfig.mode:
         config = CorrectorConfig.from_dict(meta.get("config", {}))
-        loop, steps = tuple(meta["loop"]), config.num_inference_steps
-        check_compatible(model, meta, tensors, strict=strict, extra_shapes={"mix": torch.Size([steps, 4])})
-        feedback = CorrectorModule(adapter.build_block(model, loop[1]), loop, steps)
+        loop, shape = tuple(meta["loop"]), config.mix_shape(model_width(model))
+        check_compatible(model, meta, tensors, strict=strict, extra_shapes={"mix": torch.Size(shape)})
+        feedback = CorrectorModule(adapter.build_block(model, loop[1]), loop, shape)
     else:
         check_compatible(model, meta, tensors, strict=strict)
         config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))

@@ -126,6 +126,8 @@ def add_train_parser(sub) -> None:
                    help="the cache: output (diffusers' TaylorSeer) or residual (DBCache + TaylorSeer) (default: output)")
     g.add_argument("--corrector-feed", default="innovation", choices=["innovation", "forecast"],
                    help="what F sees besides the forecast: the fresh blocks' innovation, or nothing (default: innovation)")
+    g.add_argument("--mix-per-channel", action="store_true",
+                   help="learn the forecast's per-step weights per feature channel, not one per term")
     g.add_argument("--no-learned-forecast", action="store_true",
                    help="keep TaylorSeer's own forecast (train F alone; the control of the learned forecast)")
     g = p.add_argument_group("optimisation")
@@ -186,6 +188,7 @@ def cmd_train(args) -> int:
         cache_warmup=args.cache_warmup, cache_order=args.cache_order, fresh_blocks=args.fresh_blocks,
         correct_steps=args.correct_steps, corrector_forecast=args.corrector_forecast,
         corrector_feed=args.corrector_feed, learned_forecast=not args.no_learned_forecast,
+        mix_per_channel=args.mix_per_channel,
         teacher_steps=args.teacher_steps, diffusion_weight=args.diffusion_weight,
         distill_weight=args.distill_weight, caption_dropout=args.caption_dropout,
         class_dropout=args.class_dropout, preset=args.preset, lr=args.lr, batch_size=args.batch_size,

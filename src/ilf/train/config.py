@@ -66,6 +66,7 @@ class TrainConfig:
     corrector_forecast: str = "output"
     correct_steps: str = "none"  # the forecast steps F runs on ("none": only the learned per-step forecast)
     learned_forecast: bool = True  # learn per-step weights correcting the Taylor forecast (no block cost)
+    mix_per_channel: bool = False  # ... one per feature channel
     diffusion_weight: float = 1.0
     distill_weight: float = 1.0
     caption_dropout: float = 0.1

@@ -58,7 +58,8 @@ def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig | CorrectorConfig:
         return CorrectorConfig(
             interval=cfg.cache_interval, warmup=cfg.cache_warmup, order=cfg.cache_order, fresh=cfg.fresh_blocks,
             feed=cfg.corrector_feed, forecast=cfg.corrector_forecast,
-            correct_steps=cfg.correct_steps, learned_forecast=cfg.learned_forecast, init=cfg.init, num_inference_steps=cfg.student_steps,
+            correct_steps=cfg.correct_steps, learned_forecast=cfg.learned_forecast,
+            mix_per_channel=cfg.mix_per_channel, init=cfg.init, num_inference_steps=cfg.student_steps,
             scheduler=type(pipe.scheduler).__name__,
             guidance_scale=float(resolve_guidance(pipe, cfg.guidance_scale, cfg.world)))
     schedule = {}
