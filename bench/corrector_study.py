@@ -6,6 +6,7 @@ Three phases, each resumable (a finished piece is not redone):
     python bench/corrector_study.py train  --world digits   # every variant, --distill corrector (one thread)
     python bench/corrector_study.py tune   --world digits   # tune seeds 100-104: picks per budget, levers
     python bench/corrector_study.py report --world digits   # report seeds 1000-1009: table.md, pareto.png
+    python bench/corrector_study.py summary                 # docs/corrector-study.md from the three worlds
 
 Variants (all 20 steps of the world's scheduler, trained on the sampler's own path against plain:20):
 * `learned-iK`: TaylorSeer's schedule (a full step every K after the warm-up) with the learned per-step
@@ -171,12 +172,17 @@ def ts_methods() -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("train", "tune", "report"))
-    p.add_argument("--world", required=True, choices=("digits", "shapes", "shapes-flow"))
+    p.add_argument("phase", choices=("train", "tune", "report", "summary"))
+    p.add_argument("--world", choices=("digits", "shapes", "shapes-flow"), help="every phase but summary")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="train/tune only these")
     p.add_argument("--runs", type=Path, default=Path("runs/corrector-study"), help="trained folders")
     p.add_argument("--out", type=Path, default=Path("docs/corrector-study"), help="results")
     args = p.parse_args(argv)
+    if args.phase == "summary":
+        from corrector_summary import write_summary
+
+        print(write_summary(args.out))
+        return 0
     runs, out = args.runs / args.world, args.out / args.world
     out.mkdir(parents=True, exist_ok=True)
     if args.phase == "train":

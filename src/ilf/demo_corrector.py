@@ -8,10 +8,11 @@ import json
 import time
 from pathlib import Path
 
-# The shipped recipe (bench/corrector_study.py, chosen on its tune seeds): TaylorSeer's standard schedule (a full
-# step every 2nd after 3 warm-up steps, 11 of 20) with the learned per-step forecast; ~1 min of one CPU thread.
-RECIPE = dict(interval=2, warmup=3, steps=600, quick_steps=6, lr=3e-3, batch=32, rollout_size=128,
-              lr_scheduler="cosine")
+# The shipped recipe (bench/corrector_study.py's training settings): TaylorSeer's standard schedule (a full step
+# every 2nd after 3 warm-up steps, 11 of 20) with the learned per-step forecast; ~1 min of one CPU thread. Whether
+# its weights are per channel is the world's shipped choice (made on the study's tune seeds), read from the
+# shipped corrector.
+RECIPE = dict(interval=2, warmup=3, steps=600, quick_steps=6, lr=3e-3, batch=32, rollout_size=128)
 CORRECTOR = "ILF corrector"  # the display name of the demo's corrector row
 
 
@@ -20,11 +21,15 @@ def train_corrector(plan) -> tuple[Path, dict]:
     from .train.config import TrainConfig
     from .train.trainer import train
 
+    from .feedback import read_feedback_config
+    from .worlds import paths
+
+    shipped = read_feedback_config(paths.feedback(plan.world))["config"]
     run = plan.out / "feedback-run"
     cfg = TrainConfig(output_dir=run, world=plan.world, distill="corrector", lr=plan.lr, batch_size=plan.batch,
                       max_steps=plan.train_steps, checkpoint_every=0, log_every=max(1, plan.train_steps // 20),
                       seed=plan.seed, cache_interval=plan.cache_interval, cache_warmup=plan.cache_warmup,
-                      lr_scheduler=RECIPE["lr_scheduler"], rollout_every=100,
+                      mix_per_channel=bool(shipped.get("mix_per_channel")), rollout_every=100,
                       rollout_size=RECIPE["rollout_size"] if plan.train_steps > 20 else 8)
     start = time.perf_counter()
     result = train(cfg)
