@@ -21,7 +21,8 @@ Writing a second executor (a new mode under the planner)::
 
         def end_call(self) -> None:
             # disarm: drop per-call tensors (runs after the model returned; not after it raised, so
-            # plan_call must also re-arm from scratch)
+            # plan_call must also re-arm from scratch). Whole-model compilation traces it: keep it to
+            # attribute stores such as `self.armed = None`.
 
     handle = attach_planner(model, MyExecutor(), "my_model_hook", clock)   # a HookHandle; hooks.unregister(handle)
 
@@ -125,12 +126,8 @@ class PlannerHook(ModelHook):
         self.executor.plan_call(ModelCall(self.planner, args, kwargs, controls))
 
     def post_forward(self, module, output: Any):
-        self._end()
+        self.executor.end_call()  # traced by dynamo: keep it to attribute stores (no reads, no branches)
         return output
-
-    @torch.compiler.disable
-    def _end(self) -> None:
-        self.executor.end_call()
 
 
 def attach_planner(model: nn.Module, executor: CallExecutor, name: str, clock: SchedulerClock | None,

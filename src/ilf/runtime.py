@@ -73,42 +73,50 @@ class FeedbackLoop:
         self.keep = keep  # a host tensor an asynchronous copy reads from: alive until the call ends
         self.post_block_kwargs: dict = {}  # t_post's time conditioning for the blocks after e (time hook)
         self.loop_input: dict | None = None  # the streams block b was given: {"hidden_states": f_{b-1,t} [B, L, D], …}
-        self.loop_calls: dict = {}  # block index → its non-stream arguments in this call
-        self.in_loop = False
+        self.in_loop = False  # each loop block's non-stream arguments of this call: on its hook (`saved`)
 
     def set_post_block_kwargs(self, kwargs: dict) -> None:
         self.post_block_kwargs = kwargs
 
     def block(self, hook: "_BlockHook", args: tuple, kwargs: dict):
         """Block `hook.index` (≥ b) of a feedback call: save block b's streams, run the loop (block e), swap in
-        t_post (blocks > e)."""
+        t_post (blocks > e).
+
+        Compiled (regionally, `compile_repeated_blocks`, or the whole model) this is traced. It branches only on
+        the hook's role flags (first / last / after), which many blocks share, and stores a block's arguments
+        on its own hook rather than in a dict indexed by block: dynamo guards neither a block index nor a
+        dict's length, so the blocks of one class share a graph per role."""
         original = hook.fn_ref.original_forward
         if self.in_loop:
             return original(*args, **kwargs)
         rt = self.runtime
         call = hook.binder.bind(args, kwargs)
-        b, e = rt.config.loop
-        if hook.index > e:
+        if hook.after:
             call.update(rt.adapter.post_block_kwargs(rt.model, self))
             return original(**call)
         streams = {k: call[k] for k in hook.stack.streams if k in call}
-        self.loop_calls[hook.index] = {k: v for k, v in call.items() if k not in streams}
-        if hook.index == b:
+        hook.saved = {k: v for k, v in call.items() if k not in streams}  # cleared by `close`
+        if hook.first:
             self.loop_input = streams
         out = original(**call)
-        if hook.index == e:
+        if hook.last:
             out = self.inner_loop(out, call, hook.stack)
         return out
+
+    def close(self) -> None:
+        """Drop what the call saved on the loop's block hooks."""
+        for hook in self.runtime.loop_hooks:
+            hook.saved = None
 
     def inner_loop(self, out_e, call_e: dict, stack_e: BlockStack):
         """Feedback on block e's output, then the loop b..e re-run with the scaled feedback added to the image
         stream (eq. 2–3); returns the loop's result in block e's return form."""
         rt = self.runtime
         fb, img = rt.feedback, rt.adapter.image_stream
-        b, e = rt.config.loop
         streams_e = stack_e.as_streams(out_e)
         fb_in = {k: (v if v is not None else call_e[k]) for k, v in streams_e.items()}  # F's streams
-        fed = stack_e.as_streams(fb(**{**self.loop_calls[e], **fb_in}))  # F's streams at t
+        loop_hooks = rt.loop_hooks  # blocks b..e, with their arguments of this call
+        fed = stack_e.as_streams(fb(**{**loop_hooks[-1].saved, **fb_in}))  # F's streams at t
         f_feed, f_e = fed[img], streams_e[img]  # [B, L, D]
         # feed_text: F's text stream is fed back too (MMDiT); a context-pre-only F returns none to feed
         extra = {k: v for k, v in fed.items() if k != img and v is not None} if rt.config.feed_text else {}
@@ -118,11 +126,11 @@ class FeedbackLoop:
         h = dict(self.loop_input)  # the streams block b was given; h[img] = f_{b-1,t}
         self.in_loop = True
         try:
-            for j, site in enumerate(rt.sites[b:e + 1]):
+            for j, (site, hook) in enumerate(zip(rt.loop_sites, loop_hooks)):
                 for k, feed in ((img, f_feed), *extra.items()):
                     x = h[k]
                     h[k] = x + fb.scales[j].to(x.dtype) * feed.to(x.dtype)  # eq. 2 (j = 0), eq. 3 (j > 0)
-                returned = site.stack.as_streams(site.module(**{**self.loop_calls[site.index], **post, **h}))
+                returned = site.stack.as_streams(site.module(**{**hook.saved, **post, **h}))
                 h.update({k: v for k, v in returned.items() if v is not None or k == img})
         finally:
             self.in_loop = False
@@ -138,6 +146,9 @@ class _BlockHook(ModelHook):
         self.runtime = runtime
         self.index, self.stack = site.index, site.stack
         self.binder = binder  # the block class's signature, read at attach
+        b, e = runtime.config.loop
+        self.first, self.last, self.after = site.index == b, site.index == e, site.index > e  # its role
+        self.saved: dict | None = None  # its non-stream arguments in the current feedback call
 
     def new_forward(self, module, *args, **kwargs):
         loop = self.runtime.active
@@ -193,9 +204,14 @@ class ILFRuntime:
         handle, self.planner = attach_planner(model, self, ILF_MODEL_HOOK, self.clock, self.adapter)
         self._hooked.append(handle)
         self.sites = self.adapter.sites(model)  # the block contract, read once per attach
-        for site in self.sites[self.config.loop[0]:]:
+        self.loop_hooks = []  # the hooks of blocks b..e, in order
+        b, e = self.config.loop
+        self.loop_sites = self.sites[b:e + 1]
+        for site in self.sites[b:]:
             hook = _BlockHook(self, site, ArgBinder(type(site.module).forward))
             self._hooked.append(register(site.module, hook, ILF_BLOCK_HOOK))
+            if site.index <= e:
+                self.loop_hooks.append(hook)
         self._hooked += self.adapter.install_time_hooks(model, self)
         return self
 
@@ -267,11 +283,13 @@ class ILFRuntime:
         self.begin_call(call.args, call.kwargs, call.controls.get("ilf_t_post"), call.controls.get("ilf_feedback"))
 
     def end_call(self) -> None:
-        self.active = None  # drop the call's saved activations (checkpointing captured what it needs)
+        if self.active is not None:  # drop the call's saved activations (checkpointing captured what it needs)
+            self.active.close()
+            self.active = None
 
     @torch.compiler.disable  # host work once per call (reads the scheduler); compiled code sees only its result
     def begin_call(self, args: tuple, kwargs: dict, t_post=None, feedback: bool | None = None) -> None:
-        self.active = None
+        self.end_call()  # a call that raised left its loop armed
         refuse_diffusers_cache(self.model, "ILF")  # enabled after apply_ilf: refuse before a block runs
         inputs = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder)
         t = inputs.get("timestep")
@@ -327,13 +345,17 @@ class ILFRuntime:
 
         def run_checkpointed(block, *args):
             active = self.active
+            kept = [h.saved for h in self.loop_hooks]  # the loop blocks' arguments stored so far
 
             def run(*a):
-                saved, self.active = self.active, active
+                outer, self.active = self.active, active
+                for h, v in zip(self.loop_hooks, kept):  # recomputation: the call's own, since cleared
+                    if v is not None:
+                        h.saved = v
                 try:
                     return block(*a)
                 finally:
-                    self.active = saved
+                    self.active = outer
 
             return checkpoint(run, *args, use_reentrant=False)
 
