@@ -24,11 +24,19 @@ Writing a second executor (a new mode under the planner)::
             # plan_call must also re-arm from scratch). Whole-model compilation traces it: keep it to
             # attribute stores such as `self.armed = None`.
 
-    handle = attach_planner(model, MyExecutor(), "my_model_hook", clock)   # a HookHandle; hooks.unregister(handle)
+    handle, planner = attach_planner(model, MyExecutor(), "my_model_hook", clock)  # clock: SchedulerClock or None
+    ...
+    hooks.unregister(handle)                                                     # detach
+
+`clock` comes from `attached.resolve_target(pipe_or_model, scheduler)`. Without an executor, `CallPlanner(model,
+adapter, clock).locate(model_timestep)` alone gives the sync-free `StepInfo` (the bench's cache-context hook
+uses it so); `SchedulerClock.locate(t, dtype=...)` is the older path that always reads the value.
 
 Block hooks of an executor keep their plain path to `if self.executor.armed is None: return original(...)`:
 one attribute test, which `torch.compile` guards as one `is None` check (never the length of a dict or a
-block index), so plain calls compile to one graph per block class.
+block index), so plain calls compile to one graph per block class. On the armed path, branch only on role
+flags many blocks share and keep per-block state on the block's own hook, never in a dict indexed by block
+(`runtime.FeedbackLoop.block`): regional compilation then stays at one graph per block class and role.
 """
 
 from __future__ import annotations

@@ -161,7 +161,8 @@ class ComputeCounter:
     A call is seen by a torch pre-hook on the module (it fires before the diffusers hook decides); a
     computation by a pre-hook on the first submodule the module's own forward runs (a block's marker from the
     adapter's block contract, `to_q` of an attention, `net[0]` of a feed-forward). Modules without such a
-    marker (a bare Linear) report calls only.
+    marker (a bare Linear) report calls only. Calls inside compiled code are not counted (counting there would
+    recompile the block on every call).
     """
 
     def __init__(self, model: nn.Module, hooked: list[nn.Module]):
@@ -182,7 +183,9 @@ class ComputeCounter:
     @staticmethod
     def _bump(table: dict, kind: str):
         def hook(module, args):
-            table[kind] += 1
+            # not while dynamo traces: a Python int it sees is guarded, so each count would recompile the block
+            if not torch.compiler.is_compiling():
+                table[kind] += 1
 
         return hook
 
