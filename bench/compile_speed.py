@@ -35,7 +35,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline
 
 from ilf import ILFConfig, apply_ilf, count_block_forwards
-from ilf.testing import pixart_xl_2, tiny_pixart
+from ilf.tiny import pixart_xl_2, tiny_pixart
 
 ILF = ILFConfig(loop=(8, 19), feedback_steps="outer:2")
 METHODS = {"stock-20": (20, False), "stock-10": (10, False), "ilf-10 (loop 8-19, outer:2)": (10, True)}

@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     items, view = items_of(args.world, args.seeds, args.num_prompts)
     calibration = items_of(args.world, [0], args.num_prompts)[0][:1]  # seed 0: a tuning seed, not reported
     batch = len(items) // len(args.seeds)  # one seed's conditions per pipeline call
-    feedback = str(paths.feedback(args.world))
+    feedback = str(paths.paper_feedback(args.world))  # the paper-mode ILF row
     trained_steps = json.loads((Path(feedback) / "ilf_config.json").read_text())["config"].get("num_inference_steps")
     methods = [m.format(steps=trained_steps or 10) for m in (args.methods or DEFAULT_METHODS)]
     quality = "accuracy" if args.world == "digits" else "alignment"
@@ -168,31 +168,45 @@ def write_table(out: Path, res: dict, reference: str) -> None:
 
 
 def plot(out: Path, res: dict) -> None:
+    """PSNR to plain:20 against block forwards (and the world's quality where it varies over the methods), plain's
+    curve and one point per method, each labelled where no other label or marker is."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ilf.bench.plots import place_labels
+
     q = res["quality"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     plain = [r for r in res["rows"] if r["method"].startswith("plain:")]
     others = [r for r in res["rows"] if not r["method"].startswith("plain:")]
-    for ax, key in zip(axes, (q, "psnr")):
+    # the quality panel only where it separates the methods (plain's few-step tail aside)
+    quality_values = {r[q] for r in others if r.get(q) is not None}
+    keys = ["psnr"] + ([q] if len(quality_values) > 1 else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(6.4 * len(keys), 4.6), squeeze=False)
+    labels = []
+    for ax, key in zip(axes[0], keys):
         pts = [r for r in plain if r[key] is not None]
         ax.plot([r["block_forwards"] for r in pts], [r[key] for r in pts], "o-", color="0.4", label="plain N steps")
+        where, texts, colors = [], [], []
         for i, r in enumerate(others):
             if r[key] is None or r[key] == float("inf"):
                 continue
             ax.scatter(r["block_forwards"], r[key], s=40, zorder=3, color=f"C{i}", label=r["method"].split(",")[0])
-            if key == "psnr":  # the left panel's legend names them; labels here too, where points spread out
-                ax.annotate(r["method"].split(",")[0], (r["block_forwards"], r[key]), fontsize=7,
-                            textcoords="offset points", xytext=(4, 3))
+            where.append((r["block_forwards"], r[key]))
+            texts.append(r["method"].split(",")[0])
+            colors.append(f"C{i}")
         ax.set_xlabel("block forwards per image")
         ax.set_ylabel(q if key == q else "PSNR to plain:20 (dB)")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=7, ncol=2)
-    fig.suptitle(f"{res['world']}: quality per block forward (seeds {res['seeds'][0]}-{res['seeds'][-1]})")
+        labels.append((ax, where, texts, colors))
+    axes[0][0].legend(loc="lower right", fontsize=7, ncol=2)
+    note = "" if len(keys) > 1 else f"\n({q} {quality_values.pop():.3g} for every method)" if quality_values else ""
+    fig.suptitle(f"{res['world']}: quality per block forward (seeds {res['seeds'][0]}-{res['seeds'][-1]}){note}",
+                 fontsize=10)
     fig.tight_layout()
+    for ax, where, texts, colors in labels:
+        place_labels(ax, where, texts, colors)
     fig.savefig(out / "pareto.png", dpi=120)
     plt.close(fig)
 

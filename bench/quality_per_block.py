@@ -208,26 +208,42 @@ def write_table(out: Path, res: dict, quality: str) -> None:
 
 
 def plot(out: Path, res: dict, quality: str) -> None:
+    """PSNR to plain:20 against block forwards (and `quality` where it varies), plain's curve and every variant,
+    each labelled where no other label or marker is."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ilf.bench.plots import place_labels
+
     rows = res["report"]["rows"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric in zip(axes, ("psnr", quality)):
+    # the quality panel only where it separates the variants (plain's few-step tail aside)
+    quality_values = {r[quality] for n, r in rows.items() if not n.startswith("plain") and r.get(quality) is not None}
+    metrics = ["psnr"] + ([quality] if len(quality_values) > 1 else [])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.4 * len(metrics), 4.6), squeeze=False)
+    labels = []
+    for ax, metric in zip(axes[0], metrics):
         plain = sorted((r["blocks"], r.get(metric)) for n, r in rows.items() if n.startswith("plain") and metric in r)
         ax.plot([b for b, _ in plain], [v for _, v in plain], "o-", color="gray", label="plain N steps")
-        for n, r in rows.items():
-            if not n.startswith("plain") and metric in r:
-                ax.scatter(r["blocks"], r[metric], marker="s" if n.startswith("control") else "*", s=90, zorder=3)
-                ax.annotate(n, (r["blocks"], r[metric]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        where, texts, colors = [], [], []
+        for i, (n, r) in enumerate((n, r) for n, r in rows.items() if not n.startswith("plain")):
+            if metric in r:
+                ax.scatter(r["blocks"], r[metric], marker="s" if n.startswith("control") else "*", s=90, zorder=3,
+                           color=f"C{i}")
+                where.append((r["blocks"], r[metric]))
+                texts.append(n)
+                colors.append(f"C{i}")
         ax.set_xlabel("block forwards per image")
         ax.set_ylabel(f"{metric} (to plain:20)" if metric == "psnr" else metric)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right")
-    fig.suptitle(f"{res['world']}: quality against block forwards (report seeds)")
+        labels.append((ax, where, texts, colors))
+    axes[0][0].legend(loc="lower right")
+    note = "" if len(metrics) > 1 else f"\n({quality} {quality_values.pop():.3g} for every variant)" if quality_values else ""
+    fig.suptitle(f"{res['world']}: quality against block forwards (report seeds){note}", fontsize=10)
     fig.tight_layout()
+    for ax, where, texts, colors in labels:
+        place_labels(ax, where, texts, colors)
     fig.savefig(out / "pareto.png", dpi=120)
     plt.close(fig)
 

@@ -32,7 +32,7 @@ METHODS = ("fad", "multistep", "finetune")
 
 
 def build(config: str):
-    from ilf.testing import pixart_xl_2, tiny_pixart
+    from ilf.tiny import pixart_xl_2, tiny_pixart
 
     if config == "pixart-xl-2":
         # the real architecture; 128 px latents (64 tokens) keep a CPU step in minutes, not hours

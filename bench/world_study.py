@@ -27,7 +27,8 @@ def train_one(world, out, loop, steps, lr, batch, seed):
         return fb, None
     start = time.perf_counter()
     train(TrainConfig(output_dir=out, world=world, loop=loop, lr=lr, batch_size=batch, max_steps=steps,
-                      checkpoint_every=0, log_every=max(1, steps // 10), seed=seed, progress=False))
+                      checkpoint_every=0, log_every=max(1, steps // 10), seed=seed, progress=False,
+                      distill="fad"))
     return fb, time.perf_counter() - start
 
 

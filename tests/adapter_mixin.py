@@ -72,7 +72,7 @@ class ILFAdapterTests:
         return t * self.t_units
 
     def other_family_model(self):
-        from ilf.testing import tiny_dit
+        from ilf.tiny import tiny_dit
 
         return tiny_dit(num_layers=self.num_layers)
 

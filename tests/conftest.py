@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # shared test helpers (adapter_mi
 @pytest.fixture(scope="session")
 def pipe_dirs(tmp_path_factory):
     """Tiny PixArt-α and DiT pipelines saved with `save_pretrained` (6 blocks each), read-only for the tests."""
-    from ilf.testing import tiny_pipeline
+    from ilf.tiny import tiny_pipeline
 
     root = tmp_path_factory.mktemp("pipes")
     for kind in ("pixart-alpha", "dit"):

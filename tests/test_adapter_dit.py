@@ -2,12 +2,12 @@ import torch
 import torch.nn.functional as F
 
 from adapter_mixin import ILFAdapterTests, single_stream_loop
-from ilf.testing import tiny_dit
+from ilf.tiny import tiny_dit
 
 
 class TestDiTAdapter(ILFAdapterTests):
     def other_family_model(self):
-        from ilf.testing import tiny_pixart
+        from ilf.tiny import tiny_pixart
 
         return tiny_pixart(num_layers=self.num_layers)
 

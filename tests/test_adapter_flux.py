@@ -3,7 +3,7 @@ import torch
 
 from adapter_mixin import ILFAdapterTests
 from ilf import ILFConfig, apply_ilf
-from ilf.testing_mmdit import tiny_flux
+from ilf.tiny_mmdit import tiny_flux
 
 
 def flux_reference(model, feedback, loop, inputs, t_post):

@@ -1,7 +1,7 @@
 import torch
 
 from adapter_mixin import ILFAdapterTests, single_stream_loop
-from ilf.testing import tiny_pixart
+from ilf.tiny import tiny_pixart
 
 
 class TestPixArtAdapter(ILFAdapterTests):

@@ -1,7 +1,7 @@
 import torch
 
 from adapter_mixin import ILFAdapterTests, single_stream_loop
-from ilf.testing_mmdit import tiny_sana
+from ilf.tiny_mmdit import tiny_sana
 
 
 class TestSanaAdapter(ILFAdapterTests):

@@ -1,7 +1,7 @@
 import torch
 
 from adapter_mixin import ILFAdapterTests
-from ilf.testing_mmdit import tiny_sd3
+from ilf.tiny_mmdit import tiny_sd3
 
 
 def sd3_reference(model, feedback, loop, inputs, t_post, feed_text=False):
@@ -73,7 +73,7 @@ def test_feed_text_adds_the_feedbacks_text_stream_too_and_is_refused_where_there
     import pytest
 
     from ilf import ILFConfig, ILFError, apply_ilf, remove_ilf
-    from ilf.testing import tiny_pixart
+    from ilf.tiny import tiny_pixart
 
     t = TestSD3Adapter()
     model = t.make_model()

@@ -7,7 +7,7 @@ from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards, remove_cache, remove_ilf
 from ilf.errors import ILFError
-from ilf.testing_mmdit import mmdit_call_kwargs, tiny_mmdit_pipeline
+from ilf.tiny_mmdit import mmdit_call_kwargs, tiny_mmdit_pipeline
 
 STEPS = 6
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ilf import ILFConfig, apply_ilf
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
 LOOP = (2, 4)
 KINDS = ["pixart-alpha", "dit"]

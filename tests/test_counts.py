@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards, predicted_block_forwards
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
 CASES = [  # (steps, ilf, cache, paper's block forwards)
     (20, None, None, 560),

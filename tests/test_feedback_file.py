@@ -18,7 +18,7 @@ from ilf import (
 )
 from ilf.feedback import CONFIG_NAME, WEIGHTS_NAME
 from ilf.attached import get_runtime
-from ilf.testing import tiny_dit, tiny_pixart
+from ilf.tiny import tiny_dit, tiny_pixart
 
 LOOP = (2, 4)
 
@@ -164,8 +164,17 @@ def test_a_trained_feedback_keeps_its_loop(trained):
 
 def test_not_a_feedback_folder(tmp_path):
     model = tiny_dit()
+    (tmp_path / "empty").mkdir()
     with pytest.raises(CorruptFeedbackError, match="not an ilf feedback folder"):
-        apply_ilf(model, tmp_path / "nothing-here")
+        apply_ilf(model, tmp_path / "empty")
+
+
+def test_a_missing_feedback_folder_is_reported_as_missing(tmp_path):
+    from ilf.errors import FeedbackNotFoundError
+
+    with pytest.raises(FeedbackNotFoundError, match="does not exist") as info:
+        apply_ilf(tiny_dit(), tmp_path / "nothing-here")
+    assert "not an ilf feedback folder" not in str(info.value)
 
 
 def test_saving_is_atomic(trained, monkeypatch):

@@ -14,7 +14,7 @@ from huggingface_hub.file_download import repo_folder_name
 from ilf import FeedbackNotFoundError, ILFConfig, apply_ilf, remove_ilf, save_feedback
 from ilf.feedback import CONFIG_NAME, WEIGHTS_NAME
 from ilf.io import sha256_file
-from ilf.testing import tiny_pipeline, tiny_pixart
+from ilf.tiny import tiny_pipeline, tiny_pixart
 
 LOOP = (2, 4)
 REPO = "someone/pixart-ilf"

@@ -5,8 +5,8 @@ import torch
 
 from ilf.errors import ILFError
 from ilf.loading import load_pipeline, stock_call_kwargs
-from ilf.testing import tiny_pipeline
-from ilf.testing_mmdit import tiny_mmdit_pipeline
+from ilf.tiny import tiny_pipeline
+from ilf.tiny_mmdit import tiny_mmdit_pipeline
 
 
 def test_loads_a_folder_with_the_stock_call_defaults(pipe_dirs):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ilf import ILFConfig, apply_ilf, count_block_forwards, predicted_block_forwards, remove_ilf
-from ilf.testing import tiny_dit, tiny_pixart
+from ilf.tiny import tiny_dit, tiny_pixart
 
 LOOP = (2, 4)
 
@@ -50,7 +50,7 @@ def test_control_adds_the_feedback_once_after_block_e(kind):
 
 
 def test_control_costs_one_block_per_feedback_step_in_a_pipeline():
-    from ilf.testing import tiny_pipeline
+    from ilf.tiny import tiny_pipeline
 
     pipe = tiny_pipeline("dit")
     pipe.set_progress_bar_config(disable=True)
@@ -64,7 +64,7 @@ def test_control_costs_one_block_per_feedback_step_in_a_pipeline():
 
 def test_update_changes_the_schedule_on_the_next_call_and_refuses_what_apply_ilf_refuses():
     from ilf import FeedbackMismatchError, LoopRangeError
-    from ilf.testing import tiny_pipeline
+    from ilf.tiny import tiny_pipeline
 
     pipe = tiny_pipeline("dit")
     pipe.set_progress_bar_config(disable=True)

@@ -6,7 +6,7 @@ from diffusers import DDIMScheduler
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards, remove_cache, remove_ilf
 from ilf.schedule import loop_ratio
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
 KINDS = ["pixart-alpha", "pixart-sigma", "dit"]
 

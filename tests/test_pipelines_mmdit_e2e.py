@@ -7,8 +7,8 @@ import torch
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards, remove_cache, remove_ilf
 from ilf.schedule import loop_ratio, post_timestep
-from ilf.testing import tiny_pipeline
-from ilf.testing_mmdit import mmdit_call_kwargs
+from ilf.tiny import tiny_pipeline
+from ilf.tiny_mmdit import mmdit_call_kwargs
 
 # (pipeline kind, call options, transformer calls per step)
 CASES = {

@@ -7,7 +7,7 @@ from diffusers import HeunDiscreteScheduler, KDPM2DiscreteScheduler, PNDMSchedul
 from ilf import ILFConfig, ScheduleError, apply_ilf, count_block_forwards
 from ilf.clock import SchedulerClock
 from ilf.schedule import loop_ratio
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # KDPM2 on NumPy 2
 

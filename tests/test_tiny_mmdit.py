@@ -7,8 +7,8 @@ import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, FluxPipeline
 
-from ilf.testing import tiny_pipeline
-from ilf.testing_mmdit import (
+from ilf.tiny import tiny_pipeline
+from ilf.tiny_mmdit import (
     GATES, KINDS, mmdit_call_kwargs, perturb, sd3_medium, tiny_flux, tiny_mmdit_pipeline, tiny_sana, tiny_sd3,
 )
 

@@ -12,7 +12,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.normalization import AdaLayerNormSingle
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, remove_cache, remove_ilf
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
 LOOP = (2, 4)
 

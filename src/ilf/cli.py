@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from .errors import ILFError
+    from .quiet import silence_torchvision_advice
+
+    silence_torchvision_advice()  # ilf never installs torchvision; transformers' advice to would mislead
 
     args = build_parser().parse_args(argv)
     try:

@@ -18,6 +18,14 @@ from .schedule import parse_plan
 INFERENCE_FIELDS = frozenset({"feedback_steps", "t_post", "t_post_ratio", "anneal_floor"})
 
 
+PAPER_LOOP, PAPER_DEPTH = (8, 19), 28  # the paper's loop on 28-block PixArt / DiT
+
+
+def paper_loop(num_blocks: int) -> tuple[int, int]:
+    """The paper's loop (8, 19) of 28 blocks, scaled to a model of `num_blocks` blocks (12 blocks: (3, 8))."""
+    return round(PAPER_LOOP[0] * num_blocks / PAPER_DEPTH), round(PAPER_LOOP[1] * num_blocks / PAPER_DEPTH)
+
+
 @dataclass(frozen=True)
 class ILFConfig:
     """One Inner Loop Feedback configuration.

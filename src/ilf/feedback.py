@@ -20,7 +20,8 @@ from .version import __version__
 from .adapters import BackboneAdapter, get_adapter
 from .adapters.blocks import IMAGE_STREAM, cast_floats
 from .config import ILFConfig
-from .errors import CorruptFeedbackError, FeedbackMismatchError, LoopRangeError
+from .corrector_config import CorrectorConfig
+from .errors import CorruptFeedbackError, FeedbackMismatchError, FeedbackNotFoundError, LoopRangeError
 from .hub import base_model_of, resolve_feedback_folder
 from .io import atomic_dir, sha256_file
 
@@ -55,6 +56,24 @@ class FeedbackModule(nn.Module):
             like = block_call[IMAGE_STREAM].dtype
             return cast_floats(self.block(**cast_floats(block_call, dtype)), like)
         return self.block(**block_call)
+
+
+class CorrectorModule(FeedbackModule):
+    """The corrector mode's trained parts (`corrector.py`): F and its scale, as `FeedbackModule` with loop (e, e),
+    plus `mix` [num_steps, 4]: per denoising step, learned weights added to the cache's Taylor forecast over the
+    last full steps' features (h₁, h₁ − h₀, h₀ − h₋₁) and this step's innovation x_a − x̂_a, zero-initialised so
+    an untrained corrector forecasts exactly as TaylorSeer does (the per-step linear weights of L2P, trained on
+    the sampler's path)."""
+
+    def __init__(self, block: nn.Module, loop: tuple[int, int], mix_shape: tuple[int, ...]):
+        super().__init__(block, loop)
+        self.mix = nn.Parameter(torch.zeros(mix_shape))  # [steps, 4] or [steps, 4, D]
+
+
+def model_width(model: nn.Module) -> int:
+    """D, the width of the blocks' image stream (heads × head size in every supported family's config)."""
+    c = model.config
+    return int(c.num_attention_heads * c.attention_head_dim)
 
 
 def build_feedback(model: nn.Module, config: ILFConfig, adapter: BackboneAdapter | None = None) -> FeedbackModule:
@@ -104,6 +123,7 @@ def feedback_metadata(
             "sample_size": model.config.get("sample_size"),
         },
         "loop": list(feedback.loop),
+        "mode": getattr(config, "mode", "ilf"),  # "ilf" (the paper's inner loop) or "corrector" (on a cache)
         "config": config.to_dict(),
     }
 
@@ -126,9 +146,13 @@ def write_feedback(
 
 def read_feedback_config(path: str | os.PathLike) -> dict:
     """Read and verify an adapter folder's ilf_config.json alone (no tensors loaded): its metadata, with "loop"
-    and "config" (the ILFConfig it was saved with). Raises `CorruptFeedbackError`."""
+    and "config" (the ILFConfig it was saved with). Raises `FeedbackNotFoundError` for a missing folder,
+    `CorruptFeedbackError` for anything else."""
     path = Path(path)
     cfg_file = path / CONFIG_NAME
+    if not path.exists():
+        raise FeedbackNotFoundError(f"feedback folder {path} does not exist; pass the folder written by "
+                                    "save_feedback / `ilf train` (it holds ilf_config.json and ilf_feedback.safetensors)")
     if not path.is_dir() or not cfg_file.is_file():
         raise CorruptFeedbackError(
             f"{path} is not an ilf feedback folder (no {CONFIG_NAME}); pass the folder written by "
@@ -170,7 +194,8 @@ def read_feedback(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor
     return meta, tensors
 
 
-def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
+def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor], strict: bool = True,
+                     extra_shapes: dict[str, torch.Size] | None = None) -> None:
     """Refuse a feedback trained for another backbone or loop, before anything changes."""
     adapter = get_adapter(model)
     want = meta.get("backbone", {}).get("fingerprint", {})
@@ -194,6 +219,7 @@ def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tens
             )
     expected = {f"block.{k}": v.shape for k, v in adapter.build_block(model, loop[1]).state_dict().items()}
     expected["scales"] = torch.Size([loop[1] - loop[0] + 1])
+    expected |= extra_shapes or {}
     got = {k: v.shape for k, v in tensors.items()}
     if got != expected:
         missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
@@ -207,8 +233,11 @@ def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tens
 def load_feedback(
     path: str | os.PathLike, model: nn.Module, strict: bool = True, *, revision: str | None = None,
     cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
-) -> tuple[FeedbackModule, ILFConfig]:
+) -> tuple[FeedbackModule, ILFConfig | CorrectorConfig]:
     """Build the feedback stored at `path` for `model` (not attached). Raises before touching `model`.
+
+    Returns the module and the config it was saved with: an `ILFConfig` (the paper's inner loop) or a
+    `CorrectorConfig` (a corrector of a training-free cache, whose F sits at block e: loop (e, e)).
 
     `path`: a feedback folder, or a Hub repo id (`"org/name"`, fetched through huggingface_hub with
     `revision`, `cache_dir` and `token`; `HF_HUB_OFFLINE=1` reads only the local cache). A local folder wins.
@@ -216,9 +245,15 @@ def load_feedback(
     path = resolve_feedback_folder(path, [CONFIG_NAME, WEIGHTS_NAME], revision=revision, cache_dir=cache_dir,
                                    token=token)
     meta, tensors = read_feedback(path)
-    check_compatible(model, meta, tensors, strict=strict)
-    config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))
     adapter = get_adapter(model)
-    feedback = FeedbackModule(adapter.build_block(model, config.loop[1]), config.loop)
+    if meta.get("mode", "ilf") == CorrectorConfig.mode:
+        config = CorrectorConfig.from_dict(meta.get("config", {}))
+        loop, shape = tuple(meta["loop"]), config.mix_shape(model_width(model))
+        check_compatible(model, meta, tensors, strict=strict, extra_shapes={"mix": torch.Size(shape)})
+        feedback = CorrectorModule(adapter.build_block(model, loop[1]), loop, shape)
+    else:
+        check_compatible(model, meta, tensors, strict=strict)
+        config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))
+        feedback = FeedbackModule(adapter.build_block(model, config.loop[1]), config.loop)
     feedback.load_state_dict(tensors)
     return _like_model(feedback, model), config

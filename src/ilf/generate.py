@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 
+from .argtypes import COUNT, INDEX, add_loop_arg, add_threads_arg, check_plan_fits, int_range, set_threads
 from .choices import DTYPE_NAMES, T_POST_STRATEGIES
 from .dtypes import torch_dtype
 from .loading import load_pipeline
@@ -14,6 +15,39 @@ from .worlds.paths import BACKBONE_WORLDS, FLOW_WORLDS
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "image"
+
+
+UPSCALE_BELOW = 128  # images smaller than this (in pixels, the longer side) get an upscaled copy by default
+
+
+def default_upscale(size: tuple[int, int]) -> int:
+    """The smallest integer factor that brings an image under 128 px to at least 128 px; 1 (none) otherwise."""
+    side = max(size)
+    return 1 if side >= UPSCALE_BELOW else -(-UPSCALE_BELOW // side)
+
+
+def save_images(images, out: Path, names: list[str], upscale: int | None) -> int:
+    """Save every image as NAME.png (the raw pixels) and, when the factor is above 1, a nearest-neighbour
+    NAME-xK.png beside it to look at. Returns the factor used."""
+    from PIL import Image
+
+    k = upscale or (default_upscale(images[0].size) if images else 1)
+    for img, name in zip(images, names):
+        img.save(out / f"{name}.png")
+        if k > 1:
+            img.resize((img.width * k, img.height * k), Image.NEAREST).save(out / f"{name}-x{k}.png")
+    return k
+
+
+def cache_spec(text: str) -> tuple[str, int, int]:
+    """`--cache LOCATION:BLOCKS:REFRESH`, e.g. inner:18:3; BLOCKS and REFRESH integers >= 1."""
+    import argparse
+
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) >= 1 for p in parts[1:]):
+        raise argparse.ArgumentTypeError(f"must be LOCATION:BLOCKS:REFRESH with BLOCKS and REFRESH integers >= 1, "
+                                         f"e.g. inner:18:3, got {text!r}")
+    return parts[0], int(parts[1]), int(parts[2])
 
 
 def cmd_generate(args) -> int:
@@ -27,27 +61,30 @@ def cmd_generate(args) -> int:
 
     from .pipeline import apply_ilf
 
+    set_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe, call = load_pipeline(args.world, args.pipeline, device=device, dtype=torch_dtype(args.dtype))
     pipe.set_progress_bar_config(disable=False)
     overrides = {k: v for k, v in (("feedback_steps", args.feedback_steps), ("t_post", args.t_post)) if v is not None}
-    trained = None
+    trained = attached = None
     if args.feedback:
         path = args.feedback
         if path == "shipped":
             from .worlds import paths
 
             path = paths.feedback(args.world)
-        trained = apply_ilf(pipe, path, **overrides).config  # the schedule it was trained for, if recorded
+        trained = attached = apply_ilf(pipe, path, **overrides).config  # the schedule it was trained for, if recorded
     elif args.loop:
         # untrained: zero scales and (unless --t-post says otherwise) t_post none, so exactly the plain output
-        apply_ilf(pipe, ILFConfig(loop=tuple(args.loop), **{"t_post": "none", **overrides}))
+        attached = apply_ilf(pipe, ILFConfig(loop=tuple(args.loop), **{"t_post": "none", **overrides})).config
     if args.cache:
-        location, c, k = args.cache.split(":")
-        apply_cache(pipe, CacheConfig(location, int(c), int(k)))
+        location, c, k = args.cache
+        apply_cache(pipe, CacheConfig(location, c, k))
     # a feedback runs at the schedule it was trained for; else ILF's 1.7x setting, 10 steps
     default_steps = ((trained.num_inference_steps or 10) if trained else call.get("num_inference_steps", 20))
     call.update(num_inference_steps=args.steps or default_steps)
+    if attached is not None:  # the plan may name only steps this run has
+        check_plan_fits(attached.feedback_steps, call["num_inference_steps"], steps_flag="--steps")
     if args.guidance is not None:
         call["guidance_scale"] = args.guidance
     elif trained is not None and trained.guidance_scale is not None:
@@ -68,17 +105,17 @@ def cmd_generate(args) -> int:
             inputs = registry.prompt_kwargs(args.world, args.prompt, num_images_per_prompt=args.num_images,
                                             device=device, dtype=next(pipe.transformer.parameters()).dtype)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     start = time.perf_counter()
     with count_block_forwards(pipe) as counter, torch.no_grad():
         images = pipe(**inputs, generator=g, **call).images
     seconds = time.perf_counter() - start
     per = args.num_images if not is_dit else 1
-    for i, img in enumerate(images):
-        img.save(out / f"{i:03d}-{names[i // per]}.png")
-    print(f"{len(images)} images in {out} — {call['num_inference_steps']} steps, {counter.total} block forwards, "
-          f"{seconds:.2f} s")
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run that fails earlier leaves no empty folder
+    k = save_images(images, out, [f"{i:03d}-{names[i // per]}" for i in range(len(images))], args.upscale)
+    shown = f" (and {k}x nearest-neighbour copies, NAME-x{k}.png)" if k > 1 else ""
+    print(f"{len(images)} images in {out}{shown} — {call['num_inference_steps']} steps, {counter.total} block "
+          f"forwards, {seconds:.2f} s")
     return 0
 
 
@@ -93,21 +130,25 @@ def register(sub) -> None:
     src.add_argument("--world", choices=BACKBONE_WORLDS, help="an embedded offline world")
     src.add_argument("--pipeline", help="a diffusers pipeline folder or hub id (PixArt-α/Σ, DiT)")
     p.add_argument("--prompt", nargs="*", default=[], help="text prompts (text-to-image)")
-    p.add_argument("--class-id", nargs="*", type=int, default=[], help="class ids (class-to-image, e.g. DiT/digits)")
+    p.add_argument("--class-id", nargs="*", type=INDEX, default=[], help="class ids (class-to-image, e.g. DiT/digits)")
     p.add_argument("--feedback", help="a feedback folder to attach (ILF); 'shipped' = the world's shipped feedback")
-    p.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"),
-                   help="attach an untrained feedback on this loop instead, for checking: zero scales and t_post none, so exactly "
+    add_loop_arg(p,
+                 help="attach an untrained feedback on this loop instead, for checking: zero scales and t_post none, so exactly "
                    "the plain output (with --t-post other than none the post-feedback blocks see the shifted timestep)")
     p.add_argument("--feedback-steps", help="override the feedback's schedule, e.g. outer:2, skip-inner:8, all")
     p.add_argument("--t-post", choices=T_POST_STRATEGIES, help="override the feedback's t_post")
-    p.add_argument("--cache", help="the paper's cache instead, as LOCATION:BLOCKS:REFRESH, e.g. inner:18:3")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the feedback's trained step count, else 10 with --feedback, "
+    p.add_argument("--cache", type=cache_spec, help="the paper's cache instead, as LOCATION:BLOCKS:REFRESH, e.g. inner:18:3")
+    p.add_argument("--steps", type=COUNT, help="denoising steps (default: the feedback's trained step count, else 10 with --feedback, "
                    "the paper's ILF setting; 20 without)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the feedback's trained one, else the pipeline's)")
-    p.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--num-images", type=COUNT, default=1, help="images per prompt (default: 1)")
+    p.add_argument("--seed", type=INDEX, default=0, help="random seed (default: 0)")
+    p.add_argument("--upscale", type=int_range(1, 64), metavar="K",
+                   help="also save a K-times nearest-neighbour copy of each image as NAME-xK.png, the raw NAME.png "
+                   "kept (default: images under 128 px get the factor that brings them to 128 px or more; 1 = none)")
     p.add_argument("--out", default="ilf-images", help="output folder (default: ./ilf-images)")
     p.add_argument("--device", help="cuda, cpu, … (default: cuda when available)")
     p.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="model dtype (default: fp32)")
+    add_threads_arg(p)
     p.set_defaults(func=cmd_generate)
 

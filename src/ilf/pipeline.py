@@ -10,6 +10,8 @@ from torch import nn
 from .adapters import get_adapter
 from .attached import get_cache, get_runtime, refuse_diffusers_cache, resolve_target
 from .config import INFERENCE_FIELDS, ILFConfig
+from .corrector import CacheCorrector, apply_corrector
+from .corrector_config import CORRECTOR_INFERENCE_FIELDS, CorrectorConfig
 from .errors import FeedbackMismatchError, ILFError
 from .feedback import FeedbackModule, build_feedback, load_feedback, write_feedback
 from .hub import base_model_of, push_folder
@@ -28,8 +30,12 @@ def apply_ilf(
     cache_dir: str | os.PathLike | None = None,
     token: str | bool | None = None,
     **overrides,
-) -> ILFRuntime:
+) -> ILFRuntime | CacheCorrector:
     """Attach Inner Loop Feedback to a pipeline or transformer; the pipeline is then used unchanged.
+
+    A folder saved from the corrector mode (`CorrectorConfig`: a feedback trained on top of diffusers'
+    TaylorSeer cache) attaches the cache and its corrector together, at the schedule recorded in the folder,
+    and returns the `CacheCorrector`; a `CorrectorConfig` builds a new, untrained one (the cache alone).
 
     Args:
         target: a `PixArtAlphaPipeline`, `PixArtSigmaPipeline`, `DiTPipeline` (anything with `.transformer`
@@ -65,8 +71,20 @@ def apply_ilf(
     refuse_diffusers_cache(model, "ILF")
     if config is None:
         config = ILFConfig()
+    if isinstance(config, CorrectorConfig):  # a new, untrained corrector of a training-free cache
+        config = dataclasses.replace(config, **overrides) if overrides else config
+        return apply_corrector(target, config, feedback=feedback, scheduler=scheduler)
     if isinstance(config, (str, os.PathLike)):
         fb, saved = load_feedback(config, model, strict=strict, revision=revision, cache_dir=cache_dir, token=token)
+        if isinstance(saved, CorrectorConfig):  # the cache and its trained corrector, at the recorded schedule
+            bad = {k for k in overrides if k not in CORRECTOR_INFERENCE_FIELDS}
+            if bad:
+                raise FeedbackMismatchError(
+                    f"{sorted(bad)} cannot change for a trained corrector; only {sorted(CORRECTOR_INFERENCE_FIELDS)} "
+                    "can be overridden (it was trained for the recorded cache schedule)"
+                )
+            return apply_corrector(target, dataclasses.replace(saved, **overrides), feedback=feedback or fb,
+                                   scheduler=scheduler)
         bad = {k for k in overrides if k not in INFERENCE_FIELDS}
         if bad:
             raise FeedbackMismatchError(

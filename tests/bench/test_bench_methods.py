@@ -99,7 +99,7 @@ def test_table2_and_table3_block_forwards_from_saved_feedback_loops(tmp_path):
 def test_ilf_without_feedback_asks_for_one():
     with pytest.raises(MethodSpecError, match="--feedback"):
         predicted("ilf:10")
-    with pytest.raises(MethodSpecError, match="not an ilf feedback folder"):
+    with pytest.raises(MethodSpecError, match="does not exist"):
         predicted("ilf:10,feedback=/nonexistent/fb")
 
 

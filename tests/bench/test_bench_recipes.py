@@ -72,7 +72,7 @@ def test_recipe_variables_defaults_and_errors(tmp_path):
 
 def test_table1_recipe_runs_on_a_tiny_28_block_pixart(tmp_path):
     from ilf import ILFConfig, apply_ilf, save_feedback
-    from ilf.testing import tiny_pipeline
+    from ilf.tiny import tiny_pipeline
 
     pipe = tiny_pipeline("pixart-alpha", num_layers=28)
     apply_ilf(pipe, ILFConfig(loop=(8, 19)))
@@ -99,7 +99,7 @@ def test_table1_recipe_runs_on_a_tiny_28_block_pixart(tmp_path):
 
 def test_table2_recipe_packs_adm_npz_on_a_tiny_dit(tmp_path):
     from ilf import ILFConfig, apply_ilf, save_feedback
-    from ilf.testing import tiny_pipeline
+    from ilf.tiny import tiny_pipeline
 
     pipe = tiny_pipeline("dit", num_layers=6)
     apply_ilf(pipe, ILFConfig(loop=(1, 3)))
@@ -127,3 +127,51 @@ def test_recipes_ship_inside_the_package():
     assert (RECIPE_DIR / "imagenet-classes.txt").is_file()
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"bench/recipes/*.toml"' in pyproject and '"bench/recipes/*.txt"' in pyproject
+
+
+def test_a_recipe_reports_every_missing_value_at_once(monkeypatch):
+    for name in ("FEEDBACK", "MJHQ", "CLIP", "INCEPTION", "IMAGEREWARD_PYTHON", "IR_PROMPTS"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(BenchError) as info:
+        load_recipe("table1-pixart-alpha-512", {"FEEDBACK": "fb", "MJHQ": "m"})
+    msg = str(info.value)
+    assert "4 value(s) not set: CLIP, INCEPTION, IMAGEREWARD_PYTHON, IR_PROMPTS" in msg
+    for name in ("CLIP", "INCEPTION", "IMAGEREWARD_PYTHON", "IR_PROMPTS"):
+        assert f"--set {name}=VALUE" in msg
+    assert "FEEDBACK=" not in msg and "MJHQ=" not in msg
+
+
+def test_the_ilf_row_says_whose_schedule_it_runs():
+    from ilf import ILFConfig
+    from ilf.bench.family_ilf import schedule_source
+
+    saved = ILFConfig(loop=(1, 3), feedback_steps="last:2", t_post="none", num_inference_steps=10)
+    words, differs = schedule_source(10, saved, saved, {})
+    assert words == "plan last:2 (the feedback's recorded); t_post none (the feedback's recorded); 10 steps (as trained)"
+    assert not differs
+    paper = ILFConfig(loop=(1, 3), feedback_steps="outer:2", t_post="rescale", num_inference_steps=10)
+    words, differs = schedule_source(10, paper, saved, {"feedback_steps": "outer:2", "t_post": "rescale"})
+    assert differs and "plan outer:2 from the method string, not the feedback's recorded last:2" in words
+    assert "t_post rescale from the method string, not the feedback's recorded none" in words
+    words, differs = schedule_source(12, saved, saved, {})
+    assert differs and "12 steps, not the 10 the feedback was trained for" in words
+
+
+def test_bench_notes_and_warns_when_a_row_leaves_the_trained_schedule(tmp_path, capsys):
+    from ilf import ILFConfig, apply_ilf, save_feedback
+    from ilf.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline("pixart-alpha", num_layers=6)
+    apply_ilf(pipe, ILFConfig(loop=(1, 3), feedback_steps="last:1", t_post="none", num_inference_steps=4))
+    save_feedback(pipe, tmp_path / "fb")
+    out = tmp_path / "out"
+    assert main(["bench", "--tiny", "pixart", "--tiny-layers", "6", "--threads", "1", "--feedback",
+                 str(tmp_path / "fb"), "--methods", "plain:4", "ilf:4,label=as trained",
+                 "ilf:4,plan=outer:1,t_post=rescale,label=paper plan", "--metrics", "fidelity", "--num-images", "1",
+                 "--repeats", "0", "--grid-items", "0", "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: ilf:4,plan=outer:1" in err and "not the feedback's recorded last:1" in err
+    assert err.count("ilf bench: warning:") == 1  # the row on its trained schedule warns nothing
+    table = (out / "table.md").read_text()
+    assert "- as trained: plan last:1 (the feedback's recorded); t_post none (the feedback's recorded)" in table
+    assert "- paper plan: plan outer:1 from the method string, not the feedback's recorded last:1" in table

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ilf.bench.methods import parse_method
 from ilf.cli import main
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
 METHODS = ["plain:20", "plain:10", "paper-cache:20,blocks=4,refresh=3", "ilf:10,feedback=untrained,plan=outer:2",
            "fbc:20,threshold=1e9"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ilf.testing import tiny_pipeline
+from ilf.tiny import tiny_pipeline
 
 WORDS = ["red cat", "blue dog", "small square", "large circle"]
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from ilf import ILFConfig, apply_ilf
-from ilf.testing_mmdit import tiny_sd3
+from ilf.tiny_mmdit import tiny_sd3
 from ilf.train.flow import flow_loss, on_line
 
 

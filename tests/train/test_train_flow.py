@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from ilf import apply_ilf
 from ilf.adapters import get_adapter
-from ilf.testing import tiny_pipeline
+from ilf.tiny import tiny_pipeline
 from ilf.train.config import TrainConfig
 from ilf.train.paths import Conditions, replay, sample_paths
 from ilf.train.trainer import train
@@ -17,7 +17,7 @@ from ilf.train.trainer import train
 def _cfg(tiny_world, out, **kw):
     base = dict(output_dir=out, pipeline=str(tiny_world / "sd3"), data=tiny_world / "captions", loop=(2, 4),
                 lr=1e-2, batch_size=4, max_steps=4, checkpoint_every=0, log_every=1, max_sequence_length=16,
-                progress=False, inference_t_post="none")
+                progress=False, inference_t_post="none", distill="fad")
     base.update(kw)
     return TrainConfig(**base)
 

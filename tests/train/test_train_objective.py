@@ -4,7 +4,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from ilf import ILFConfig, apply_ilf
-from ilf.testing import tiny_pixart
+from ilf.tiny import tiny_pixart
 from ilf.train.objective import ddim_step, ilf_loss, one_step_target, to_eps_x0
 
 

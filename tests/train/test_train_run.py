@@ -19,7 +19,7 @@ from ilf.train.trainer import NonFiniteLossError, train
 def _cfg(tiny_world, out, **kw):
     base = dict(output_dir=out, pipeline=str(tiny_world / "pixart-alpha"), data=tiny_world / "captions",
                 loop=(2, 4), lr=1e-3, batch_size=4, max_steps=6, checkpoint_every=2, log_every=1,
-                max_sequence_length=16, progress=False)
+                max_sequence_length=16, progress=False, distill="fad")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -124,7 +124,7 @@ def test_resume_refuses_another_loop_before_any_step(tiny_world, tmp_path):
 
 
 def _cfg_other_backbone(tiny_world, out):
-    from ilf.testing import tiny_pipeline
+    from ilf.tiny import tiny_pipeline
 
     other = out.parent / "other-pipe"
     if not other.exists():

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from ilf import ILFError, apply_ilf
 from ilf.adapters import get_adapter
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 from ilf.train import checkpoint as ckpt
 from ilf.train.config import TrainConfig
 from ilf.train.paths import Conditions, grid_targets, new_scheduler, replay, sample_paths

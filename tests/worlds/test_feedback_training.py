@@ -34,7 +34,8 @@ def test_fad_lowers_the_distillation_loss_on_the_digits_backbone(tmp_path):
     model = registry.load_transformer("digits").float().eval()
     before = _distill_on_heldout(model, ILFConfig(loop=LOOP))  # zero scales: the stock model vs its t/2 self
     result = train(TrainConfig(output_dir=tmp_path / "run", world="digits", loop=LOOP, lr=1e-3, batch_size=16,
-                               max_steps=100, checkpoint_every=0, log_every=10, seed=0, progress=False))
+                               max_steps=100, checkpoint_every=0, log_every=10, seed=0, progress=False,
+                               distill="fad"))
     after = _distill_on_heldout(model, result.feedback_dir)
     assert after < 0.9 * before, (before, after)
 

@@ -39,12 +39,15 @@ def test_shipped_feedback_is_trained_for_its_schedule_and_changes_its_samples(wo
 def test_generate_with_the_shipped_feedback(tmp_path, capsys):
     assert main(["generate", "--world", "digits", "--feedback", "shipped", "--class-id", "3", "8",
                  "--out", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000-class3.png", "001-class8.png"]
+    # the raw 32 px images and their 4x copies to look at (ilf generate's default upscale under 128 px)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000-class3-x4.png", "000-class3.png",
+                                                            "001-class8-x4.png", "001-class8.png"]
     assert "10 steps, 127 block forwards" in capsys.readouterr().out  # the schedule read from the adapter
 
 
 def test_generate_with_the_shipped_flow_feedback(tmp_path, capsys):
     assert main(["generate", "--world", "shapes-flow", "--feedback", "shipped", "--prompt", "a small red circle",
                  "--out", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000-a-small-red-circle.png"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000-a-small-red-circle-x4.png",
+                                                            "000-a-small-red-circle.png"]
     assert "10 steps, 127 block forwards" in capsys.readouterr().out  # FlowMatchEuler, feedback on the last step

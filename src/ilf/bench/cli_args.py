@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from ilf.argtypes import COUNT, INDEX
 from ilf.choices import DTYPE_NAMES, TINY_KINDS
 from ilf.dtypes import torch_dtype
 from ilf.worlds.paths import BACKBONE_WORLDS
@@ -23,7 +24,7 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                      help="a diffusers pipeline folder or cached hub id (PixArt-α/Σ, DiT-XL/2)")
     src.add_argument("--tiny", choices=TINY_KINDS,
                      help="a tiny stand-in with random weights (smoke runs: every code path, meaningless images)")
-    g.add_argument("--tiny-layers", type=int, default=None, metavar="N",
+    g.add_argument("--tiny-layers", type=COUNT, default=None, metavar="N",
                    help="blocks of the --tiny model (default: the real depth: 28, SD3-medium 24, FLUX.1 19+38)")
     g.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available, else cpu; under "
                    "accelerate launch: this process's GPU)")
@@ -34,10 +35,10 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                    "DDIM or Euler, built from the pipeline's scheduler config")
     g.add_argument("--guidance-scale", type=float, default=None,
                    help="classifier-free guidance scale (default: the pipeline's / world's own)")
-    g.add_argument("--threads", type=int, default=None, metavar="N",
+    g.add_argument("--threads", type=COUNT, default=None, metavar="N",
                    help="torch CPU threads (default: torch's; 1 is fastest for --tiny models on a shared machine)")
-    g.add_argument("--height", type=int, default=None, help="image height in pixels (PixArt; default: the model's)")
-    g.add_argument("--width", type=int, default=None, help="image width in pixels (PixArt; default: the model's)")
+    g.add_argument("--height", type=COUNT, default=None, help="image height in pixels (PixArt; default: the model's)")
+    g.add_argument("--width", type=COUNT, default=None, help="image width in pixels (PixArt; default: the model's)")
 
 
 def add_workload_args(p: argparse.ArgumentParser) -> None:
@@ -47,12 +48,12 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompts", metavar="FILE", default=None,
                    help=f"prompts / class ids: {PROMPT_FILE_HELP} (default: the world's held-out prompts or all "
                    "digit classes; fixed prompts or DiT sample classes for --tiny)")
-    g.add_argument("--num-images", type=int, default=None, metavar="N",
+    g.add_argument("--num-images", type=COUNT, default=None, metavar="N",
                    help="images per method (default: every prompt x --images-per-prompt; 8 for worlds and --tiny)")
-    g.add_argument("--images-per-prompt", type=int, default=None, metavar="K",
+    g.add_argument("--images-per-prompt", type=COUNT, default=None, metavar="K",
                    help="images of each prompt, named {id}_{k}.png (ImageReward's benchmark: 10; default 1)")
-    g.add_argument("--seed", type=int, default=None, help="item i uses seed SEED + i (default 0; recorded per item)")
-    g.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per pipeline call (default 4)")
+    g.add_argument("--seed", type=INDEX, default=None, help="item i uses seed SEED + i (default 0; recorded per item)")
+    g.add_argument("--batch-size", type=COUNT, default=None, metavar="B", help="images per pipeline call (default 4)")
 
 
 def add_metric_args(p: argparse.ArgumentParser) -> None:
@@ -72,7 +73,7 @@ def add_metric_args(p: argparse.ArgumentParser) -> None:
                    "MJHQ-30K (searched recursively; statistics cached beside it)")
     g.add_argument("--imagereward-python", metavar="PYTHON", default=None,
                    help="python of a venv with `pip install image-reward` (it cannot share this environment)")
-    g.add_argument("--metric-batch-size", type=int, default=None, metavar="B",
+    g.add_argument("--metric-batch-size", type=COUNT, default=None, metavar="B",
                    help="images per metric forward (default 32)")
     g.add_argument("--report-metrics", nargs="+", default=None, metavar="KEY",
                    help="only these metric keys go into the results and table (e.g. fid clip_score; default: all "

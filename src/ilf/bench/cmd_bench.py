@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ilf.argtypes import COUNT, INDEX
+
 from .cli_args import (
     add_metric_args, add_source_args, add_workload_args, build_items, build_scorer_from, build_source, check_metrics,
 )
@@ -60,13 +62,13 @@ def add_parser(subparsers) -> None:
                    "plain model's output only with t_post=none); without it, such rows are skipped with a note")
     g.add_argument("--list-methods", action="store_true", help="print the method families and presets, then exit")
     g = p.add_argument_group("timing")
-    g.add_argument("--repeats", type=int, default=None, help="timed calls per method (default 3; 0 = no timing)")
-    g.add_argument("--warmup", type=int, default=None, help="untimed calls per method before timing (default 1)")
-    g.add_argument("--time-batch", type=int, default=None, metavar="B", help="images per timed call (default 1)")
+    g.add_argument("--repeats", type=INDEX, default=None, help="timed calls per method (default 3; 0 = no timing)")
+    g.add_argument("--warmup", type=INDEX, default=None, help="untimed calls per method before timing (default 1)")
+    g.add_argument("--time-batch", type=COUNT, default=None, metavar="B", help="images per timed call (default 1)")
     add_metric_args(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--out", metavar="DIR", default=None, help="output folder (default bench-results)")
-    g.add_argument("--grid-items", type=int, default=None, metavar="K", help="columns of grid.png (default 4; 0: none)")
+    g.add_argument("--grid-items", type=INDEX, default=None, metavar="K", help="columns of grid.png (default 4; 0: none)")
     g.add_argument("--crop", default=None, help="zoomed crop of grid.png: auto (where methods differ most from the "
                    "reference) or CX,CY,SIDE as fractions (default auto)")
     g.add_argument("--pareto-metric", default=None, metavar="KEY",

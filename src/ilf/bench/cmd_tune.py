@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ilf.argtypes import COUNT, positive_float
 from ilf.choices import T_POST_RATIOS, T_POST_STRATEGIES
 
 from .cli_args import add_metric_args, add_source_args, add_workload_args, build_items, build_scorer_from, build_source
@@ -22,10 +23,10 @@ def add_parser(subparsers) -> None:
     t.add_argument("--feedback", nargs="+", required=True, metavar="PATH",
                    help="trained feedback folder(s), one per loop to consider ('untrained' for a smoke run)")
     b = t.add_mutually_exclusive_group(required=True)
-    b.add_argument("--budget", type=float, help="block forwards per image allowed (paper: 332 for 1.8x of 560)")
-    b.add_argument("--speedup", type=float, help="target speedup over --reference in block forwards (budget = "
+    b.add_argument("--budget", type=positive_float, help="block forwards per image allowed (paper: 332 for 1.8x of 560)")
+    b.add_argument("--speedup", type=positive_float, help="target speedup over --reference in block forwards (budget = "
                    "reference block forwards / SPEEDUP)")
-    t.add_argument("--steps", nargs="+", type=int, default=[8, 10, 12], help="step counts to try (default 8 10 12)")
+    t.add_argument("--steps", nargs="+", type=COUNT, default=[8, 10, 12], help="step counts to try (default 8 10 12)")
     t.add_argument("--plans", nargs="+", default=["outer", "first", "last", "alternating", "all"],
                    help="plan kinds: outer, first, last, skip-inner, skip-outer (each with every K), alternating, "
                    "all (default: outer first last alternating all)")
@@ -37,7 +38,7 @@ def add_parser(subparsers) -> None:
                    help="reference method for the budget and PSNR (default plain:20)")
     t.add_argument("--metric", default=None, help="score to maximise/minimise: psnr, ssim, alignment, accuracy, "
                    "world_fd, clip_score, ... (default: alignment/accuracy for worlds, else psnr)")
-    t.add_argument("--max-configs", type=int, default=48,
+    t.add_argument("--max-configs", type=COUNT, default=48,
                    help="at most this many candidates, those using the budget best (default 48)")
     add_metric_args(t)
     t.add_argument("--out", metavar="DIR", default="tune-results", help="output folder (default tune-results)")

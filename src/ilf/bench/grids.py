@@ -18,7 +18,8 @@ from ilf.eval.metrics.images import read_image
 from .errors import BenchError
 
 LABEL_WIDTH = 190
-HEADER_HEIGHT = 30
+HEADER_HEIGHT = 30  # seed line + one caption line; each further caption line adds LINE_HEIGHT
+LINE_HEIGHT = 12
 OUTLINE = (255, 60, 60)
 
 
@@ -79,8 +80,12 @@ def make_grid(results: dict, root: Path, path: Path, *, num_items: int = 4, crop
     images = [[read_image(Path(root) / r["images"] / f"{it['id']}.png") for it in items] for r in rows]
     h, w = images[0][0].shape[-2:]
     cell = cell or int(min(256, max(128, 2 * max(h, w))))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    captions = [wrap_caption(str(it.get("prompt", f"class {it.get('class_label')}")), 2 * cell - 8, measure)
+                for it in items]
+    header = HEADER_HEIGHT + LINE_HEIGHT * max(0, max((len(c) for c in captions), default=1) - 1)
     width = LABEL_WIDTH + 2 * cell * len(items)
-    height = HEADER_HEIGHT + cell * len(rows)
+    height = header + cell * len(rows)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     ref_row = next((i for i, r in enumerate(rows) if r["reference"]), 0)
@@ -89,9 +94,9 @@ def make_grid(results: dict, root: Path, path: Path, *, num_items: int = 4, crop
         stack = torch.stack(others) if others else torch.zeros(0, 3, h, w)
         y0, x0, side = _window(h, w, window, stack, images[ref_row][c])
         left = LABEL_WIDTH + 2 * c * cell
-        cond = it.get("prompt", f"class {it.get('class_label')}")
         draw.text((left + 4, 4), f"seed {it['seed']}  (right: zoom)", fill="black")
-        draw.text((left + 4, 16), str(cond)[: cell // 3], fill="gray")
+        for k, line in enumerate(captions[c]):
+            draw.text((left + 4, 16 + k * LINE_HEIGHT), line, fill="gray")
         scale = cell / w
         for r in range(len(rows)):
             img = images[r][c]
@@ -99,12 +104,12 @@ def make_grid(results: dict, root: Path, path: Path, *, num_items: int = 4, crop
             ImageDraw.Draw(full).rectangle(
                 [x0 * scale, y0 * scale, (x0 + side) * scale - 1, (y0 + side) * scale - 1], outline=OUTLINE, width=2)
             zoom = _to_pil(img[:, y0 : y0 + side, x0 : x0 + side], cell)
-            top = HEADER_HEIGHT + r * cell
+            top = header + r * cell
             canvas.paste(full, (left, top))
             canvas.paste(zoom, (left + cell, top))
         draw.line([(left, 0), (left, height)], fill="white", width=3)
     for r, row in enumerate(rows):
-        top = HEADER_HEIGHT + r * cell
+        top = header + r * cell
         label = row["display"] + (" (ref)" if row["reference"] else "")
         bf = row.get("block_forwards")
         lines = _wrap(label, 28) + ([f"{bf:.0f} block fwd"] if bf is not None else [])
@@ -113,6 +118,20 @@ def make_grid(results: dict, root: Path, path: Path, *, num_items: int = 4, crop
         draw.text((6, top + 6), "\n".join(lines), fill="black", spacing=3)
     canvas.save(path)
     return path
+
+
+def wrap_caption(text: str, max_px: float, measure) -> list[str]:
+    """`text` in lines no wider than `max_px` (by `measure(line) -> pixels`), broken between words only; a single
+    word wider than a line gets a line of its own."""
+    lines, line = [], ""
+    for word in text.split():
+        cand = f"{line} {word}".strip()
+        if line and measure(cand) > max_px:
+            lines.append(line)
+            line = word
+        else:
+            line = cand
+    return lines + ([line] if line else [])
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .family_cachedit import CacheDiTFamily
 from .errors import MethodSpecError
 from .family import Family
+from .family_corrector import CorrectorFamily
 from .family_ilf import ILFFamily
 from .family_paper_cache import PaperCacheFamily
 from .family_plain import PlainFamily
@@ -19,7 +20,7 @@ from .grammar import GRAMMAR, MethodSpec, format_value, parse_spec
 from .family_diffusers import PEER_FAMILIES
 
 _FAMILIES: dict[str, Family] = {
-    fam.name: fam for fam in (PlainFamily(), PaperCacheFamily(), ILFFamily(), *PEER_FAMILIES, CacheDiTFamily())
+    fam.name: fam for fam in (PlainFamily(), PaperCacheFamily(), ILFFamily(), CorrectorFamily(), *PEER_FAMILIES, CacheDiTFamily())
 }
 
 

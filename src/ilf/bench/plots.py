@@ -15,6 +15,11 @@ FAMILY_COLORS = {
 }
 # Preferred y metric: the paper's headline (ImageReward), then the worlds', then what any run has.
 PARETO_PREFERENCE = ("imagereward", "alignment", "accuracy", "clip_score", "fid", "world_fd", "psnr", "ssim")
+# The axis that separates methods at a fixed budget: closeness to the reference image (plotted first when measured).
+FIDELITY_METRIC = "psnr"
+# The second axis, where it varies: the paper's headline, then the worlds' judges (the worlds' FD, from a few dozen
+# images, is left to the table: it cannot resolve the methods).
+QUALITY_AXES = ("imagereward", "alignment", "accuracy", "clip_score", "fid")
 
 
 def _plt():
@@ -36,6 +41,85 @@ def pick_metric(results: dict, metric: str | None = None) -> str | None:
     return next((k for k in PARETO_PREFERENCE if k in results["metrics"]), None)
 
 
+def varies(results: dict, metric: str) -> bool:
+    """Whether `metric` takes more than one value over the rows (an accuracy of 0.98 everywhere separates nothing)."""
+    vals = [r["metrics"].get(metric) for r in results["rows"]]
+    vals = [v for v in vals if v is not None and np.isfinite(v)]
+    return len(vals) > 1 and max(vals) - min(vals) > 1e-6 * max(1.0, abs(max(vals)))
+
+
+def pareto_metrics(results: dict, metric: str | None = None) -> list[str]:
+    """The y axes of the Pareto plot: `metric` if given; else PSNR to the reference (when measured) and the
+    preferred quality metric (ImageReward, alignment, accuracy, ...) only where it varies over the methods."""
+    if metric:
+        return [pick_metric(results, metric)]
+    out = [FIDELITY_METRIC] if FIDELITY_METRIC in results["metrics"] else []
+    quality = next((k for k in QUALITY_AXES if k in results["metrics"] and varies(results, k)), None)
+    if quality:
+        out.append(quality)
+    return out or [m for m in [pick_metric(results)] if m]
+
+
+# Offsets (points) and alignments tried in turn for a label: beside the marker first, then further out.
+_LABEL_SPOTS = [((5, 4), "left", "bottom"), ((5, -4), "left", "top"), ((-5, 4), "right", "bottom"),
+                ((-5, -4), "right", "top"), ((0, 8), "center", "bottom"), ((0, -8), "center", "top"),
+                ((8, 0), "left", "center"), ((-8, 0), "right", "center")]
+_LABEL_SCALES = (1.0, 2.5, 4.0, 6.0)
+
+
+def place_labels(ax, points: list[tuple[float, float]], texts: list[str], colors: list, fontsize: float = 7) -> list:
+    """Annotate each point with its text where it overlaps no label placed before it, no other marker and stays
+    inside the axes, trying spots beside the marker and then further out (with a leader line); where none is free,
+    the spot with the least overlap. Call after the layout is final (tight_layout), since it measures in pixels."""
+    from matplotlib.text import Text
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    px = fig.dpi / 72.0
+    markers = [ax.transData.transform(p) for p in points]
+    marker_r = 4 * px
+    placed, out = [], []
+
+    def overlap(a, b) -> float:
+        w = min(a.x1, b.x1) - max(a.x0, b.x0)
+        h = min(a.y1, b.y1) - max(a.y0, b.y0)
+        return w * h if w > 0 and h > 0 else 0.0
+
+    def cost(box, own: int) -> float:
+        c = sum(overlap(box, other) for other in placed)
+        for j, (mx, my) in enumerate(markers):
+            if j != own and box.x0 - marker_r < mx < box.x1 + marker_r and box.y0 - marker_r < my < box.y1 + marker_r:
+                c += (2 * marker_r) ** 2
+        outside = box.width * box.height - overlap(box, frame)
+        return c + outside
+
+    for i, (xy, text, color) in enumerate(zip(points, texts, colors)):
+        best = None
+        for scale in _LABEL_SCALES:
+            for (dx, dy), ha, va in _LABEL_SPOTS:
+                ann = ax.annotate(text, xy, textcoords="offset points", xytext=(dx * scale, dy * scale), ha=ha,
+                                  va=va, fontsize=fontsize, color=color,
+                                  arrowprops=dict(arrowstyle="-", color=color, lw=0.5, alpha=0.6) if scale > 1 else None)
+                ann.update_positions(renderer)  # else the text's extent is measured at the offset alone
+                box = Text.get_window_extent(ann, renderer)  # the text alone, not its leader line
+                c = cost(box, i)
+                if best is None or c < best[0]:
+                    if best is not None:
+                        best[1].remove()
+                    best = (c, ann, box)
+                else:
+                    ann.remove()
+                if c == 0:
+                    break
+            if best[0] == 0:
+                break
+        placed.append(best[2])
+        out.append(best[1])
+    return out
+
+
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
     """Indices of the points no other point beats on both cost (x, lower is better) and quality (y)."""
     front = []
@@ -50,46 +134,59 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
 
 
 def pareto_plot(results: dict, path: Path, metric: str | None = None) -> bool:
-    """Quality vs s/img (left) and vs block forwards (right), one curve per family; False if nothing to plot."""
-    metric = pick_metric(results, metric)
-    if metric is None:
-        return False
-    info = METRICS[metric]
-    rows = [r for r in results["rows"] if r["metrics"].get(metric) is not None]
-    if not rows:
+    """Quality vs s/img (left) and vs block forwards (right), one curve per family; one row of panels per y axis
+    (`pareto_metrics`: PSNR to the reference, and alignment/accuracy where it varies). False if nothing to plot."""
+    metrics = [m for m in pareto_metrics(results, metric)
+               if any(r["metrics"].get(m) is not None for r in results["rows"])]
+    if not metrics:
         return False
     axes_spec = [("seconds_per_image", "s / img (median)"), ("block_forwards", "block forwards per image")]
-    axes_spec = [a for a in axes_spec if all(r.get(a[0]) is not None for r in rows)]
+    rows_any = [r for r in results["rows"] if any(r["metrics"].get(m) is not None for m in metrics)]
+    axes_spec = [a for a in axes_spec if all(r.get(a[0]) is not None for r in rows_any)]
     plt = _plt()
-    fig, axes = plt.subplots(1, len(axes_spec), figsize=(6.2 * len(axes_spec), 4.6), squeeze=False)
-    values = {id(r): r["metrics"][metric] for r in rows}
-    finite = [v for v in values.values() if np.isfinite(v)]
-    if len(finite) < len(values):  # PSNR = inf (identical to the reference): drawn just above the others
-        top = max(finite) if finite else 0.0
-        span = (top - min(finite)) if len(finite) > 1 else 1.0
-        cap = top + 0.08 * span
-        values = {k: (v if np.isfinite(v) else cap) for k, v in values.items()}
-    for ax, (xkey, xlabel) in zip(axes[0], axes_spec):
-        pts = [(r[xkey], values[id(r)]) for r in rows]
-        front = set(pareto_front(pts, info.higher_is_better))
-        for fam in dict.fromkeys(r["family"] for r in rows):
-            members = sorted((r for r in rows if r["family"] == fam), key=lambda r: r[xkey])
-            xs = [r[xkey] for r in members]
-            ys = [values[id(r)] for r in members]
-            color = FAMILY_COLORS.get(fam, None)
-            ax.plot(xs, ys, "-o", color=color, label=fam, lw=1.5, ms=6)
-            for r, x, y in zip(members, xs, ys):
-                tag = f"{r['steps']}" + ("" if np.isfinite(r["metrics"][metric]) else " (=ref, ∞)")
-                ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
-        fx = [pts[i] for i in sorted(front, key=lambda i: pts[i][0])]
-        ax.plot([p[0] for p in fx], [p[1] for p in fx], ":", color="black", lw=1, alpha=0.6, label="Pareto front")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(info.label + ("" if info.higher_is_better else " (lower is better)"))
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="best")
-    ref = results.get("reference", "")
-    fig.suptitle(f"{results['source']['name']}: {info.label} vs latency (numbers: steps; reference {ref})", fontsize=10)
+    fig, axes = plt.subplots(len(metrics), len(axes_spec), figsize=(6.4 * len(axes_spec), 4.4 * len(metrics)),
+                             squeeze=False)
+    labels = []  # (ax, points, texts, colors), placed once the layout is final
+    for row_axes, m in zip(axes, metrics):
+        info = METRICS[m]
+        rows = [r for r in results["rows"] if r["metrics"].get(m) is not None]
+        values = {id(r): r["metrics"][m] for r in rows}
+        finite = [v for v in values.values() if np.isfinite(v)]
+        if len(finite) < len(values):  # PSNR = inf (identical to the reference): drawn just above the others
+            top = max(finite) if finite else 0.0
+            span = (top - min(finite)) if len(finite) > 1 else 1.0
+            values = {k: (v if np.isfinite(v) else top + 0.08 * span) for k, v in values.items()}
+        for ax, (xkey, xlabel) in zip(row_axes, axes_spec):
+            pts = [(r[xkey], values[id(r)]) for r in rows]
+            front = sorted(pareto_front(pts, info.higher_is_better), key=lambda i: pts[i][0])
+            texts, colors, where = [], [], []
+            for fam in dict.fromkeys(r["family"] for r in rows):
+                members = sorted((r for r in rows if r["family"] == fam), key=lambda r: r[xkey])
+                color = FAMILY_COLORS.get(fam, None)
+                ax.plot([r[xkey] for r in members], [values[id(r)] for r in members], "-o", color=color, label=fam,
+                        lw=1.5, ms=6)
+                for r in members:
+                    where.append((r[xkey], values[id(r)]))
+                    texts.append(f"{r['steps']}" + ("" if np.isfinite(r["metrics"][m]) else " (=ref, ∞)"))
+                    colors.append(color)
+            fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
+            ax.plot(fx, fy, "o", ms=11, mfc="none", mec="black", mew=1.2,
+                    label="Pareto front (nothing both cheaper and better)")
+            if len(front) > 1:
+                ax.plot(fx, fy, ":", color="black", lw=1.2, alpha=0.7)
+            ax.set_xlabel(xlabel)
+            ylabel = info.label + (f" to {results.get('reference', 'the reference')}" if m == FIDELITY_METRIC else "")
+            ax.set_ylabel(ylabel + ("" if info.higher_is_better else " (lower is better)"), fontsize=9)
+            ax.grid(alpha=0.3)
+            labels.append((ax, where, texts, colors))
+    axes[0][0].legend(fontsize=7, loc="best")
+    names = " and ".join(METRICS[m].label for m in metrics)
+    fig.suptitle(f"{results['source']['name']}: {names} vs cost (numbers beside points: steps)", fontsize=10)
+    for ax, *_ in labels:
+        ax.margins(x=0.06, y=0.1)  # room for the labels of the outermost points inside the frame
     fig.tight_layout()
+    for ax, where, texts, colors in labels:
+        place_labels(ax, where, texts, colors)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

@@ -42,6 +42,15 @@ def _expand(value, variables: dict[str, str], where: str):
     return value
 
 
+def missing_variables(value, variables: dict[str, str]) -> list[str]:
+    """Every `${NAME}` (without a default) in `value` that neither `variables` nor the environment sets, in order."""
+    if isinstance(value, str):
+        return [m.group(1) for m in _VAR.finditer(value)
+                if m.group(2) is None and m.group(1) not in variables and m.group(1) not in os.environ]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [name for v in items for name in missing_variables(v, variables)]
+
+
 def shipped_recipes() -> list[str]:
     """The names of the recipes shipped with ilf."""
     return sorted(q.stem for q in RECIPE_DIR.glob("*.toml")) if RECIPE_DIR.is_dir() else []
@@ -70,6 +79,10 @@ def load_recipe(
     except tomllib.TOMLDecodeError as err:
         raise BenchError(f"recipe {path} is not valid TOML: {err}") from None
     variables = {"RECIPE_DIR": str(path.resolve().parent), **(variables or {})}
+    missing = list(dict.fromkeys(missing_variables(data, variables)))  # all of them at once, not one per run
+    if missing:
+        raise BenchError(f"recipe {path.name}: {len(missing)} value(s) not set: {', '.join(missing)}; pass "
+                         + " ".join(f"--set {n}=VALUE" for n in missing) + " (or export them)")
     data.pop("description", None)
     parts = data.pop("part", None)
     base = data

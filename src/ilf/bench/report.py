@@ -98,6 +98,9 @@ def table_notes(results: dict) -> list[str]:
                          "calls")
         if parts:
             notes.append(f"{r['display']}: {', '.join(parts)} (all calls of the generation phase).")
+    for r in results["rows"]:  # which schedule each ILF row ran, and where it came from
+        if (r.get("info") or {}).get("schedule"):
+            notes.append(f"{r['display']}: {r['info']['schedule']}.")
     for sk in results.get("skipped", []):
         notes.append(f"Skipped {sk['method']}: {sk['reason']}.")
     return [f"- {n}" for n in notes]

@@ -3,8 +3,8 @@
 Three kinds:
 * `world` — an embedded world's shipped backbone (`ilf.worlds`: shapes → PixArt, digits → DiT);
 * `pipeline` — a real checkpoint folder or hub id (PixArt-α/Σ, DiT-XL/2) loaded with `from_pretrained`;
-* `tiny` — `ilf.testing`'s tiny stand-ins with random weights (smoke runs and tests): PixArt-α/Σ, DiT, and
-  (`ilf.testing_mmdit`) SD3, Flux (schnell- and dev-style) and Sana, each with its stock scheduler.
+* `tiny` — `ilf.tiny`'s tiny stand-ins with random weights (smoke runs and tests): PixArt-α/Σ, DiT, and
+  (`ilf.tiny_mmdit`) SD3, Flux (schnell- and dev-style) and Sana, each with its stock scheduler.
 
 A source's `__call__(items, steps)` returns the images of those items as [B, 3, H, W] float in [0, 1], each
 from its own seed's generator (CPU generators, so the initial noise is the same on any device and does not
@@ -130,12 +130,12 @@ def load_pipeline_source(path: str, device="cpu", dtype=torch.float32, **call_kw
 
 def load_tiny_source(kind: str = "pixart", num_layers: int | None = None, device="cpu", seed: int = 0,
                      **call_kwargs) -> Source:
-    """`ilf.testing`'s tiny pipeline with random weights: every code path a checkpoint takes, in seconds.
+    """`ilf.tiny`'s tiny pipeline with random weights: every code path a checkpoint takes, in seconds.
 
     `num_layers`: blocks in all (default `TINY_LAYERS`, else 28); a tiny Flux gets a third of them as
     dual-stream blocks and the rest as single-stream ones, as FLUX.1 has (19 + 38)."""
-    from ilf.testing import pixart_call_kwargs, tiny_pipeline
-    from ilf.testing_mmdit import mmdit_call_kwargs
+    from ilf.tiny import pixart_call_kwargs, tiny_pipeline
+    from ilf.tiny_mmdit import mmdit_call_kwargs
 
     if kind not in TINY_KINDS:
         raise ILFError(f"unknown tiny pipeline {kind!r}; choose one of {', '.join(TINY_KINDS)}")
@@ -166,7 +166,7 @@ def default_conditions(source: Source, n: int) -> list[Condition]:
     if source.kind == "pipeline":
         raise ILFError(f"pass --prompts for {source.name} (e.g. ImageReward's benchmark-prompts.json or MJHQ-30K's "
                        "meta_data.json)")
-    from ilf.testing import WORDS
+    from ilf.tiny import WORDS
 
     rng = np.random.default_rng(0)
     return [(f"t{i:04d}", " ".join(rng.choice(WORDS, size=6))) for i in range(max(n, 1))]

@@ -57,9 +57,16 @@ def read_state(path: Path) -> dict:
 
 
 def check_resumable(state: dict, ilf_config: dict, fingerprint: dict, path: Path) -> None:
-    """Refuse, before any step, a checkpoint trained for another loop or backbone."""
-    want_loop, have_loop = state["ilf_config"]["loop"], ilf_config["loop"]
-    if list(want_loop) != list(have_loop):
+    """Refuse, before any step, a checkpoint trained for another loop (or corrector) or backbone."""
+    if "loop" not in ilf_config or "loop" not in state["ilf_config"]:  # a corrector: its whole config must match
+        if state["ilf_config"] != ilf_config:
+            diff = sorted(k for k in set(state["ilf_config"]) | set(ilf_config)
+                          if state["ilf_config"].get(k) != ilf_config.get(k))
+            raise FeedbackMismatchError(
+                f"the checkpoint {path} trains another feedback (differs in {diff}); resume with the same "
+                "settings, or use a new --output-dir"
+            )
+    elif list(want_loop := state["ilf_config"]["loop"]) != list(have_loop := ilf_config["loop"]):
         raise FeedbackMismatchError(
             f"the checkpoint {path} trains loop {tuple(want_loop)} but this run asks for {tuple(have_loop)}; "
             "use the same --loop, or a new --output-dir for a new loop"

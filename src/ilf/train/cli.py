@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..argtypes import COUNT, INDEX, add_loop_arg, add_threads_arg, fraction, positive_float, set_threads
 from ..choices import DTYPE_NAMES, INIT_MODES, MIXED_PRECISION, T_POST_STRATEGIES
 from ..worlds.paths import BACKBONE_WORLDS
 
 TRAIN_EPILOG = """\
 examples:
-  # the embedded world, on a CPU, in minutes
-  ilf train --world shapes --loop 4 9 --max-steps 300 --output-dir runs/shapes-fb
+  # the embedded world, on one CPU thread in ~5 minutes: trajectory distillation for 10 DPM-Solver++ steps,
+  # feedback on the last one, t_post none, loop 3-8 (the paper's 8-19 of 28 scaled to 12 blocks)
+  ilf train --world digits --output-dir runs/digits-fb
 
-  # trained for a schedule: 10 DPM-Solver++ steps, feedback on the last 2, teacher = 20 plain steps
-  ilf train --world digits --loop 3 8 --distill trajectory --student-steps 10 --feedback-steps last:2 \\
-      --inference-t-post none --max-steps 1600 --lr 1e-3 --output-dir runs/digits-traj
+  # the paper's FAD objective and schedule (outer 2+2, t_post rescale) instead
+  ilf train --world shapes --distill fad --output-dir runs/shapes-fad
 
   # a real checkpoint on one GPU: encode the data once, then train with the paper's defaults
   ilf precompute --pipeline PixArt-alpha/PixArt-XL-2-512x512 --data my-images/ --out shards/
@@ -32,7 +33,7 @@ examples:
 
 
 def _loop(values):
-    return tuple(int(v) for v in values)
+    return None if values is None else tuple(int(v) for v in values)
 
 
 def add_train_parser(sub) -> None:
@@ -54,22 +55,23 @@ def add_train_parser(sub) -> None:
                    "(ImageFolder layout), or shards from `ilf precompute` (needed with --pipeline)")
     g.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes", "shards"],
                    help="how to read --data (default: detect)")
-    g.add_argument("--resolution", type=int, help="image side for raw image folders (default: the backbone's)")
-    g.add_argument("--max-sequence-length", type=int, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
+    g.add_argument("--resolution", type=COUNT, help="image side for raw image folders (default: the backbone's)")
+    g.add_argument("--max-sequence-length", type=COUNT, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
     g = p.add_argument_group("inner loop")
-    g.add_argument("--loop", nargs=2, type=int, metavar=("B", "E"), default=(8, 19),
-                   help="first and last loop block, inclusive (default: 8 19, the paper's on 28 blocks)")
+    add_loop_arg(g, help="first and last loop block, inclusive, 0 <= B <= E < the backbone's blocks (default: the "
+                 "paper's 8 19 of 28 blocks scaled to the backbone's depth: 3 8 on the 12-block worlds)")
     g.add_argument("--init", choices=INIT_MODES, default="copy",
                    help="feedback block initialisation: a copy of a backbone block's weights, or fresh (default: copy)")
-    g.add_argument("--init-block", type=int, help="backbone block copied by --init copy (default: E)")
+    g.add_argument("--init-block", type=INDEX, help="backbone block copied by --init copy (default: E)")
     g.add_argument("--t-post", default="none", choices=T_POST_STRATEGIES,
                    help="the student's post-feedback time conditioning during training, with the gap to the "
                    "teacher's t/2 (default: none — t throughout, rescaling is an inference-time choice)")
-    g.add_argument("--feedback-steps", default="outer:2",
-                   help="default inference schedule stored with the feedback (default: outer:2)")
-    g.add_argument("--inference-t-post", default="rescale", choices=T_POST_STRATEGIES,
+    g.add_argument("--feedback-steps",
+                   help="default inference schedule stored with the feedback; --distill trajectory trains those steps "
+                   "(default: last:1 with trajectory, the measured best; outer:2, the paper's, with the others)")
+    g.add_argument("--inference-t-post", choices=T_POST_STRATEGIES,
                    help="default inference t_post stored with the feedback; --distill trajectory also trains with "
-                   "it (default: rescale)")
+                   "it (default: none with trajectory; rescale, the paper's eq. 4, with the others)")
     g.add_argument("--feedback-mode", default="loop", choices=["loop", "once"],
                    help="loop: ILF, re-run blocks B..E with the feedback added; once: the same-size control "
                    "without an inner loop (F's output added once after block E) (default: loop)")
@@ -77,47 +79,72 @@ def add_train_parser(sub) -> None:
     g.add_argument("--feed-text", action="store_true",
                    help="MMDiT backbones (SD3): also feed F's text-stream output back into the loop's text stream "
                    "(default: image stream only, as measured in the README)")
-    g.add_argument("--distill", default="fad", choices=["fad", "trajectory", "multistep", "none"],
+    g.add_argument("--distill", default="trajectory", choices=["fad", "trajectory", "multistep", "none", "corrector"],
                    help="fad: one teacher forward at t/2 (the paper's Fast Approximate Distillation); trajectory: "
                    "train for an inference schedule — the student's own guided --student-steps path, each "
                    "feedback step's solver update matched to a --teacher-steps teacher path from the same noise "
-                   "(beats plain steps on our worlds; see the README); multistep: the teacher target reached by "
-                   "--teacher-steps DDIM steps (standard distillation); none: diffusion loss only (default: fad)")
-    g.add_argument("--teacher-steps", type=int,
+                   "(beats plain steps on digits; see docs/results.md); multistep: the teacher target reached by "
+                   "--teacher-steps DDIM steps (standard distillation); none: diffusion loss only; corrector: a trained "
+                   "corrector of diffusers' TaylorSeer cache, on the sampler's own path (the corrector group below; "
+                   "docs/corrector.md) (default: trajectory; fad reproduces the paper)")
+    g.add_argument("--teacher-steps", type=COUNT,
                    help="teacher solver steps: multistep's DDIM steps (default: 8); trajectory's finer grid "
                    "(default: 2 × --student-steps, or the next count whose grid holds the student's, e.g. 3N − 2 "
                    "for FlowMatchEuler)")
     g = p.add_argument_group("trajectory distillation (--distill trajectory)")
-    g.add_argument("--student-steps", type=int, default=10,
-                   help="the inference step count the feedback is trained for; recorded in the adapter (default: 10)")
+    g.add_argument("--student-steps", type=COUNT,
+                   help="the inference step count the feedback is trained for; recorded in the adapter (default: 10; "
+                   "20 with --distill corrector)")
     g.add_argument("--guidance-scale", type=float,
                    help="classifier-free guidance of the student and teacher paths (default: the world's, else the "
                    "pipeline class's own default: PixArt 4.5, DiT 4.0)")
     g.add_argument("--scheduler",
                    help="a diffusers scheduler class to train (and record) instead of the pipeline's, keeping its "
                    "noise schedule, e.g. UniPCMultistepScheduler (default: the pipeline's, DPM-Solver++ for ours)")
-    g.add_argument("--rollout-every", type=int, default=100,
+    g.add_argument("--rollout-every", type=COUNT, default=100,
                    help="iterations between re-runs of the student's sampler that refresh its states (default: 100)")
-    g.add_argument("--rollout-size", type=int, default=256,
-                   help="fixed noises (with conditions drawn once from the data) whose paths are trained on (default: 256)")
+    g.add_argument("--rollout-size", type=COUNT,
+                   help="fixed noises (with conditions drawn once from the data) whose paths are trained on (default: 256; 128 with --world and --distill corrector)")
+    g.add_argument("--rollout-noise", default="fixed", choices=["fixed", "fresh"],
+                   help="fixed: the same --rollout-size noises throughout; fresh: new noises (and their teacher paths) "
+                   "at every rollout (default: fixed)")
     g.add_argument("--diffusion-weight", type=float, default=1.0, help="weight of the diffusion loss (default: 1)")
     g.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation MSE (default: 1)")
-    g.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty caption (default: 0.1)")
-    g.add_argument("--class-dropout", type=float, default=0.1, help="probability of the null class (default: 0.1)")
+    g.add_argument("--caption-dropout", type=fraction, default=0.1, help="probability of the empty caption (default: 0.1)")
+    g.add_argument("--class-dropout", type=fraction, default=0.1, help="probability of the null class (default: 0.1)")
+    g = p.add_argument_group("corrector (--distill corrector): a trained corrector of diffusers' TaylorSeer cache")
+    g.add_argument("--cache-interval", type=COUNT, default=2,
+                   help="TaylorSeer: a full step every INTERVAL steps after the warm-up (default: 2)")
+    g.add_argument("--cache-warmup", type=COUNT, default=3, help="TaylorSeer: the first WARMUP steps compute (default: 3)")
+    g.add_argument("--cache-order", type=INDEX, default=1, help="TaylorSeer's Taylor order (default: 1)")
+    g.add_argument("--fresh-blocks", type=INDEX, default=0,
+                   help="leading blocks run fresh on each forecast step, for F to see (default: 0)")
+    g.add_argument("--correct-steps", default="none",
+                   help="the forecast steps the feedback block F runs on, one block forward each: all, none, last:K, "
+                   "… (default: none — only the learned per-step forecast, which costs no block forward)")
+    g.add_argument("--corrector-forecast", default="output", choices=["output", "residual"],
+                   help="the cache: output (diffusers' TaylorSeer) or residual (DBCache + TaylorSeer) (default: output)")
+    g.add_argument("--corrector-feed", default="innovation", choices=["innovation", "forecast"],
+                   help="what F sees besides the forecast: the fresh blocks' innovation, or nothing (default: innovation)")
+    g.add_argument("--mix-per-channel", action="store_true",
+                   help="learn the forecast's per-step weights per feature channel, not one per term")
+    g.add_argument("--no-learned-forecast", action="store_true",
+                   help="keep TaylorSeer's own forecast (train F alone; the control of the learned forecast)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--preset", choices=["paper-t2i", "paper-c2i", "world"],
                    help="hyper-parameter defaults: paper-t2i (lr 1e-6, batch 2048, 5 epochs), paper-c2i (lr 5e-6, "
-                   "batch 8192, 10 epochs), world (lr 1e-4, batch 32, 300 steps; the default with --world)")
-    g.add_argument("--lr", type=float, help="learning rate (AdamW)")
-    g.add_argument("--batch-size", type=int, help="global batch = per-device batch × processes × accumulation")
-    g.add_argument("--per-device-batch", type=int, help="micro-batch per process (default: batch size / processes); "
+                   "batch 8192, 10 epochs), world (the default with --world: lr 1e-3, batch 32, 1000 steps with trajectory; "
+                   "lr 1e-4, batch 32, 300 steps with the others)")
+    g.add_argument("--lr", type=positive_float, help="learning rate (AdamW)")
+    g.add_argument("--batch-size", type=COUNT, help="global batch = per-device batch × processes × accumulation")
+    g.add_argument("--per-device-batch", type=COUNT, help="micro-batch per process (default: batch size / processes); "
                    "gradient accumulation makes up the rest")
-    g.add_argument("--epochs", type=float, help="passes over the data (finite data sets)")
-    g.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    g.add_argument("--epochs", type=positive_float, help="passes over the data (finite data sets)")
+    g.add_argument("--max-steps", type=COUNT, help="optimizer steps (overrides --epochs)")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
     g.add_argument("--lr-scheduler", default="constant_with_warmup",
                    help="diffusers LR schedule name (constant, constant_with_warmup, cosine, linear, …)")
-    g.add_argument("--warmup-steps", type=int, default=0, help="LR warm-up steps (default: 0)")
+    g.add_argument("--warmup-steps", type=INDEX, default=0, help="LR warm-up steps (default: 0)")
     g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm, 0 = off (default: 1)")
     g.add_argument("--ema-decay", type=float, help="keep an EMA of the feedback with this decay; saved as the result")
     g = p.add_argument_group("engine")
@@ -126,21 +153,22 @@ def add_train_parser(sub) -> None:
                    help="dtype of the frozen backbone, VAE and text encoder; the feedback trains in fp32 (default: fp32)")
     g.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute the frozen blocks' activations in backward (less memory, ~30%% more compute)")
-    g.add_argument("--seed", type=int, default=0, help="seed of data order, noise, timesteps and dropout (default: 0)")
+    g.add_argument("--seed", type=INDEX, default=0, help="seed of data order, noise, timesteps and dropout (default: 0)")
     g = p.add_argument_group("checkpoints and logs")
     g.add_argument("--output-dir", type=Path, required=True, help="where the feedback, checkpoints and logs go")
-    g.add_argument("--checkpoint-every", type=int, default=500, help="optimizer steps between checkpoints (default: 500)")
-    g.add_argument("--keep-checkpoints", type=int, default=3, help="how many recent checkpoints to keep (default: 3)")
+    g.add_argument("--checkpoint-every", type=INDEX, default=500, help="optimizer steps between checkpoints (default: 500)")
+    g.add_argument("--keep-checkpoints", type=COUNT, default=3, help="how many recent checkpoints to keep (default: 3)")
     g.add_argument("--resume", help="'latest' (the newest complete checkpoint in --output-dir, or a fresh start) "
                    "or a checkpoint folder")
-    g.add_argument("--log-every", type=int, default=10, help="steps between log records (default: 10)")
+    g.add_argument("--log-every", type=COUNT, default=10, help="steps between log records (default: 10)")
     g.add_argument("--report-to", default="none", choices=["none", "tensorboard", "wandb", "all"],
                    help="accelerate trackers for the loss terms and scales (default: none; train_log.jsonl always)")
-    g.add_argument("--validate-every", type=int, default=0,
+    g.add_argument("--validate-every", type=INDEX, default=0,
                    help="steps between validation grids (plain 20 / plain 10 / ILF 10, same seeds), 0 = off")
     g.add_argument("--validation-prompts", nargs="*", default=[],
                    help="prompts (or class ids for DiT) of the validation grid")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_arg(g)
     g.add_argument("--dump-rank-weights", action="store_true",
                    help="each process also writes its final feedback (to verify that DDP kept ranks identical)")
     p.set_defaults(func=cmd_train)
@@ -148,7 +176,6 @@ def add_train_parser(sub) -> None:
 
 def cmd_train(args) -> int:
     from .config import TrainConfig
-    from .trainer import train
 
     cfg = TrainConfig(
         output_dir=args.output_dir, pipeline=args.pipeline, world=args.world, data=args.data,
@@ -157,7 +184,12 @@ def cmd_train(args) -> int:
         feedback_steps=args.feedback_steps, inference_t_post=args.inference_t_post, distill=args.distill,
         rerun_loop=args.feedback_mode == "loop", feed_text=args.feed_text, student_steps=args.student_steps,
         guidance_scale=args.guidance_scale, scheduler=args.scheduler, rollout_every=args.rollout_every,
-        rollout_size=args.rollout_size, teacher_steps=args.teacher_steps, diffusion_weight=args.diffusion_weight,
+        rollout_size=args.rollout_size, rollout_noise=args.rollout_noise, cache_interval=args.cache_interval,
+        cache_warmup=args.cache_warmup, cache_order=args.cache_order, fresh_blocks=args.fresh_blocks,
+        correct_steps=args.correct_steps, corrector_forecast=args.corrector_forecast,
+        corrector_feed=args.corrector_feed, learned_forecast=not args.no_learned_forecast,
+        mix_per_channel=args.mix_per_channel,
+        teacher_steps=args.teacher_steps, diffusion_weight=args.diffusion_weight,
         distill_weight=args.distill_weight, caption_dropout=args.caption_dropout,
         class_dropout=args.class_dropout, preset=args.preset, lr=args.lr, batch_size=args.batch_size,
         per_device_batch=args.per_device_batch, epochs=args.epochs, max_steps=args.max_steps,
@@ -169,6 +201,9 @@ def cmd_train(args) -> int:
         validation_prompts=args.validation_prompts, progress=not args.no_progress,
         dump_rank_weights=args.dump_rank_weights,
     )
+    set_threads(args.threads)
+    from .trainer import train
+
     result = train(cfg)
     if result.is_main_process:
         print(f"feedback saved to {result.feedback_dir} ({result.steps} steps, final loss {result.last_loss})")
@@ -186,26 +221,28 @@ def add_precompute_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
     p.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes", "shards"],
                    help="how to read --data (shards: only with --teacher-paths, whose conditions they give)")
-    p.add_argument("--resolution", type=int, help="image side (default: the backbone's native size)")
-    p.add_argument("--batch-size", type=int, default=32, help="images encoded at once (default: 32)")
-    p.add_argument("--shard-size", type=int, default=4096, help="rows per shard file (default: 4096)")
-    p.add_argument("--max-sequence-length", type=int, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
+    p.add_argument("--resolution", type=COUNT, help="image side (default: the backbone's native size)")
+    p.add_argument("--batch-size", type=COUNT, default=32, help="images encoded at once (default: 32)")
+    p.add_argument("--shard-size", type=COUNT, default=4096, help="rows per shard file (default: 4096)")
+    p.add_argument("--max-sequence-length", type=COUNT, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
     p.add_argument("--device", help="cuda, cpu, … (default: cuda when available)")
     p.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="encoder dtype (default: fp32)")
     g = p.add_argument_group("teacher paths for --distill trajectory (instead of latent shards)")
-    g.add_argument("--teacher-paths", type=int, metavar="S",
+    g.add_argument("--teacher-paths", type=COUNT, metavar="S",
                    help="write S guided teacher paths (the run's fixed noises, conditions from --data) instead of "
                    "latent shards; train on them with `ilf train --distill trajectory --data OUT`")
-    g.add_argument("--student-steps", type=int, default=10, help="the student's step count the paths serve (default: 10)")
-    g.add_argument("--teacher-steps", type=int, help="the teacher's finer grid (default: 2 × --student-steps, or the "
+    g.add_argument("--student-steps", type=COUNT, default=10, help="the student's step count the paths serve (default: 10)")
+    g.add_argument("--teacher-steps", type=COUNT, help="the teacher's finer grid (default: 2 × --student-steps, or the "
                    "next count whose grid holds the student's, e.g. 3N − 2 for FlowMatchEuler)")
     g.add_argument("--guidance-scale", type=float, help="guidance of the paths (default: the pipeline class's own)")
     g.add_argument("--scheduler", help="a diffusers scheduler class instead of the pipeline's (default: the pipeline's)")
-    g.add_argument("--seed", type=int, default=0, help="the training run's --seed: fixes noises and conditions (default: 0)")
+    g.add_argument("--seed", type=INDEX, default=0, help="the training run's --seed: fixes noises and conditions (default: 0)")
+    add_threads_arg(p)
     p.set_defaults(func=cmd_precompute)
 
 
 def cmd_precompute(args) -> int:
+    set_threads(args.threads)
     if args.teacher_paths:
         from .precompute import precompute_teacher_paths
 

@@ -16,7 +16,17 @@ PRESETS = {
     # The embedded worlds: small backbones learn fast; a few hundred steps on a CPU.
     "world": dict(lr=1e-4, batch_size=32, max_steps=300),
 }
-DISTILL_MODES = ("fad", "trajectory", "multistep", "none")
+# The embedded worlds with trajectory distillation (the default objective): the recipe of the shipped feedbacks.
+WORLD_TRAJECTORY = dict(lr=1e-3, batch_size=32, max_steps=1000)
+# ... and with the corrector (bench/corrector_study.py's recipe: ~1 min of one CPU thread per world).
+WORLD_CORRECTOR = dict(lr=3e-3, batch_size=32, max_steps=600, rollout_size=128)
+# Per objective, the inference schedule stored with the feedback when --feedback-steps / --inference-t-post are
+# not given: trajectory's is the measured best (feedback on the last step, t_post none; docs/results.md), FAD's
+# the paper's (outer 2+2, eq. 4's rescale).
+SCHEDULE_DEFAULTS = {"trajectory": dict(feedback_steps="last:1", inference_t_post="none")}
+PAPER_SCHEDULE = dict(feedback_steps="outer:2", inference_t_post="rescale")
+DISTILL_MODES = ("fad", "trajectory", "multistep", "none", "corrector")
+ROLLOUT_NOISES = ("fixed", "fresh")
 
 
 @dataclass
@@ -30,22 +40,33 @@ class TrainConfig:
     resolution: int | None = None  # image side for raw folders; default: the backbone's
     max_sequence_length: int | None = None
     # ILF
-    loop: tuple[int, int] = (8, 19)
+    loop: tuple[int, int] | None = None  # None: the paper's 8-19 of 28 blocks scaled to the backbone's depth
     init: str = "copy"
     init_block: int | None = None
     t_post: str = "none"  # student's post-feedback conditioning in training (gap = t − t/2)
-    feedback_steps: str = "outer:2"  # default inference schedule written into the adapter
-    inference_t_post: str = "rescale"
+    feedback_steps: str | None = None  # inference schedule written into the adapter (default: per objective)
+    inference_t_post: str | None = None
     rerun_loop: bool = True  # False: the same-size control without an inner loop
     feed_text: bool = False  # MMDiT: feed F's text stream back too
     # objective
-    distill: str = "fad"
+    distill: str = "trajectory"  # the measured recipe; "fad" is the paper's
     teacher_steps: int | None = None  # multistep: 8; trajectory: 2 × student_steps (or the next aligned count)
-    student_steps: int = 10  # trajectory: the inference step count the feedback is trained for
+    student_steps: int | None = None  # the inference step count trained for (trajectory: 10, corrector: 20)
     guidance_scale: float | None = None  # trajectory: default the world's / the pipeline's own
     scheduler: str | None = None  # a diffusers scheduler class replacing the pipeline's (same noise schedule)
     rollout_every: int = 100
-    rollout_size: int = 256
+    rollout_size: int | None = None  # default 256 (the world recipe of --distill corrector: 128)
+    rollout_noise: str = "fixed"  # fixed: one set of noises; fresh: new noises (and teacher paths) every rollout
+    # corrector (--distill corrector): the TaylorSeer cache it stacks on, and what runs fresh
+    cache_interval: int = 2
+    cache_warmup: int = 3
+    cache_order: int = 1
+    fresh_blocks: int = 0
+    corrector_feed: str = "innovation"
+    corrector_forecast: str = "output"
+    correct_steps: str = "none"  # the forecast steps F runs on ("none": only the learned per-step forecast)
+    learned_forecast: bool = True  # learn per-step weights correcting the Taylor forecast (no block cost)
+    mix_per_channel: bool = False  # ... one per feature channel
     diffusion_weight: float = 1.0
     distill_weight: float = 1.0
     caption_dropout: float = 0.1
@@ -90,12 +111,35 @@ class TrainConfig:
             raise ILFError("--pipeline needs --data (an image folder, class folders, or shards from `ilf precompute`)")
         if self.distill not in DISTILL_MODES:
             raise ILFError(f"--distill must be one of {DISTILL_MODES}, got {self.distill!r}")
+        if self.student_steps is None:
+            self.student_steps = 20 if self.distill == "corrector" else 10
+        if self.rollout_noise not in ROLLOUT_NOISES:
+            raise ILFError(f"--rollout-noise must be one of {ROLLOUT_NOISES}, got {self.rollout_noise!r}")
+        if self.distill == "corrector" and self.teacher_steps is not None and self.teacher_steps < self.student_steps:
+            raise ILFError(f"--teacher-steps {self.teacher_steps} must be at least --student-steps "
+                           f"{self.student_steps} for --distill corrector (default: equal, plain N steps)")
         if self.teacher_steps is None and self.distill == "multistep":
             self.teacher_steps = 8
         if self.teacher_steps is not None and self.teacher_steps < 1:
             raise ILFError("--teacher-steps must be >= 1")
-        if self.student_steps < 1 or self.rollout_every < 1 or self.rollout_size < 1:
-            raise ILFError("--student-steps, --rollout-every and --rollout-size must be >= 1")
+        for flag, value, lo in (("--student-steps", self.student_steps, 1), ("--rollout-every", self.rollout_every, 1),
+                                ("--rollout-size", self.rollout_size, 1), ("--max-steps", self.max_steps, 1),
+                                ("--batch-size", self.batch_size, 1), ("--per-device-batch", self.per_device_batch, 1),
+                                ("--checkpoint-every", self.checkpoint_every, 0),
+                                ("--keep-checkpoints", self.keep_checkpoints, 1), ("--log-every", self.log_every, 1),
+                                ("--validate-every", self.validate_every, 0), ("--warmup-steps", self.warmup_steps, 0),
+                                ("--seed", self.seed, 0)):
+            if value is not None and value < lo:
+                raise ILFError(f"{flag} must be an integer >= {lo}, got {value}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ILFError(f"--epochs must be a number > 0, got {self.epochs}")
+        for k, v in SCHEDULE_DEFAULTS.get(self.distill, PAPER_SCHEDULE).items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
+        if self.distill == "trajectory":  # the plan may name only steps the trained schedule has
+            from ..argtypes import check_plan_fits
+
+            check_plan_fits(self.feedback_steps, self.student_steps, steps_flag="--student-steps")
         if self.distill == "trajectory" and self.teacher_steps is not None and self.teacher_steps <= self.student_steps:
             raise ILFError(f"--teacher-steps {self.teacher_steps} must exceed --student-steps {self.student_steps}: "
                            "the teacher is the finer-grid path (default 2 × student steps)")
@@ -103,12 +147,16 @@ class TrainConfig:
             raise ILFError(f"--mixed-precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.backbone_dtype not in DTYPE_NAMES:
             raise ILFError(f"--backbone-dtype must be one of {DTYPE_NAMES}, got {self.backbone_dtype!r}")
-        self.loop = tuple(self.loop)
+        self.loop = None if self.loop is None else tuple(self.loop)
+        if self.loop is not None and not 0 <= self.loop[0] <= self.loop[1]:
+            raise ILFError(f"--loop {self.loop[0]} {self.loop[1]}: need 0 <= B <= E < the backbone's number of blocks")
         preset = self.preset or ("world" if self.world else None)
         if preset is not None:
             if preset not in PRESETS:
                 raise ILFError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
-            for k, v in PRESETS[preset].items():
+            world_recipe = {"trajectory": WORLD_TRAJECTORY, "corrector": WORLD_CORRECTOR}.get(self.distill)
+            values = world_recipe if preset == "world" and world_recipe else PRESETS[preset]
+            for k, v in values.items():
                 if getattr(self, k) is None:
                     setattr(self, k, v)
         if self.lr is None or self.batch_size is None:
@@ -118,6 +166,8 @@ class TrainConfig:
             )
         if self.epochs is None and self.max_steps is None:
             raise ILFError("give --max-steps or --epochs")
+        if self.rollout_size is None:
+            self.rollout_size = 256
 
     def accumulation(self, num_processes: int) -> int:
         per_device = self.per_device_batch or max(1, self.batch_size // num_processes)
@@ -140,5 +190,5 @@ class TrainConfig:
         d = asdict(self)
         d["output_dir"] = str(self.output_dir)
         d["data"] = None if self.data is None else str(self.data)
-        d["loop"] = list(self.loop)
+        d["loop"] = None if self.loop is None else list(self.loop)
         return d

@@ -46,11 +46,27 @@ def load_image(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
+def cast_floats(tensors: dict, dtype) -> dict:
+    """The floating tensors of `tensors` in `dtype` (`None`: unchanged); integer ones (labels, masks) as they are."""
+    if dtype is None:
+        return tensors
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
 class Source:
     """A random-access collection of raw samples; `None` from `read` marks an unreadable sample."""
 
     kind: str  # "text" or "class"
     encoded = False  # True when samples already hold latents/embeddings
+    float_dtype = None  # encoded sources: the dtype their floating tensors are read in (the backbone's)
+
+    def stored_dtypes(self) -> set:
+        """The floating dtypes the precomputed data were written in (empty for raw images)."""
+        return set()
+
+    def set_float_dtype(self, dtype) -> None:
+        """Read every floating tensor in `dtype` from now on, whatever dtype it was precomputed in."""
+        self.float_dtype = dtype
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -138,7 +154,11 @@ class Shards(Source):
 
     def null_text(self) -> dict:
         with safe_open(str(self.root / NULL_TEXT), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
+            return cast_floats({k: f.get_tensor(k) for k in f.keys()}, self.float_dtype)
+
+    def stored_dtypes(self) -> set:
+        with safe_open(str(self.shards[0][0]), framework="pt") as f:
+            return {d for d in (str(f.get_slice(k).get_dtype()) for k in f.keys()) if d.startswith(("F", "BF"))}
 
     def read(self, index):
         s = int(np.searchsorted(self.offsets, index, side="right") - 1)
@@ -147,7 +167,7 @@ class Shards(Source):
             if s not in self._open:
                 self._open[s] = safe_open(str(path), framework="pt")
             f, row = self._open[s], index - int(self.offsets[s])
-            return {k: f.get_slice(k)[row : row + 1][0] for k in f.keys()}
+            return cast_floats({k: f.get_slice(k)[row : row + 1][0] for k in f.keys()}, self.float_dtype)
         except Exception as err:  # noqa: BLE001 — a damaged shard must not end the run
             logger.warning("skipping unreadable row %d of %s (%s)", index, path, err)
             return None

@@ -58,6 +58,17 @@ class TeacherPaths:
     def null_text(self) -> dict:
         return dict(self.conds.null)
 
+    def stored_dtypes(self) -> set:
+        return {str(t.dtype) for t in (self.noise, self.targets, *self.conds.cond.values()) if t.is_floating_point()}
+
+    def set_float_dtype(self, dtype) -> None:
+        """Hold the conditions in `dtype` (the backbone's) and the noise and target states in fp32 (the objective
+        casts states into the model itself), whatever dtype they were precomputed in."""
+        from .data import cast_floats
+
+        self.noise, self.targets = self.noise.float(), self.targets.float()
+        self.conds = Conditions(cast_floats(self.conds.cond, dtype), cast_floats(self.conds.null, dtype))
+
     def check(self, *, student_steps: int, teacher_steps: int, scheduler: str, guidance_scale: float,
               fingerprint: dict) -> None:
         """Refuse paths made for another schedule or backbone, naming what differs."""

@@ -10,6 +10,7 @@ saves what it needs beside each checkpoint, so a resumed run ends bit-identical.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import time
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from tqdm.auto import tqdm
 from ..adapters import get_adapter
 from ..dtypes import torch_dtype
 from ..config import ILFConfig
-from ..errors import ILFError
+from ..corrector_config import CorrectorConfig
+from ..errors import ILFError, LoopRangeError
 from ..loading import load_pipeline
 from ..feedback import write_feedback
 from ..pipeline import apply_ilf
@@ -51,7 +53,15 @@ class TrainResult:
     is_main_process: bool = True
 
 
-def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig:
+def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig | CorrectorConfig:
+    if cfg.distill == "corrector":  # a corrector of TaylorSeer, trained for (and recording) its schedule
+        return CorrectorConfig(
+            interval=cfg.cache_interval, warmup=cfg.cache_warmup, order=cfg.cache_order, fresh=cfg.fresh_blocks,
+            feed=cfg.corrector_feed, forecast=cfg.corrector_forecast,
+            correct_steps=cfg.correct_steps, learned_forecast=cfg.learned_forecast,
+            mix_per_channel=cfg.mix_per_channel, init=cfg.init, num_inference_steps=cfg.student_steps,
+            scheduler=type(pipe.scheduler).__name__,
+            guidance_scale=float(resolve_guidance(pipe, cfg.guidance_scale, cfg.world)))
     schedule = {}
     if cfg.distill == "trajectory":  # trained for one inference schedule: record it in the adapter
         schedule = dict(num_inference_steps=cfg.student_steps, scheduler=type(pipe.scheduler).__name__,
@@ -74,12 +84,44 @@ def use_scheduler(pipe, name: str | None) -> None:
     pipe.scheduler = cls.from_config(pipe.scheduler.config)
 
 
+_SAFETENSORS_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def check_process_group(num_processes: int) -> None:
+    """Stop when a launcher started several processes (WORLD_SIZE > 1) but accelerate joined them into no
+    process group: each would train alone and write the same files. On a machine without GPUs that is
+    `accelerate launch --multi_gpu --num_processes N` without ACCELERATE_USE_CPU=1."""
+    asked = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if asked > 1 and num_processes == 1:
+        raise ILFError(
+            f"the launcher started {asked} processes (WORLD_SIZE={asked}) but they form no process group, so each "
+            "would train alone and write the same output folder. Without GPUs run "
+            f"`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {asked} -m ilf train ...` "
+            "(gloo over CPU processes), or launch one process")
+
+
+def resolve_loop(cfg: TrainConfig, model) -> None:
+    """`--loop` defaults to the paper's 8-19 of 28 blocks scaled to the backbone's depth; check it fits."""
+    from ..config import paper_loop
+
+    adapter = get_adapter(model)
+    num_blocks = len(adapter.blocks(model))
+    if cfg.loop is None:
+        cfg.loop = paper_loop(num_blocks)
+    try:
+        ILFConfig(loop=cfg.loop).check_model(num_blocks)
+        adapter.check_loop(model, cfg.loop)
+    except LoopRangeError as err:
+        raise LoopRangeError(f"--loop {cfg.loop[0]} {cfg.loop[1]}: {err}") from None
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         log_with=None if cfg.report_to == "none" else cfg.report_to,
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir), logging_dir=str(cfg.output_dir / "logs")),
     )
+    check_process_group(accelerator.num_processes)  # before anything is read or written
     rank, world_size = accelerator.process_index, accelerator.num_processes
     accum = cfg.accumulation(world_size)
     accelerator.gradient_accumulation_steps = accum
@@ -93,6 +135,13 @@ def train(cfg: TrainConfig) -> TrainResult:
                           skip=("text_encoder", "tokenizer", "vae") if source.encoded else ())
     use_scheduler(pipe, cfg.scheduler)
     model = pipe.transformer
+    resolve_loop(cfg, model)
+    if source.encoded:  # precomputed in any dtype (`ilf precompute --dtype bf16`): read in the backbone's
+        stored, want = source.stored_dtypes(), torch_dtype(cfg.backbone_dtype)
+        source.set_float_dtype(want)
+        if stored - {str(want), _SAFETENSORS_NAMES.get(want)}:
+            accelerator.print(f"{cfg.data}: precomputed in {', '.join(sorted(stored))}; read as {cfg.backbone_dtype} "
+                              "(--backbone-dtype), the frozen backbone's dtype")
     if source.kind != get_adapter(model).conditioning:
         raise ILFError(f"{source.kind}-conditioned data do not fit {type(model).__name__}: captions need a "
                        "text-to-image backbone (PixArt, SD3, Sana), class folders a class-conditional one (DiT)")
@@ -112,6 +161,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     feedback = runtime.feedback
     feedback.float().requires_grad_(True)  # trainable in fp32 even on a low-precision backbone
     if cfg.gradient_checkpointing:
+        if cfg.distill == "corrector":
+            raise ILFError("--gradient-checkpointing has nothing to recompute with --distill corrector (only the "
+                           "feedback block runs with gradients); leave it off")
         runtime.enable_gradient_checkpointing()
     ema = None
     if cfg.ema_decay:
@@ -234,6 +286,12 @@ def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per
 
         max_len = CALL_KWARGS[cfg.world].get("max_sequence_length")
     encoder, null_text, null_class = unconditional_inputs(pipe, source, max_len, world_text_fn(cfg.world))
+    if cfg.distill == "corrector":
+        from .correct import build_corrector_objective
+
+        return build_corrector_objective(cfg, pipe, model, adapter, runtime, source, encoder, null_text, null_class,
+                                         accelerator, per_device, resolve_guidance(pipe, cfg.guidance_scale,
+                                                                                   cfg.world), skipped)
     if cfg.distill == "trajectory":
         from .trajectory import build_trajectory
 

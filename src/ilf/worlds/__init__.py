@@ -3,8 +3,8 @@
     from ilf import worlds
 
     pipe = worlds.load_pipeline("shapes")                     # PixArtAlphaPipeline, 12-block PixArt, MiniLM text
-    img = pipe("a small red circle above a large blue square", **worlds.CALL_KWARGS["shapes"]).images[0]
-    worlds.load_evaluator("shapes").score([img], ["a small red circle above a large blue square"])
+    img = pipe("a large red circle in the center", **worlds.CALL_KWARGS["shapes"]).images[0]
+    worlds.load_evaluator("shapes").score([img], ["a large red circle in the center"])
 
     pipe = worlds.load_pipeline("digits")                     # DiTPipeline, 12-block DiT, classes "0".."9"
     worlds.make_batch("digits", range(64))                    # clean latents + labels for a training loop

@@ -25,11 +25,22 @@ def transformer(world: str) -> Path:
 
 
 def feedback(world: str) -> Path:
-    """The world's shipped trained feedback (an `apply_ilf`-loadable folder), trained by `ilf train --world`."""
-    folder = transformer(world).parent / "feedback"
+    """The world's shipped trained feedback (an `apply_ilf`-loadable folder): the method that measured best,
+    a corrector of TaylorSeer (`ilf train --world WORLD --distill corrector`; bench/corrector_study.py)."""
+    return _shipped(world, "feedback", "--distill corrector")
+
+
+def paper_feedback(world: str) -> Path:
+    """The world's shipped feedback of the paper's mode (an inner loop, trained by trajectory distillation for
+    10 steps with feedback on the last one): the paper-mode row of the studies and `ilf demo --mode ilf`."""
+    return _shipped(world, "ilf-feedback", "--distill trajectory")
+
+
+def _shipped(world: str, name: str, how: str) -> Path:
+    folder = transformer(world).parent / name
     if not (folder / "ilf_config.json").is_file():
         from ..errors import ILFError
 
-        raise ILFError(f"no shipped feedback for the {world!r} world in this install ({folder} is missing); "
-                       f"train one with `ilf train --world {world} --output-dir DIR` and pass DIR/feedback instead")
+        raise ILFError(f"no shipped {name} for the {world!r} world in this install ({folder} is missing); train "
+                       f"one with `ilf train --world {world} {how} --output-dir DIR` and pass DIR/feedback instead")
     return folder

@@ -1,13 +1,13 @@
 """Load the worlds' shipped models as ordinary diffusers objects.
 
     pipe = load_pipeline("shapes")
-    images = pipe("a small red circle above a large blue square", **CALL_KWARGS["shapes"]).images
+    images = pipe("a large red circle in the center", **CALL_KWARGS["shapes"]).images
 
     pipe = load_pipeline("digits")
     images = pipe(class_labels=pipe.get_label_ids(["3", "7"]), **CALL_KWARGS["digits"]).images
 
     pipe = load_pipeline("shapes-flow")
-    images = pipe(**prompt_kwargs("shapes-flow", ["a small red circle above a large blue square"]),
+    images = pipe(**prompt_kwargs("shapes-flow", ["a large red circle in the center"]),
                   **CALL_KWARGS["shapes-flow"]).images
 
 shapes -> `PixArtAlphaPipeline` (MiniLM tokenizer + text encoder, our VAE, our `PixArtTransformer2DModel`);

@@ -1,6 +1,6 @@
 """Tiny real SD3 / Flux / Sana pipelines assembled offline, and the real-size SD3-medium architecture.
 
-Like `ilf.testing` for PixArt and DiT: every part is a real diffusers / transformers class built from a config
+Like `ilf.tiny` for PixArt and DiT: every part is a real diffusers / transformers class built from a config
 (word-level tokenizers, CLIP, T5 and Gemma2 encoders, `AutoencoderKL` / `AutoencoderDC`), so the code path
 of a real checkpoint runs without downloading anything. Each pipeline gets its family's stock scheduler.
 
@@ -31,7 +31,7 @@ from diffusers import (
     StableDiffusion3Pipeline,
 )
 
-from .testing import cast_eval, tiny_t5, tiny_tokenizer, tiny_vae
+from .tiny import cast_eval, tiny_t5, tiny_tokenizer, tiny_vae
 
 KINDS = ("sd3", "flux", "flux-dev", "sana")
 TEXT_LEN = 16  # every tokenizer's model_max_length, and the pipelines' max_sequence_length
@@ -231,7 +231,7 @@ def tiny_mmdit_pipeline(kind: str = "sd3", num_layers: int | None = None, seed: 
             transformer=tiny_sana(seed=seed, **layers, **transformer_kwargs), scheduler=scheduler,
             vae=tiny_dc_ae(seed), text_encoder=tiny_gemma2(tok, seed=seed), tokenizer=tok,
         )
-    raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS} (or a kind of ilf.testing.tiny_pipeline)")
+    raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS} (or a kind of ilf.tiny.tiny_pipeline)")
 
 
 def mmdit_call_kwargs(kind: str, **overrides) -> dict:
@@ -244,7 +244,7 @@ def mmdit_call_kwargs(kind: str, **overrides) -> dict:
     every prompt with an 8-line chat instruction for Gemma (197 tiny tokens, nearly all <unk>); that runs
     too (Gemma reads 211 tokens, the pipeline keeps the first and the last 15), with a transformers warning
     that 197 tokens exceed the tokenizer's 16.
-    `clean_caption=False` is Sana's default already, explicit as in `ilf.testing.pixart_call_kwargs`.
+    `clean_caption=False` is Sana's default already, explicit as in `ilf.tiny.pixart_call_kwargs`.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")

@@ -1,6 +1,8 @@
-"""Tiny local stand-ins of the real classes, and the real-size architectures with random weights.
+"""Tiny stand-in pipelines (PixArt-α/Σ, DiT): real diffusers classes at tiny configs with random weights, and
+the real-size architectures with random weights.
 
-Tests, benchmarks and docs build real diffusers objects (`PixArtAlphaPipeline`, `PixArtSigmaPipeline`,
+Used by `ilf bench --tiny` / `ilf.eval.sources` (smoke runs of every code path), the tests and the benchmarks:
+they build real diffusers objects (`PixArtAlphaPipeline`, `PixArtSigmaPipeline`,
 `DiTPipeline`, their transformers, a `T5EncoderModel`, an `AutoencoderKL`) offline from these, so every
 code path a real checkpoint takes is exercised without downloading weights.
 """
@@ -43,7 +45,7 @@ def tiny_pixart(
 
 
 def cast_eval(model, dtype):
-    """`model` in `dtype`, in eval mode (shared by the real-size builders here and in `testing_mmdit`)."""
+    """`model` in `dtype`, in eval mode (shared by the real-size builders here and in `tiny_mmdit`)."""
     # `.to(float32)` on an fp32 model would only trigger diffusers' "keep in float32" warning
     return (model if dtype == torch.float32 else model.to(dtype=dtype)).eval()
 
@@ -123,12 +125,12 @@ def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int | None = None, see
 
     `kind`: "pixart-alpha", "pixart-sigma" or "dit" (6 blocks by default, `DPMSolverMultistepScheduler`); call
     PixArt pipelines with `use_resolution_binning=False, clean_caption=False, max_sequence_length=16`.
-    "sd3", "flux", "flux-dev" or "sana": `ilf.testing_mmdit.tiny_mmdit_pipeline` (their stock schedulers;
-    call them with `ilf.testing_mmdit.mmdit_call_kwargs(kind)`).
+    "sd3", "flux", "flux-dev" or "sana": `ilf.tiny_mmdit.tiny_mmdit_pipeline` (their stock schedulers;
+    call them with `ilf.tiny_mmdit.mmdit_call_kwargs(kind)`).
     """
     if kind not in ("pixart-alpha", "pixart-sigma", "dit"):
         # imported here: it imports this module, and loads three more diffusers pipelines
-        from .testing_mmdit import tiny_mmdit_pipeline
+        from .tiny_mmdit import tiny_mmdit_pipeline
 
         return tiny_mmdit_pipeline(kind, num_layers=num_layers, seed=seed, **transformer_kwargs)
     num_layers = 6 if num_layers is None else num_layers

@@ -1,0 +1,81 @@
+"""The `corrector` family: a trained feedback that corrects diffusers' TaylorSeer forecast (ilf's corrector mode).
+
+`corrector:20,feedback=PATH` runs a folder from `ilf train --distill corrector` at its recorded cache schedule
+(`interval`/`warmup` override it); `feedback=untrained` builds one with zero scale, whose output is the cache
+alone (TaylorSeer at the same schedule, plus `fresh` leading blocks that run but are not used yet): the
+same-schedule control of a trained corrector.
+"""
+
+from __future__ import annotations
+
+from .errors import MethodSpecError
+from .family import Attachment, Family, Prepared
+from .family_ilf import feedback_config
+from .grammar import UNTRAINED, Option, parse_choice, parse_int, parse_pos_int, parse_str
+
+_SCHEDULE = ("interval", "warmup")
+_BUILD = ("fresh", "feed", "forecast")
+
+
+class CorrectorFamily(Family):
+    name = "corrector"
+    summary = ("ilf's cache corrector: TaylorSeer forecasts, a few fresh blocks and a trained block correcting the "
+               "forecast (feedback=PATH from `ilf train --distill corrector`)")
+    options = {
+        "feedback": Option(parse_str, "a corrector folder from `ilf train --distill corrector`, or 'untrained' (zero "
+                           "scale: the cache's own output)"),
+        "interval": Option(parse_pos_int, "a full step every INTERVAL steps after the warm-up (default: recorded)"),
+        "warmup": Option(parse_pos_int, "the first WARMUP steps always compute (default: recorded)"),
+        "fresh": Option(parse_int, "leading blocks run fresh on forecast steps; only with feedback=untrained"),
+        "feed": Option(parse_choice("innovation", "forecast"), "what F sees; only with feedback=untrained"),
+        "forecast": Option(parse_choice("output", "residual"), "the cache: output (diffusers' TaylorSeer) or residual "
+                           "(DBCache + TaylorSeer: fresh first blocks, the rest's residual forecast); only with "
+                           "feedback=untrained"),
+    }
+
+    def validate(self, spec):
+        fb = spec.get("feedback")
+        if fb is None:
+            raise MethodSpecError(f"{spec.name!r} needs feedback=PATH (a folder from `ilf train --distill corrector`) "
+                                  "or feedback=untrained")
+        if fb != UNTRAINED and any(spec.get(k) is not None for k in _BUILD):
+            raise MethodSpecError(f"{spec.name!r}: fresh=, feed= and forecast= only apply to feedback=untrained; a trained "
+                                  "corrector keeps the blocks it was trained with")
+
+    def config_of(self, spec):
+        from ilf.corrector_config import CorrectorConfig
+
+        fb = spec.get("feedback")
+        if fb == UNTRAINED:
+            base = CorrectorConfig(**{k: spec.get(k) for k in _BUILD if spec.get(k) is not None})
+        else:
+            meta = feedback_config(fb)
+            if meta.get("mode") != CorrectorConfig.mode:
+                raise MethodSpecError(f"feedback {fb!r} is not a corrector (mode {meta.get('mode', 'ilf')!r}); run it "
+                                      "as an `ilf:` method, or pass a folder from `ilf train --distill corrector`")
+            base = CorrectorConfig.from_dict(meta["config"])
+        return base.__class__(**{**base.to_dict(), **{k: spec.get(k) for k in _SCHEDULE if spec.get(k) is not None}})
+
+    def predicted_block_forwards(self, spec, num_blocks, feedback=None):
+        return self.config_of(spec).block_forwards(spec.steps, num_blocks)
+
+    def prepare(self, spec, ctx):
+        from ilf.attached import resolve_target
+        from ilf.corrector import apply_corrector, build_corrector_feedback
+        from ilf.adapters import get_adapter
+        from ilf.feedback import load_feedback
+        from ilf.pipeline import remove_ilf
+
+        model, _ = resolve_target(ctx.pipe)
+        config = self.config_of(spec)
+        fb = spec.get("feedback")
+        feedback = (build_corrector_feedback(model, config, get_adapter(model)) if fb == UNTRAINED
+                    else load_feedback(fb, model)[0])
+
+        def attach(pipe):
+            rt = apply_corrector(pipe, config, feedback=feedback)
+            return Attachment(lambda: remove_ilf(pipe), before_call=rt.reset)
+
+        return Prepared(spec, attach, {"feedback": fb, "corrector_config": config.to_dict(),
+                                       "scale": round(float(feedback.scales.detach().flatten()[0]), 6),
+                                       "compute_steps": sorted(config.compute_steps(spec.steps))})
