@@ -53,8 +53,8 @@ from ilf.bench.family import MethodContext
 from ilf.bench.family_ilf import default_loop
 from ilf.bench.family_paper_cache import default_cache_blocks
 from ilf.bench.methods import get_family, parse_method
-from ilf.testing import dit_xl_2, pixart_xl_2, tiny_dit, tiny_pixart
-from ilf.testing_mmdit import sd3_medium, stock_scheduler, tiny_flux, tiny_sd3
+from ilf.tiny import dit_xl_2, pixart_xl_2, tiny_dit, tiny_pixart
+from ilf.tiny_mmdit import sd3_medium, stock_scheduler, tiny_flux, tiny_sd3
 
 MODELS = ("pixart-512", "pixart-1024", "dit-256", "sd3-1024", "flux-dev-1024")
 MODES = ("eager", "regional", "reduce-overhead")

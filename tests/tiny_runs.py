@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ilf.testing import pixart_call_kwargs, tiny_pipeline
-from ilf.testing_mmdit import mmdit_call_kwargs
+from ilf.tiny import pixart_call_kwargs, tiny_pipeline
+from ilf.tiny_mmdit import mmdit_call_kwargs
 
 CASES = {
     "pixart-alpha": ("pixart-alpha", {"guidance_scale": 4.5}, 1),
