@@ -328,9 +328,10 @@ class ILFRuntime:
             if not torch.is_tensor(t_post):
                 t_post = torch.tensor(float(t_post))
             if torch.is_tensor(t) and t_post.device != t.device:
-                # an asynchronous host-to-device copy (a blocking one synchronises the stream); its source
-                # stays referenced until the call ends
-                keep, t_post = t_post, t_post.to(t.device, non_blocking=True)
+                # an asynchronous copy from pinned memory (a blocking copy, or one from pageable memory, may
+                # synchronise the stream); its source stays referenced until the call ends
+                src = t_post.pin_memory() if t.device.type == "cuda" else t_post
+                keep, t_post = src, src.to(t.device, non_blocking=True)
         self.state = CallState(feedback_on=on, step=step, t_post=t_post if on else None)
         if on:
             self.active = FeedbackLoop(self, inputs, t_post, keep)
