@@ -87,6 +87,10 @@ def evaluate(world: str, methods: list[str], seeds: list[int], plain: tuple[int,
     from ilf.worlds import paths
     from ilf.worlds.evaluators import load_evaluator
 
+    from ilf.bench.methods import parse_method
+
+    for text in methods:  # a bad method string stops here, not after the plain curve has run
+        parse_method(text)
     torch.set_num_threads(1)
     src = load_world_source(world)
     evaluator = load_evaluator(world)
@@ -202,7 +206,7 @@ def main(argv=None) -> int:
     tune = json.loads((out / "tune.json").read_text())
     names = [n for n in VARIANTS if n not in LEVERS or n in (LEVERS[0], tune["lever"], tune["shipped"])]
     names = [n for n in names if (runs / n / "feedback").is_dir()]
-    methods = ts_methods() + ["paper-cache:20,label=paper cache", "ilf:{steps},label=ILF (paper mode, shipped)"]
+    methods = ts_methods() + ["paper-cache:20,label=paper cache", "ilf:{steps},label=ILF paper mode"]
     from ilf.worlds import paths
 
     steps = json.loads((paths.paper_feedback(args.world) / "ilf_config.json").read_text())["config"]["num_inference_steps"]

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from ilf.worlds import paths
+
 
 def _run(args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -31,7 +33,7 @@ PARSE_CASES = {
     "demo --train-steps -1": (["demo", "--quick", "--train-steps", "-1", "--out", "OUT"], ["--train-steps", ">= 1"]),
     "demo --student-steps 0": (["demo", "--student-steps", "0", "--out", "OUT"], ["--student-steps", ">= 1"]),
     "demo --num-images 0": (["demo", "--num-images", "0", "--out", "OUT"], ["--num-images", ">= 1"]),
-    "demo --loop reversed": (["demo", "--quick", "--loop", "8", "3", "--out", "OUT"], ["--loop", "0 <= B <= E"]),
+    "demo --loop reversed": (["demo", "--mode", "ilf", "--quick", "--loop", "8", "3", "--out", "OUT"], ["--loop", "0 <= B <= E"]),
     "train --max-steps -1": (["train", "--world", "digits", "--max-steps", "-1", "--output-dir", "OUT"],
                              ["--max-steps", ">= 1"]),
     "train --batch-size 0": (["train", "--world", "digits", "--batch-size", "0", "--output-dir", "OUT"],
@@ -55,16 +57,18 @@ PARSE_CASES = {
                   ["--threads", ">= 1"]),
 }
 
+PAPER = str(paths.paper_feedback("digits"))  # the shipped paper-mode feedback (the shipped one is a corrector)
+
 # Checked once the model or the feedback is known; each loads a world backbone (a few seconds).
 RUNTIME_CASES = {
-    "demo --loop past the model": (["demo", "--quick", "--loop", "3", "15", "--out", "OUT"],
+    "demo --loop past the model": (["demo", "--mode", "ilf", "--quick", "--loop", "3", "15", "--out", "OUT"],
                                    ["--loop 3 15", "12 blocks", "0 <= b <= e <= 11"]),
-    "demo plan past the steps": (["demo", "--quick", "--feedback-steps", "last:50", "--out", "OUT"],
+    "demo plan past the steps": (["demo", "--mode", "ilf", "--quick", "--feedback-steps", "last:50", "--out", "OUT"],
                                  ["--feedback-steps last:50", "0..10", "--student-steps 10"]),
-    "generate plan past the steps": (["generate", "--world", "digits", "--feedback", "shipped", "--feedback-steps",
+    "generate plan past the steps": (["generate", "--world", "digits", "--feedback", PAPER, "--feedback-steps",
                                       "last:50", "--class-id", "3", "--out", "OUT"],
                                      ["--feedback-steps last:50", "0..10", "--steps 10"]),
-    "generate plan index past the steps": (["generate", "--world", "digits", "--feedback", "shipped", "--steps", "4",
+    "generate plan index past the steps": (["generate", "--world", "digits", "--feedback", PAPER, "--steps", "4",
                                             "--feedback-steps", "0,6", "--class-id", "3", "--out", "OUT"],
                                            ["--feedback-steps 0,6", "0..3", "--steps 4"]),
     "train plan past the steps": (["train", "--world", "digits", "--feedback-steps", "last:50", "--output-dir", "OUT"],

@@ -113,3 +113,22 @@ def test_bad_corrector_settings_name_the_fix():
         CorrectorConfig(fresh=6).span(6)
     with pytest.raises(ScheduleError, match="not understood"):
         CorrectorConfig(correct_steps="sometimes")
+
+
+def test_a_corrector_whose_F_never_runs_is_saved_without_it_and_reloads_exactly(tmp_path):
+    pipe = tiny_pipeline("dit", num_layers=6)
+    pipe.set_progress_bar_config(disable=True)
+    rt = apply_corrector(pipe, CorrectorConfig(interval=2, warmup=2, num_inference_steps=STEPS, mix_per_channel=True))
+    with torch.no_grad():
+        rt.feedback.mix[:, 1] = 0.3
+    images = _run(pipe)
+    folder = save_feedback(pipe, tmp_path / "small")
+    remove_ilf(pipe)
+    from safetensors.torch import load_file
+
+    assert sorted(load_file(str(folder / "ilf_feedback.safetensors"))) == ["mix", "scales"]
+    apply_ilf(pipe, folder)
+    try:
+        assert torch.equal(_run(pipe), images)
+    finally:
+        remove_ilf(pipe)

@@ -1,4 +1,5 @@
-"""`ilf demo --quick` end to end on the shapes world: the report's structure and its numbers agree."""
+"""`ilf demo --quick` end to end on the shapes world (the corrector, the default mode) and on digits (the paper's
+mode with the shipped feedback, and the shipped corrector): the report's structure and its numbers agree."""
 
 import json
 import re
@@ -24,14 +25,15 @@ def test_outputs_exist(demo):
 
 def test_block_forwards_follow_the_configurations(demo):
     rows = {r["display"]: r for r in json.loads((demo / "results.json").read_text())["rows"]}
-    n, (b, e) = 12, (3, 8)  # the shipped shapes backbone's depth and the demo's loop
+    n, (b, e) = 12, (1, 10)  # the shipped shapes backbone's depth and its paper-mode feedback's loop
     m, c = e - b + 1, round(2 * n / 3)
     expected = {
         "plain:20": 20 * n, "plain:10": 10 * n,
         "paper cache ~1.5x": 20 * n - 10 * c,  # 10 of 20 steps cached
         "paper cache ~1.8x": 20 * n - 13 * c,  # steps 0, 3, …, 18 refresh: 13 cached
-        "ILF": 10 * n + 1 * (m + 1),  # 10 steps, feedback on the last one (the trained schedule)
-        "plain:11": 11 * n,  # ILF's rival: the fewest plain steps with at least its 127 block forwards
+        "ILF paper mode": 10 * n + 1 * (m + 1),  # 10 steps, feedback on the last one (its trained schedule)
+        "ILF corrector": 11 * n,  # TaylorSeer's full steps; its forecasts cost no block (the learned forecast)
+        "plain:11": 11 * n,  # the corrector's rival: the fewest plain steps with at least its 132 block forwards
         "TaylorSeer (diffusers)": 11 * n,  # full steps 0, 1, 2, 4, 6, ..., 18 (interval 2 after 3 warm-up)
     }
     assert {k: rows[k]["block_forwards"] for k in expected} == expected
@@ -44,7 +46,7 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
     for col in ("# Steps", "# Blocks", "s / img", "Alignment", "FD", "PSNR", "SSIM"):
         assert col in header
     rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
-    assert len(rows) == 7
+    assert len(rows) == 8
     ref_s = None
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -59,21 +61,24 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
             assert speedup == pytest.approx(1.0, abs=0.051)
         else:
             assert float(secs.group(2)) == pytest.approx(speedup, rel=0.06, abs=0.051)
-    assert "## Verdict" in report and ("ILF wins" in report or "ILF LOSES" in report or "ILF ties" in report)
-    assert "Feedback: trained here with trajectory distillation for 10 steps with feedback on `last:1`" in report
-    assert "vs **plain:11** (132, the fewest plain steps with at least as many)" in report
+    assert "## Verdict" in report and ("it wins" in report or "it LOSES" in report or "it ties" in report)
+    assert "Corrector: trained here (`--distill corrector`" in report
+    assert "**ILF corrector** (132 block forwards) vs **plain:11** (132, the fewest plain steps" in report
 
 
 def test_verdict_compares_with_the_fair_rival_and_agrees_with_the_table(demo):
     results = json.loads((demo / "results.json").read_text())
-    found, cache = results["demo"]["verdict"]
-    assert (found["ilf"], found["rival"], found["ilf_blocks"], found["rival_blocks"]) == ("ILF", "plain:11", 127, 132)
-    assert (cache["rival"], cache["rival_kind"], cache["rival_blocks"]) == ("TaylorSeer (diffusers)", "cache", 132)
+    verdicts = {(f["ilf"], f["rival_kind"]): f for f in results["demo"]["verdict"]}
+    assert set(verdicts) == {(a, b) for a in ("ILF paper mode", "ILF corrector") for b in ("plain", "cache")}
+    found, cache = verdicts["ILF corrector", "plain"], verdicts["ILF corrector", "cache"]
+    assert (found["rival"], found["ilf_blocks"], found["rival_blocks"]) == ("plain:11", 132, 132)
+    assert (cache["rival"], cache["rival_blocks"]) == ("TaylorSeer (diffusers)", 132)
+    assert verdicts["ILF paper mode", "plain"]["ilf_blocks"] == 127
     rows = {r["display"]: r for r in results["rows"]}
     for f in (found, cache):
         c = f["comparisons"]
         for k in ("psnr", "ssim", "alignment"):  # per-item means from the image folders = the table's means
-            assert c[k]["mean_a"] == pytest.approx(rows["ILF"]["metrics"][k], rel=1e-4, abs=1e-4)
+            assert c[k]["mean_a"] == pytest.approx(rows["ILF corrector"]["metrics"][k], rel=1e-4, abs=1e-4)
             assert c[k]["mean_b"] == pytest.approx(rows[f["rival"]]["metrics"][k], rel=1e-4, abs=1e-4)
             assert c[k]["ci95"][0] <= c[k]["diff"] <= c[k]["ci95"][1]
     report = (demo / "report.md").read_text()
@@ -89,15 +94,15 @@ def test_verdict_words_follow_the_intervals():
     found = {"ilf": "ILF", "rival": "plain:12", "ilf_blocks": 134, "rival_blocks": 144,
              "comparisons": {"psnr": comp(0.9, 0.4, 1.4), "accuracy": comp(0.0, -0.02, 0.02)}}
     (line,) = verdict([found])
-    assert "ILF wins" in line and "better psnr" in line and "equal (within noise) accuracy" in line
+    assert "it wins" in line and "better psnr" in line and "equal (within noise) accuracy" in line
     found["comparisons"]["accuracy"] = comp(-0.05, -0.09, -0.01)
     (line,) = verdict([found])
-    assert "ILF LOSES" in line and "worse accuracy" in line
+    assert "it LOSES" in line and "worse accuracy" in line
 
 
-def test_digits_demo_with_the_shipped_feedback(tmp_path):
+def test_paper_mode_digits_demo_with_the_shipped_feedback(tmp_path):
     out = tmp_path / "digits"
-    assert main(["demo", "--world", "digits", "--quick", "--pretrained-feedback", "--out", str(out),
+    assert main(["demo", "--world", "digits", "--mode", "ilf", "--quick", "--pretrained-feedback", "--out", str(out),
                  "--threads", "1", "--num-images", "12"]) == 0
     report = (out / "report.md").read_text()
     assert report.startswith("# ilf demo — the digits world")
@@ -114,3 +119,16 @@ def test_digits_demo_with_the_shipped_feedback(tmp_path):
         assert found["comparisons"]["accuracy"][side] == pytest.approx(by[name]["metrics"]["accuracy"])
         assert by[name]["metrics"]["accuracy"] > 0.5
     assert all("accuracy" in r["metrics"] for r in rows)
+
+
+def test_shipped_corrector_demo_and_paper_flags_refused_in_corrector_mode(tmp_path, capsys):
+    out = tmp_path / "digits"
+    assert main(["demo", "--world", "digits", "--quick", "--pretrained-feedback", "--out", str(out),
+                 "--threads", "1", "--num-images", "4"]) == 0
+    report = (out / "report.md").read_text()
+    assert "Corrector: the shipped one" in report and "feedback-run" not in {p.name for p in out.iterdir()}
+    rows = {r["display"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["ILF corrector"]["block_forwards"] == rows["TaylorSeer (diffusers)"]["block_forwards"] == 132
+    assert main(["demo", "--loop", "2", "5", "--out", str(tmp_path / "x")]) == 2
+    assert "--loop set the paper's inner loop: add --mode ilf" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

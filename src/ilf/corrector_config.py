@@ -129,6 +129,12 @@ class CorrectorConfig:
             raise ILFError(f"init={self.init!r} is unknown; choose 'copy' or 'fresh'")
 
     @property
+    def uses_feedback_block(self) -> bool:
+        """Whether F ever runs (`correct_steps` other than "none"); a corrector whose F never runs is saved
+        without F's weights (its file holds the scale and the learned forecast only)."""
+        return parse_plan(self.correct_steps) != ("none", 0)
+
+    @property
     def uses_fresh_forecast(self) -> bool:
         """Whether x_a is forecast too (the residual cache, or the innovation F sees)."""
         return self.forecast == "residual" or self.feed == "innovation"

@@ -52,6 +52,9 @@ class DemoPlan:
     student_steps: int = 10
     plan: str = "last:1"
     rollout_size: int = 128
+    mode: str = "corrector"  # "corrector" (the shipped method) or "ilf" (the paper's inner loop)
+    cache_interval: int = 2
+    cache_warmup: int = 3
 
 
 TAYLORSEER = "TaylorSeer (diffusers)"  # the display name of the demo's cache rival
@@ -115,7 +118,7 @@ def paired_verdict(out: Path, results: dict, world: str, num_blocks: int) -> lis
     ev = load_evaluator(world)
     found = []
     for name, row in rows.items():
-        if row["family"] != "ilf" or not row.get("images"):
+        if row["family"] not in ("ilf", "corrector") or not row.get("images"):
             continue
         plain = rows.get(f"plain:{fair_plain_steps(num_blocks, row['block_forwards'])}")
         for rival, kind in ((plain, "plain"), (rows.get(TAYLORSEER), "cache")):
@@ -151,7 +154,7 @@ def verdict(found: list[dict]) -> list[str]:
         why = ("a training-free cache at about the same budget" if f.get("rival_kind") == "cache"
                else "the fewest plain steps with at least as many")
         lines.append(f"- **{f['ilf']}** ({f['ilf_blocks']:.0f} block forwards) vs **{f['rival']}** "
-                     f"({f['rival_blocks']:.0f}, {why}): ILF {head} — " + "; ".join(parts) + ".")
+                     f"({f['rival_blocks']:.0f}, {why}): it {head} — " + "; ".join(parts) + ".")
     return lines
 
 
@@ -165,7 +168,11 @@ def write_report(plan: DemoPlan, results: dict, train_info: dict | None, feedbac
                  f"same seeds for every method; s/img is the median of {plan.repeats} interleaved timing rounds "
                  "on this machine.")
     lines.append("")
-    if train_info:
+    if plan.mode == "corrector":
+        from .demo_corrector import describe
+
+        lines.append(describe(train_info, feedback))
+    elif train_info:
         f, l_ = train_info["first"], train_info["last"]
         lines.append(f"Feedback: trained here with trajectory distillation for {plan.student_steps} steps with "
                      f"feedback on `{plan.plan}` — loop {tuple(plan.loop)}, {train_info['steps']} iterations × batch "
@@ -175,7 +182,8 @@ def write_report(plan: DemoPlan, results: dict, train_info: dict | None, feedbac
     else:
         lines.append(f"Feedback: the shipped one ({feedback}), at its trained schedule: {plan.student_steps} steps, "
                      f"feedback on `{plan.plan}`.")
-    lines.append(f"ILF rows: t_post = {plan.t_post} (the post-feedback timestep; `--t-post` changes it).")
+    if plan.mode == "ilf":
+        lines.append(f"ILF rows: t_post = {plan.t_post} (the post-feedback timestep; `--t-post` changes it).")
     if plan.world != "digits":
         lines.append("The shapes backbones draw single objects reliably but not two-object relations (docs/worlds.md, "
                      "scripts/showcase_prompts.py); the held-out prompts here measure how close each method stays to "
@@ -222,11 +230,13 @@ def run_demo(plan: DemoPlan) -> Path:
     check_loop_fits(backbone, plan.loop)  # a bad --loop stops here, before any folder is made
     plan.out.mkdir(parents=True, exist_ok=True)
     train_info = None
+    if plan.mode == "corrector":
+        return run_corrector_demo(plan, num_blocks)
     if plan.pretrained:
         from .feedback import read_feedback
         from .worlds import paths
 
-        feedback = paths.feedback(plan.world)
+        feedback = paths.paper_feedback(plan.world)
         saved = read_feedback(feedback)[0]["config"]  # run it at the schedule it was trained for
         plan.student_steps = saved.get("num_inference_steps") or 10
         plan.plan = saved["feedback_steps"] if isinstance(saved["feedback_steps"], str) else \
@@ -239,15 +249,40 @@ def run_demo(plan: DemoPlan) -> Path:
     argv = ["--world", plan.world, "--feedback", str(feedback), "--methods", *methods,
             "--num-images", str(plan.num_images), "--repeats", str(plan.repeats), "--seed", str(plan.seed),
             "--grid-items", str(min(6, plan.num_images)), "--out", str(plan.out)]
+    return measure(plan, argv, train_info, feedback, num_blocks)
+
+
+def measure(plan: DemoPlan, argv: list[str], train_info: dict | None, feedback: Path, num_blocks: int) -> Path:
+    """Run the bench on the demo's rows, add the paired verdict, write results.json and report.md."""
+    from .bench.cmd_bench import run_bench
+
     if plan.threads:
         argv += ["--threads", str(plan.threads)]
     results = run_bench(argv)
-    results["demo"] = {"train": train_info, "feedback": str(feedback), "world": plan.world,
+    results["demo"] = {"train": train_info, "feedback": str(feedback), "world": plan.world, "mode": plan.mode,
                        "verdict": paired_verdict(plan.out, results, plan.world, num_blocks)}
     (plan.out / "results.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n")
     report = write_report(plan, results, train_info, feedback)
     print(report.read_text())
     return report
+
+
+def run_corrector_demo(plan: DemoPlan, num_blocks: int) -> Path:
+    from .demo_corrector import corrector_methods, train_corrector
+    from .worlds import paths
+
+    train_info = None
+    if plan.pretrained:
+        feedback = paths.feedback(plan.world)
+    else:
+        print(f"ilf demo: 1/2 training a corrector of TaylorSeer on the {plan.world} world ({plan.train_steps} steps)")
+        feedback, train_info = train_corrector(plan)
+    print("ilf demo: 2/2 generating and measuring every method")
+    argv = ["--world", plan.world, "--feedback", str(paths.paper_feedback(plan.world)),
+            "--methods", *corrector_methods(num_blocks, feedback), "--num-images", str(plan.num_images),
+            "--repeats", str(plan.repeats), "--seed", str(plan.seed), "--grid-items", str(min(6, plan.num_images)),
+            "--out", str(plan.out)]
+    return measure(plan, argv, train_info, feedback, num_blocks)
 
 
 def _jsonable(x):
@@ -256,8 +291,24 @@ def _jsonable(x):
     return to_jsonable(x)
 
 
+PAPER_ONLY = ("loop", "t_post", "student_steps", "feedback_steps")  # flags of --mode ilf
+
+
 def cmd_demo(args) -> int:
+    from .errors import ILFError
+
     s = WORLD_SETTINGS[args.world]
+    corrector = args.mode == "corrector"
+    if corrector:
+        from .demo_corrector import RECIPE
+
+        given = [f"--{k.replace('_', '-')}" for k in PAPER_ONLY if getattr(args, k) is not None]
+        if given:
+            raise ILFError(f"{', '.join(given)} set the paper's inner loop: add --mode ilf, or leave them out for the "
+                           "corrector (its settings: --cache-interval, --cache-warmup)")
+        s = {**s, **{k: RECIPE[k] for k in ("steps", "quick_steps", "lr", "batch", "rollout_size")}}
+    elif args.cache_interval is not None or args.cache_warmup is not None:
+        raise ILFError("--cache-interval and --cache-warmup set the corrector's cache: leave out --mode ilf")
     if args.feedback_steps and not args.pretrained_feedback:  # the plan may name only steps the run has
         check_plan_fits(args.feedback_steps, args.student_steps or s["student_steps"], steps_flag="--student-steps")
     plan = DemoPlan(
@@ -268,7 +319,8 @@ def cmd_demo(args) -> int:
         repeats=args.repeats or (1 if args.quick else 3), pretrained=args.pretrained_feedback, seed=args.seed,
         threads=args.threads, t_post=args.t_post or s["t_post"],
         student_steps=args.student_steps or s["student_steps"], plan=args.feedback_steps or s["plan"],
-        rollout_size=s["rollout_size"],
+        rollout_size=s["rollout_size"], mode=args.mode, cache_interval=args.cache_interval or 2,
+        cache_warmup=args.cache_warmup or 3,
     )
     start = time.perf_counter()
     run_demo(plan)
@@ -278,27 +330,33 @@ def cmd_demo(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "demo", help="train a feedback on an embedded world, then generate, measure and report (offline)",
-        description="The whole ILF job offline on a CPU: train a feedback with trajectory distillation on an "
-        "embedded world's shipped backbone for a schedule (or use the shipped feedback), generate held-out prompts "
-        "with fixed seeds for 20 and 10 plain steps, plain at ILF's block budget, the paper cache at ~1.5x and "
-        "~1.8x, diffusers' TaylorSeer at 1.8x and ILF at its schedule, and write report.md (with a paired-bootstrap "
-        "verdict against plain at ILF's budget and against TaylorSeer), results.json, grid.png and pareto.png. "
-        "About 10 minutes on one CPU thread (1 minute with --pretrained-feedback).",
+        "demo", help="train a corrector (or ILF) on an embedded world, then generate, measure and report (offline)",
+        description="The whole job offline on a CPU. By default (--mode corrector): train ilf's corrector of "
+        "diffusers' TaylorSeer on an embedded world's shipped backbone (or use the shipped one), generate held-out "
+        "prompts with fixed seeds for 20 and 10 plain steps, plain at the corrector's block budget, the paper cache "
+        "at ~1.5x and ~1.8x, TaylorSeer at the same schedule, the paper's ILF (the shipped paper-mode feedback) and "
+        "the corrector, and write report.md (a paired-bootstrap verdict against plain at its budget and against "
+        "TaylorSeer), results.json, grid.png and pareto.png. About 2 minutes on one CPU thread (1 minute with "
+        "--pretrained-feedback). --mode ilf trains the paper's inner loop instead (about 10 minutes).",
     )
     p.add_argument("--world", choices=sorted(WORLD_SETTINGS), default="shapes",
                    help="shapes (text-to-image, PixArt; Table 1 shape), digits (class-to-image, DiT; Table 2) or shapes-flow (SD3 rectified flow)")
     p.add_argument("--out", default="ilf-demo", help="output folder (default: ./ilf-demo)")
+    p.add_argument("--mode", choices=["corrector", "ilf"], default="corrector",
+                   help="corrector: ilf's trained corrector of TaylorSeer (the shipped method); ilf: the paper's inner "
+                   "loop trained by trajectory distillation (default: corrector)")
     p.add_argument("--pretrained-feedback", action="store_true", help="use the shipped feedback instead of training")
+    p.add_argument("--cache-interval", type=COUNT, help="corrector: TaylorSeer's full step every N steps (default: 2)")
+    p.add_argument("--cache-warmup", type=COUNT, help="corrector: TaylorSeer's warm-up steps (default: 3)")
     p.add_argument("--quick", action="store_true", help="a smoke run in about 2 minutes (few steps and images)")
-    p.add_argument("--train-steps", type=COUNT, help="trajectory training iterations (default: 1000; 6 with --quick)")
-    p.add_argument("--student-steps", type=COUNT, help="the inference step count the feedback is trained for (default: 10)")
-    p.add_argument("--feedback-steps", help="the steps that get feedback, e.g. last:1, last:2, outer:2 (default: last:1)")
-    p.add_argument("--lr", type=positive_float, help="feedback learning rate (default: 1e-3)")
+    p.add_argument("--train-steps", type=COUNT, help="training iterations (default: corrector 600, ilf 1000; 6 with --quick)")
+    p.add_argument("--student-steps", type=COUNT, help="ilf: the inference step count the feedback is trained for (default: 10)")
+    p.add_argument("--feedback-steps", help="ilf: the steps that get feedback, e.g. last:1, last:2, outer:2 (default: last:1)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: corrector 3e-3, ilf 1e-3)")
     p.add_argument("--batch-size", type=COUNT, help="training batch (default: 32; 8 with --quick)")
-    add_loop_arg(p, help="inner loop blocks, 0 <= B <= E < 12 (default: 3 8)")
+    add_loop_arg(p, help="ilf: inner loop blocks, 0 <= B <= E < 12 (default: 3 8)")
     p.add_argument("--t-post", choices=T_POST_STRATEGIES,
-                   help="post-feedback timestep of training and of the ILF row (default: none, the best measured by "
+                   help="ilf: post-feedback timestep of training and of the ILF row (default: none, the best measured by "
                    "bench/world_study.py)")
     p.add_argument("--num-images", type=COUNT, help="images per method (default: 32 shapes / 50 digits; 4 with --quick)")
     p.add_argument("--repeats", type=COUNT, help="timing rounds, median reported (default: 3; 1 with --quick)")

@@ -136,7 +136,8 @@ def write_feedback(
     meta = feedback_metadata(model, feedback, config, base_model)
     if extra:
         meta["extra"] = extra
-    tensors = {k: v.detach().contiguous().cpu() for k, v in feedback.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in feedback.state_dict().items()
+               if getattr(config, "uses_feedback_block", True) or not k.startswith("block.")}  # only what runs
     with atomic_dir(path) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT, "loop": "%d,%d" % feedback.loop})
         meta["weights"] = {"file": WEIGHTS_NAME, "sha256": sha256_file(tmp / WEIGHTS_NAME)}
@@ -195,7 +196,7 @@ def read_feedback(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor
 
 
 def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tensor], strict: bool = True,
-                     extra_shapes: dict[str, torch.Size] | None = None) -> None:
+                     extra_shapes: dict[str, torch.Size] | None = None, with_block: bool = True) -> None:
     """Refuse a feedback trained for another backbone or loop, before anything changes."""
     adapter = get_adapter(model)
     want = meta.get("backbone", {}).get("fingerprint", {})
@@ -217,7 +218,8 @@ def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tens
                 "the backbone's weights differ from those the feedback was trained on (same architecture, "
                 "another checkpoint); load it onto its own checkpoint, or pass strict=False to use it anyway"
             )
-    expected = {f"block.{k}": v.shape for k, v in adapter.build_block(model, loop[1]).state_dict().items()}
+    expected = {f"block.{k}": v.shape for k, v in adapter.build_block(model, loop[1]).state_dict().items()
+                if with_block}  # a corrector whose F never runs is saved without it
     expected["scales"] = torch.Size([loop[1] - loop[0] + 1])
     expected |= extra_shapes or {}
     got = {k: v.shape for k, v in tensors.items()}
@@ -249,11 +251,15 @@ def load_feedback(
     if meta.get("mode", "ilf") == CorrectorConfig.mode:
         config = CorrectorConfig.from_dict(meta.get("config", {}))
         loop, shape = tuple(meta["loop"]), config.mix_shape(model_width(model))
-        check_compatible(model, meta, tensors, strict=strict, extra_shapes={"mix": torch.Size(shape)})
+        if not config.uses_feedback_block:  # F never runs: its weights, if a file has them, are not needed
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("block.")}
+        check_compatible(model, meta, tensors, strict=strict, extra_shapes={"mix": torch.Size(shape)},
+                         with_block=config.uses_feedback_block)
         feedback = CorrectorModule(adapter.build_block(model, loop[1]), loop, shape)
     else:
         check_compatible(model, meta, tensors, strict=strict)
         config = ILFConfig.from_dict(meta.get("config", {"loop": meta["loop"]}))
         feedback = FeedbackModule(adapter.build_block(model, config.loop[1]), config.loop)
-    feedback.load_state_dict(tensors)
+    # strict: the key set was checked above; a corrector saved without F (it never runs) keeps a new block
+    feedback.load_state_dict(tensors, strict=getattr(config, "uses_feedback_block", True))
     return _like_model(feedback, model), config

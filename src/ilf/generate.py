@@ -83,7 +83,7 @@ def cmd_generate(args) -> int:
     # a feedback runs at the schedule it was trained for; else ILF's 1.7x setting, 10 steps
     default_steps = ((trained.num_inference_steps or 10) if trained else call.get("num_inference_steps", 20))
     call.update(num_inference_steps=args.steps or default_steps)
-    if attached is not None:  # the plan may name only steps this run has
+    if attached is not None and hasattr(attached, "feedback_steps"):  # an ILF plan may name only steps the run has
         check_plan_fits(attached.feedback_steps, call["num_inference_steps"], steps_flag="--steps")
     if args.guidance is not None:
         call["guidance_scale"] = args.guidance
@@ -131,7 +131,8 @@ def register(sub) -> None:
     src.add_argument("--pipeline", help="a diffusers pipeline folder or hub id (PixArt-α/Σ, DiT)")
     p.add_argument("--prompt", nargs="*", default=[], help="text prompts (text-to-image)")
     p.add_argument("--class-id", nargs="*", type=INDEX, default=[], help="class ids (class-to-image, e.g. DiT/digits)")
-    p.add_argument("--feedback", help="a feedback folder to attach (ILF); 'shipped' = the world's shipped feedback")
+    p.add_argument("--feedback", help="a feedback folder to attach (ILF, or a corrector of TaylorSeer: the cache comes "
+                   "with it); 'shipped' = the world's shipped feedback (a corrector)")
     add_loop_arg(p,
                  help="attach an untrained feedback on this loop instead, for checking: zero scales and t_post none, so exactly "
                    "the plain output (with --t-post other than none the post-feedback blocks see the shifted timestep)")

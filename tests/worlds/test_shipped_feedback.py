@@ -1,4 +1,6 @@
-"""The feedback shipped with each world: it loads onto the world's pipeline, was trained, and `ilf generate` uses it."""
+"""The feedbacks shipped with each world — the corrector of TaylorSeer (the measured winner, `paths.feedback`) and
+the paper-mode inner loop (`paths.paper_feedback`): each loads onto the world's pipeline, was trained for its
+schedule, and `ilf generate --feedback shipped` runs the corrector."""
 
 import pytest
 import torch
@@ -10,8 +12,8 @@ from ilf.worlds import paths, registry
 
 
 @pytest.mark.parametrize("world", paths.WORLDS)
-def test_shipped_feedback_is_trained_for_its_schedule_and_changes_its_samples(world):
-    folder = paths.feedback(world)
+def test_shipped_paper_feedback_is_trained_for_its_schedule_and_changes_its_samples(world):
+    folder = paths.paper_feedback(world)
     meta, _ = read_feedback(folder)  # verifies the checksum
     loop = tuple(meta["loop"])  # chosen per world by bench/quality_per_block.py on its tune seeds
     assert loop == {"digits": (3, 8), "shapes": (1, 10), "shapes-flow": (3, 8)}[world]
@@ -36,13 +38,42 @@ def test_shipped_feedback_is_trained_for_its_schedule_and_changes_its_samples(wo
     remove_ilf(pipe)
 
 
+@pytest.mark.parametrize("world", paths.WORLDS)
+def test_shipped_corrector_is_trained_on_taylorseers_schedule_and_changes_its_forecasts(world):
+    from ilf.corrector_config import CorrectorConfig
+
+    folder = paths.feedback(world)
+    meta, tensors = read_feedback(folder)
+    assert meta["mode"] == "corrector" and meta["extra"]["train"]["distill"] == "corrector"
+    cfg = CorrectorConfig.from_dict(meta["config"])
+    solver = "FlowMatchEulerDiscreteScheduler" if world in paths.FLOW_WORLDS else "DPMSolverMultistepScheduler"
+    assert (cfg.interval, cfg.warmup, cfg.num_inference_steps, cfg.scheduler, cfg.guidance_scale) == (
+        2, 3, 20, solver, registry.CALL_KWARGS[world]["guidance_scale"])
+    assert tensors["mix"].abs().sum() > 0  # the learned forecast moved off TaylorSeer's own
+    pipe = registry.load_pipeline(world)
+    kw = {**registry.CALL_KWARGS[world], "output_type": "np"}
+    prompt = ["a large red circle in the center"]
+    inputs = {"shapes": {"prompt": prompt}, "digits": {"class_labels": [7]},
+              "shapes-flow": registry.prompt_kwargs("shapes-flow", prompt)}[world]
+    apply_ilf(pipe, cfg)  # the same corrector untrained: TaylorSeer itself
+    taylorseer = pipe(**inputs, generator=torch.Generator().manual_seed(0), **kw).images
+    remove_ilf(pipe)
+    apply_ilf(pipe, folder)
+    with count_block_forwards(pipe) as counter:
+        corrected = pipe(**inputs, generator=torch.Generator().manual_seed(0), **kw).images
+    remove_ilf(pipe)
+    tail = 1 if world in paths.FLOW_WORLDS else 0  # SD3's text-less last block runs on every step
+    assert counter.total == 11 * 12 + 9 * tail  # TaylorSeer's own count: the learned forecast costs no block
+    assert abs(corrected - taylorseer).max() > 1e-3
+
+
 def test_generate_with_the_shipped_feedback(tmp_path, capsys):
     assert main(["generate", "--world", "digits", "--feedback", "shipped", "--class-id", "3", "8",
                  "--out", str(tmp_path)]) == 0
     # the raw 32 px images and their 4x copies to look at (ilf generate's default upscale under 128 px)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000-class3-x4.png", "000-class3.png",
                                                             "001-class8-x4.png", "001-class8.png"]
-    assert "10 steps, 127 block forwards" in capsys.readouterr().out  # the schedule read from the adapter
+    assert "20 steps, 132 block forwards" in capsys.readouterr().out  # the corrector's schedule, from the adapter
 
 
 def test_generate_with_the_shipped_flow_feedback(tmp_path, capsys):
@@ -50,4 +81,4 @@ def test_generate_with_the_shipped_flow_feedback(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000-a-small-red-circle-x4.png",
                                                             "000-a-small-red-circle.png"]
-    assert "10 steps, 127 block forwards" in capsys.readouterr().out  # FlowMatchEuler, feedback on the last step
+    assert "20 steps, 141 block forwards" in capsys.readouterr().out  # + SD3's text-less last block on 9 forecasts

@@ -1,0 +1,67 @@
+"""`ilf demo`'s default mode: train (or take the shipped) corrector of diffusers' TaylorSeer on an embedded world,
+and the rows it is measured against — plain 20 / 10 / plain at its budget, the paper cache, TaylorSeer at the
+same schedule, and the paper's ILF (the world's shipped paper-mode feedback)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+# The shipped recipe (bench/corrector_study.py, chosen on its tune seeds): TaylorSeer's standard schedule (a full
+# step every 2nd after 3 warm-up steps, 11 of 20) with the learned per-step forecast; ~1 min of one CPU thread.
+RECIPE = dict(interval=2, warmup=3, steps=600, quick_steps=6, lr=3e-3, batch=32, rollout_size=128,
+              lr_scheduler="cosine")
+CORRECTOR = "ILF corrector"  # the display name of the demo's corrector row
+
+
+def train_corrector(plan) -> tuple[Path, dict]:
+    """Train the corrector for 20 steps of the world's scheduler (`ilf train --distill corrector`)."""
+    from .train.config import TrainConfig
+    from .train.trainer import train
+
+    run = plan.out / "feedback-run"
+    cfg = TrainConfig(output_dir=run, world=plan.world, distill="corrector", lr=plan.lr, batch_size=plan.batch,
+                      max_steps=plan.train_steps, checkpoint_every=0, log_every=max(1, plan.train_steps // 20),
+                      seed=plan.seed, cache_interval=plan.cache_interval, cache_warmup=plan.cache_warmup,
+                      lr_scheduler=RECIPE["lr_scheduler"], rollout_every=100,
+                      rollout_size=RECIPE["rollout_size"] if plan.train_steps > 20 else 8)
+    start = time.perf_counter()
+    result = train(cfg)
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    losses = [r for r in log if "loss_distill" in r]
+    info = {"steps": plan.train_steps, "seconds": time.perf_counter() - start, "lr": plan.lr,
+            "batch": plan.batch, "first": losses[0], "last": losses[-1]}
+    return result.feedback_dir, info
+
+
+def corrector_methods(num_blocks: int, feedback: Path) -> list[str]:
+    """The demo's rows in corrector mode; the paper-mode ILF row takes the bench's --feedback (the world's
+    shipped paper-mode feedback, at its recorded schedule)."""
+    from .bench.family_corrector import CorrectorFamily
+    from .bench.methods import parse_method
+    from .bench.paired import fair_plain_steps
+
+    row = f"corrector:20,feedback={feedback},label={CORRECTOR}"
+    blocks = CorrectorFamily().predicted_block_forwards(parse_method(row), num_blocks)
+    c = round(2 * num_blocks / 3)
+    plain = sorted({20, 10, fair_plain_steps(num_blocks, blocks)}, reverse=True)
+    cfg = CorrectorFamily().config_of(parse_method(row))
+    return [f"plain:{n}" for n in plain] + [
+        f"paper-cache:20,location=inner,blocks={c},refresh=2,label=paper cache ~1.5x",
+        f"paper-cache:20,location=inner,blocks={c},refresh=3,label=paper cache ~1.8x",
+        f"taylorseer:20,interval={cfg.interval},warmup={cfg.warmup},label=TaylorSeer (diffusers)",
+        "ilf:10,label=ILF paper mode",
+        row,
+    ]
+
+
+def describe(train_info: dict | None, feedback: Path) -> str:
+    """The report's line on where the corrector came from."""
+    if not train_info:
+        return f"Corrector: the shipped one ({feedback}), at its recorded schedule."
+    f, l_ = train_info["first"], train_info["last"]
+    return (f"Corrector: trained here (`--distill corrector`: TaylorSeer's schedule, the learned per-step forecast) "
+            f"for 20 steps — {train_info['steps']} iterations × batch {train_info['batch']}, lr {train_info['lr']:g}, "
+            f"{train_info['seconds']:.0f} s; next-state loss {f['loss_distill']:.3g} (step {f['step']}) → "
+            f"{l_['loss_distill']:.3g} (step {l_['step']}).")
