@@ -39,9 +39,10 @@ from diffusers import (
 )
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards, remove_cache, remove_ilf
-from ilf.bench.methods import default_cache_blocks, default_loop
-from ilf.testing import pixart_xl_2, tiny_pixart
-from ilf.testing_mmdit import sd3_medium, tiny_sd3
+from ilf.bench.family_ilf import default_loop
+from ilf.bench.family_paper_cache import default_cache_blocks
+from ilf.tiny import pixart_xl_2, tiny_pixart
+from ilf.tiny_mmdit import sd3_medium, tiny_sd3
 
 CONFIGS = ("tiny", "pixart-xl-2", "sd3-medium", "tiny-sd3")
 CLOCKS = {"process": time.process_time, "wall": time.perf_counter}

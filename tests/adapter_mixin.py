@@ -103,8 +103,10 @@ class ILFAdapterTests:
         inputs = self.make_inputs(model, batch=2, cfg=cfg)
         ref = _out(model, inputs)
         apply_ilf(model, ILFConfig(loop=self.loop, t_post="none"))
-        out = _out(model, inputs, ilf_t_post=inputs["timestep"])
+        with count_block_forwards(model) as fed:  # an attach that attached nothing would count n
+            out = _out(model, inputs, ilf_t_post=inputs["timestep"])
         torch.testing.assert_close(out, ref, rtol=1.3e-6, atol=1e-5)
+        assert (fed.total, fed.feedback) == (self.num_layers + self.loop[1] - self.loop[0] + 2, 1)
 
     def test_t_post_reaches_the_blocks_after_the_feedback(self):
         model = self.make_model()

@@ -114,3 +114,50 @@ def test_ilf_attached_to_an_already_compiled_transformer():
     pipe.transformer = pipe.transformer._orig_mod
     torch.testing.assert_close(_generate(pipe, "pixart-alpha"), with_ilf, rtol=1e-5, atol=1e-5)
 
+
+
+def _deep_pipe(kind, plan):
+    """12 blocks, loop (1, 10): 10 loop blocks, more than dynamo's recompile limit (8) if it guarded an index
+    or the number of loop blocks seen so far."""
+    pipe = tiny_pipeline(kind, num_layers=12)
+    pipe.set_progress_bar_config(disable=True)
+    rt = apply_ilf(pipe, ILFConfig(loop=(1, 10), feedback_steps=plan))
+    rt.feedback.scales.data.fill_(0.5)
+    return pipe
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_regional_compilation_compiles_per_block_role_not_per_block(kind):
+    """On main the block hook's guards saw the block index and `len(state.loop_calls)`: a graph per block,
+    and at 28 blocks dynamo hit `recompile_limit (8)` (here: refused by `fail_on_recompile_limit_hit`)."""
+    from torch._dynamo.utils import counters
+
+    pipe = _deep_pipe(kind, "outer:2")
+    eager = {n: _generate(pipe, kind, steps=n) for n in (8, 10)}
+    pipe.transformer._repeated_blocks = ["BasicTransformerBlock"]
+    counter = GraphCounter()
+    counters.clear()
+    pipe.transformer.compile_repeated_blocks(backend=counter)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for n in (8, 10):
+            torch.testing.assert_close(_generate(pipe, kind, steps=n), eager[n], rtol=1e-5, atol=1e-5)
+    # one graph per path of the block class: blocks before the loop (no hook), hooked blocks on plain calls,
+    # and on feedback calls the roles first (b), middle, last (e, with F and the loop re-run) and after
+    assert counter.graphs <= 6, counter.graphs
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plain_steps_compile_to_one_graph_without_breaks(kind):
+    """ILF attached with no feedback step, compiled regionally: one graph for the hooked blocks (b..N-1) and
+    one for those before the loop, whatever the number of blocks; no graph break."""
+    from torch._dynamo.utils import counters
+
+    pipe = _deep_pipe(kind, "none")
+    eager = _generate(pipe, kind)
+    pipe.transformer._repeated_blocks = ["BasicTransformerBlock"]
+    counter = GraphCounter()
+    counters.clear()
+    pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=counter)
+    torch.testing.assert_close(_generate(pipe, kind), eager, rtol=1e-5, atol=1e-5)
+    assert counter.graphs == 2 and not counters["graph_break"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, remove_cache, remove_ilf
+from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, count_block_forwards, remove_cache, remove_ilf
 from ilf.schedule import loop_ratio
 from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
@@ -54,7 +54,10 @@ def _spy(pipe):
 def test_untrained_feedback_leaves_images_unchanged(pipe, guidance):
     ref = generate(pipe, pipe.kind, guidance=guidance)
     apply_ilf(pipe, ILFConfig(loop=(2, 4), feedback_steps="all", t_post="none"))
-    torch.testing.assert_close(generate(pipe, pipe.kind, guidance=guidance), ref, rtol=1e-5, atol=1e-5)
+    with count_block_forwards(pipe) as fed:  # an attach that attached nothing would count 6 per call
+        out = generate(pipe, pipe.kind, guidance=guidance)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert (fed.calls, fed.total, fed.feedback) == (6, 6 * (6 + 3 + 1), 6)  # 6 steps, all with feedback
 
 
 def test_trained_feedback_changes_images_and_remove_restores_them_exactly(pipe):

@@ -55,7 +55,11 @@ def _spy(pipe):
 def test_untrained_feedback_with_t_post_none_leaves_images_unchanged(pipe):
     ref = generate(pipe)
     apply_ilf(pipe, ILFConfig(loop=(2, 4), feedback_steps="all", t_post="none"))
-    torch.testing.assert_close(generate(pipe), ref, rtol=1e-5, atol=1e-5)
+    with count_block_forwards(pipe) as fed:  # an attach that attached nothing would count 6 per call
+        out = generate(pipe)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    c = pipe.calls_per_step
+    assert (fed.calls, fed.total, fed.feedback) == (5 * c, 5 * c * (6 + 3 + 1), 5 * c)  # 5 steps, all fed back
 
 
 def test_trained_feedback_changes_images_and_remove_restores_them_bit_for_bit(pipe):

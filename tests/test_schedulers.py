@@ -91,7 +91,10 @@ def test_untrained_feedback_with_t_post_none_is_stock_under_other_schedulers(nam
     pipe = _pipe("pixart-alpha", SCHEDULERS[name][0]())
     ref = _generate(pipe, "pixart-alpha")
     apply_ilf(pipe, ILFConfig(loop=LOOP, feedback_steps="all", t_post="none"))
-    torch.testing.assert_close(_generate(pipe, "pixart-alpha"), ref, rtol=1e-5, atol=1e-5)
+    with count_block_forwards(pipe) as fed:  # an attach that attached nothing would count 6 per call
+        out = _generate(pipe, "pixart-alpha")
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert fed.calls > 0 and fed.total == fed.calls * (6 + 3 + 1) and fed.feedback == fed.calls
 
 
 def test_a_repeated_timestep_without_a_step_counter_is_refused_clearly():

@@ -3,12 +3,12 @@
 On refresh steps every block runs and each cacheable block keeps its residual r = B(x) − x, i.e. its
 attention, cross-attention and feed-forward results as the block adds them to its input. On the other steps
 a cacheable block does not run: its output is x_new + r. For MMDiT blocks (SD3, Flux) this holds per stream
-(image and text each keep their residual); a stream the block does not return stays `None`.
+(image and text each keep their residual); a stream the block does not return stays `None`. Where a step
+makes several model calls (Flux true CFG: cond, then uncond), each keeps its own residuals.
 """
 
 from __future__ import annotations
 
-import torch
 from diffusers.hooks import ModelHook
 from torch import nn
 
@@ -19,18 +19,9 @@ from .clock import StepInfo
 from .config import CacheConfig
 from .errors import ILFError, ScheduleError
 from .hooks import CACHE_BLOCK_HOOK, CACHE_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
+from .planner import ModelCall, attach_planner
 from .schedule import cache_refresh_steps
 
-
-
-class _CacheModelHook(ModelHook):
-    def __init__(self, runtime: "PaperCache"):
-        super().__init__()
-        self.runtime = runtime
-
-    def pre_forward(self, module, *args, **kwargs):
-        self.runtime.begin_call(args, kwargs, kwargs.pop("ilf_cache_refresh", None))
-        return args, kwargs
 
 
 class _CacheBlockHook(ModelHook):
@@ -39,34 +30,42 @@ class _CacheBlockHook(ModelHook):
         self.runtime = runtime
         self.binder = binder  # the block class's signature, read at attach
         self.stack = stack
-        self.residual: dict | None = None  # stream → [B, L, D] from the last refresh step
+        self.residuals: dict[int, dict] = {}  # branch → {stream: [B, L, D]} from the last refresh step
 
     def new_forward(self, module, *args, **kwargs):
         x = {k: self.binder.get(args, kwargs, k) for k in self.stack.streams}  # the streams it was given
-        r = self.residual
+        branch = self.runtime.branch
+        r = self.residuals.get(branch)
         if self.runtime.refresh or r is None or r[IMAGE_STREAM].shape != x[IMAGE_STREAM].shape:
             out = self.fn_ref.original_forward(*args, **kwargs)
-            self.residual = {k: None if v is None else (v - x[k]).detach()
-                             for k, v in self.stack.as_streams(out).items()}
+            self.residuals[branch] = {k: None if v is None else (v - x[k]).detach()
+                                      for k, v in self.stack.as_streams(out).items()}
             return out
         return self.stack.as_output({k: None if v is None else x[k] + v for k, v in r.items()})
 
 
 class PaperCache:
-    """The caching baseline attached to one transformer. Made by `apply_cache`."""
+    """The caching baseline attached to one transformer. Made by `apply_cache`.
+
+    An executor of the call planner (`planner.py`): per call it reads the step from the scheduler's counter on
+    the host, and keeps one residual per block *and branch*: the calls of one step (Flux true CFG's cond and
+    uncond, Heun's two evaluations) each reuse their own refresh call's residual."""
+
+    control_kwargs = ("ilf_cache_refresh",)
 
     def __init__(self, model: nn.Module, config: CacheConfig, clock):
         self.model, self.config, self.clock = model, config, clock
         self.adapter = get_adapter(model)
         self.cached = config.block_indices(len(self.adapter.blocks(model)))
         self.refresh = True
+        self.branch = 0  # the call's place among the calls of its step (per-branch residuals)
         self.step: StepInfo | None = None
         self._hooked: list[HookHandle] = []
-        self.model_binder = ArgBinder(type(model).forward)
         self._block_hooks: list[_CacheBlockHook] = []
 
     def attach(self) -> "PaperCache":
-        self._hooked.append(register(self.model, _CacheModelHook(self), CACHE_MODEL_HOOK))
+        handle, self.planner = attach_planner(self.model, self, CACHE_MODEL_HOOK, self.clock, self.adapter)
+        self._hooked.append(handle)
         sites = self.adapter.sites(self.model)
         for i in self.cached:
             hook = _CacheBlockHook(self, ArgBinder(type(sites[i].module).forward), sites[i].stack)
@@ -84,20 +83,23 @@ class PaperCache:
         self._block_hooks.clear()
         delattr(self.model, CACHE_ATTR)
 
-    @torch.compiler.disable  # host work once per call (reads the scheduler); compiled code sees the flag
-    def begin_call(self, args, kwargs, refresh: bool | None) -> None:
+    def plan_call(self, call: ModelCall) -> None:
+        """Host work once per call: refresh or reuse, and which branch's residuals."""
         refuse_diffusers_cache(self.model, "the paper cache")  # enabled after apply_cache
+        refresh = call.controls.get("ilf_cache_refresh")
         if refresh is not None:
-            self.refresh = bool(refresh)
+            self.refresh, self.branch = bool(refresh), 0
             return
         if self.clock is None:
             raise ScheduleError(
                 "the paper cache on a bare transformer needs ilf_cache_refresh=True/False per call, or "
                 "apply_cache(model, ..., scheduler=scheduler)"
             )
-        t = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder).get("timestep")
-        self.step = self.clock.locate(self.adapter.to_scheduler_units(self.model, t))
+        self.step, self.branch = call.step(), call.branch()  # the scheduler's counter: no device read
         self.refresh = self.step.index in cache_refresh_steps(self.step.num_steps, self.config.refresh_every)
+
+    def end_call(self) -> None:
+        pass
 
 
 def apply_cache(target, config: CacheConfig | None = None, *, scheduler=None, **overrides) -> PaperCache:

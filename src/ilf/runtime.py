@@ -22,14 +22,18 @@ returned), and F gets the streams block e returned (where block e returns no tex
 `context_pre_only` last block, the text stream block e was given). Each loop block re-runs with its own
 conditioning arguments of this call, its time argument replaced by t_post's.
 
-Without feedback on a call (a skipped step, or `ilf_feedback=False`) every hook passes straight through.
+Per call, one model-level hook (the call planner, `planner.py`) locates the step on the host from the
+scheduler's counter and decides; only a feedback call arms a `FeedbackLoop` (`runtime.active`), which the
+block and time hooks hand their work to. Without feedback on a call (a skipped step, or
+`ilf_feedback=False`) every hook passes straight through after one `is None` test, and no device tensor is
+read into Python.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from diffusers.hooks import ModelHook
@@ -44,69 +48,113 @@ from .config import INFERENCE_FIELDS, ILFConfig
 from .errors import FeedbackMismatchError, ILFError, LoopRangeError, ScheduleError
 from .feedback import FeedbackModule
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
+from .planner import CallPlanner, ModelCall, attach_planner
 from .schedule import feedback_steps, loop_ratio, post_timestep
 
+CONTROL_KWARGS = ("ilf_t_post", "ilf_feedback")  # per-call controls the model hook pops
 
 
-@dataclass
-class ForwardState:
-    """Everything one model call needs; replaced at the start of every call."""
+@dataclass(frozen=True)
+class CallState:
+    """What the planner decided for the latest call (`ILFRuntime.state`): read by tests and diagnostics."""
 
     feedback_on: bool
-    inputs: dict  # the model call's arguments by name
-    t_post: torch.Tensor | None = None
-    step: StepInfo | None = None
-    post_block_kwargs: dict = field(default_factory=dict)
-    loop_input: dict | None = None  # the streams block b was given: {"hidden_states": f_{b-1,t} [B, L, D], …}
-    loop_calls: dict = field(default_factory=dict)  # block index → its non-stream arguments in this call
-    in_loop: bool = False
+    step: StepInfo | None  # None: an explicit call that needed no schedule
+    t_post: torch.Tensor | None  # in the model's units, on the timestep's device; None without feedback
 
 
-class _ModelHook(ModelHook):
-    """On the transformer: reads ilf_* keyword arguments and sets up the call's state."""
+class FeedbackLoop:
+    """The loop executor of one feedback call: armed by `ILFRuntime.begin_call` only when the call has feedback
+    (`runtime.active`), disarmed when the call returns. Its methods are the only writers of its state: the
+    block hooks hand it blocks b..N-1, the time hook hands it t_post's block conditioning."""
 
-    def __init__(self, runtime: "ILFRuntime"):
-        super().__init__()
-        self.runtime = runtime
+    def __init__(self, runtime: "ILFRuntime", inputs: dict, t_post: torch.Tensor, keep=None):
+        self.runtime, self.inputs, self.t_post = runtime, inputs, t_post  # t_post: model units, on t's device
+        self.keep = keep  # a host tensor an asynchronous copy reads from: alive until the call ends
+        self.post_block_kwargs: dict = {}  # t_post's time conditioning for the blocks after e (time hook)
+        self.loop_input: dict | None = None  # the streams block b was given: {"hidden_states": f_{b-1,t} [B, L, D], …}
+        self.in_loop = False  # each loop block's non-stream arguments of this call: on its hook (`saved`)
 
-    def pre_forward(self, module, *args, **kwargs):
-        t_post = kwargs.pop("ilf_t_post", None)
-        feedback = kwargs.pop("ilf_feedback", None)
-        self.runtime.begin_call(args, kwargs, t_post, feedback)
-        return args, kwargs
+    def set_post_block_kwargs(self, kwargs: dict) -> None:
+        self.post_block_kwargs = kwargs
 
-    def post_forward(self, module, output):
-        if not torch.is_grad_enabled():
-            self.runtime.state = None  # nothing to recompute: drop the saved activations now
-        return output
+    def block(self, hook: "_BlockHook", args: tuple, kwargs: dict):
+        """Block `hook.index` (≥ b) of a feedback call: save block b's streams, run the loop (block e), swap in
+        t_post (blocks > e).
+
+        Compiled (regionally, `compile_repeated_blocks`, or the whole model) this is traced. It branches only on
+        the hook's role flags (first / last / after), which many blocks share, and stores a block's arguments
+        on its own hook rather than in a dict indexed by block: dynamo guards neither a block index nor a
+        dict's length, so the blocks of one class share a graph per role."""
+        original = hook.fn_ref.original_forward
+        if self.in_loop:
+            return original(*args, **kwargs)
+        rt = self.runtime
+        call = hook.binder.bind(args, kwargs)
+        if hook.after:
+            call.update(rt.adapter.post_block_kwargs(rt.model, self))
+            return original(**call)
+        streams = {k: call[k] for k in hook.stack.streams if k in call}
+        hook.saved = {k: v for k, v in call.items() if k not in streams}  # cleared by `close`
+        if hook.first:
+            self.loop_input = streams
+        out = original(**call)
+        if hook.last:
+            out = self.inner_loop(out, call, hook.stack)
+        return out
+
+    def close(self) -> None:
+        """Drop what the call saved on the loop's block hooks."""
+        for hook in self.runtime.loop_hooks:
+            hook.saved = None
+
+    def inner_loop(self, out_e, call_e: dict, stack_e: BlockStack):
+        """Feedback on block e's output, then the loop b..e re-run with the scaled feedback added to the image
+        stream (eq. 2–3); returns the loop's result in block e's return form."""
+        rt = self.runtime
+        fb, img = rt.feedback, rt.adapter.image_stream
+        streams_e = stack_e.as_streams(out_e)
+        fb_in = {k: (v if v is not None else call_e[k]) for k, v in streams_e.items()}  # F's streams
+        loop_hooks = rt.loop_hooks  # blocks b..e, with their arguments of this call
+        fed = stack_e.as_streams(fb(**{**loop_hooks[-1].saved, **fb_in}))  # F's streams at t
+        f_feed, f_e = fed[img], streams_e[img]  # [B, L, D]
+        # feed_text: F's text stream is fed back too (MMDiT); a context-pre-only F returns none to feed
+        extra = {k: v for k, v in fed.items() if k != img and v is not None} if rt.config.feed_text else {}
+        if not rt.config.rerun_loop:  # the no-loop control: F's output added once to f_e
+            return stack_e.as_output({**streams_e, img: f_e + fb.scales[0].to(f_e.dtype) * f_feed.to(f_e.dtype)})
+        post = rt.adapter.post_block_kwargs(rt.model, self)  # t_post's time conditioning
+        h = dict(self.loop_input)  # the streams block b was given; h[img] = f_{b-1,t}
+        self.in_loop = True
+        try:
+            for j, (site, hook) in enumerate(zip(rt.loop_sites, loop_hooks)):
+                for k, feed in ((img, f_feed), *extra.items()):
+                    x = h[k]
+                    h[k] = x + fb.scales[j].to(x.dtype) * feed.to(x.dtype)  # eq. 2 (j = 0), eq. 3 (j > 0)
+                returned = site.stack.as_streams(site.module(**{**hook.saved, **post, **h}))
+                h.update({k: v for k, v in returned.items() if v is not None or k == img})
+        finally:
+            self.in_loop = False
+        return stack_e.as_output({**streams_e, **{k: h[k] for k in streams_e if streams_e[k] is not None}})
 
 
 class _BlockHook(ModelHook):
-    """On blocks b..N-1: save block b's streams, run the loop (block e), swap in t_post (blocks > e)."""
+    """On blocks b..N-1: a plain call passes straight through (one `is None` test); a feedback call goes to
+    the armed `FeedbackLoop`."""
 
     def __init__(self, runtime: "ILFRuntime", site: BlockSite, binder: ArgBinder):
         super().__init__()
         self.runtime = runtime
         self.index, self.stack = site.index, site.stack
         self.binder = binder  # the block class's signature, read at attach
+        b, e = runtime.config.loop
+        self.first, self.last, self.after = site.index == b, site.index == e, site.index > e  # its role
+        self.saved: dict | None = None  # its non-stream arguments in the current feedback call
 
     def new_forward(self, module, *args, **kwargs):
-        rt, st = self.runtime, self.runtime.state
-        if st is None or not st.feedback_on or st.in_loop:
+        loop = self.runtime.active
+        if loop is None:
             return self.fn_ref.original_forward(*args, **kwargs)
-        call = self.binder.bind(args, kwargs)
-        b, e = rt.config.loop
-        if self.index > e:
-            call.update(rt.adapter.post_block_kwargs(rt.model, st))
-            return self.fn_ref.original_forward(**call)
-        streams = {k: call[k] for k in self.stack.streams if k in call}
-        st.loop_calls[self.index] = {k: v for k, v in call.items() if k not in streams}
-        if self.index == b:
-            st.loop_input = streams
-        out = self.fn_ref.original_forward(**call)
-        if self.index == e:
-            out = rt.inner_loop(out, call, self.stack)
-        return out
+        return loop.block(self, args, kwargs)
 
 
 class ILFRuntime:
@@ -139,9 +187,12 @@ class ILFRuntime:
                 )
         self.model, self.adapter, self.feedback, self.clock = model, adapter, feedback, clock
         self.config = config
-        self.state: ForwardState | None = None
+        self.state: CallState | None = None  # the latest call's decision
+        self.active: FeedbackLoop | None = None  # armed during a feedback call only
         self._hooked: list[HookHandle] = []
         self.model_binder = ArgBinder(type(model).forward)
+        self.planner: CallPlanner | None = None
+        self.control_kwargs = CONTROL_KWARGS
         self._plans: dict[int, frozenset[int]] = {}
         self.warned_off_schedule = False
 
@@ -150,11 +201,17 @@ class ILFRuntime:
         model = self.model
         model.add_module(FEEDBACK_ATTR, self.feedback)
         setattr(model, RUNTIME_ATTR, self)
-        self._hooked.append(register(model, _ModelHook(self), ILF_MODEL_HOOK))
+        handle, self.planner = attach_planner(model, self, ILF_MODEL_HOOK, self.clock, self.adapter)
+        self._hooked.append(handle)
         self.sites = self.adapter.sites(model)  # the block contract, read once per attach
-        for site in self.sites[self.config.loop[0]:]:
+        self.loop_hooks = []  # the hooks of blocks b..e, in order
+        b, e = self.config.loop
+        self.loop_sites = self.sites[b:e + 1]
+        for site in self.sites[b:]:
             hook = _BlockHook(self, site, ArgBinder(type(site.module).forward))
             self._hooked.append(register(site.module, hook, ILF_BLOCK_HOOK))
+            if site.index <= e:
+                self.loop_hooks.append(hook)
         self._hooked += self.adapter.install_time_hooks(model, self)
         return self
 
@@ -166,7 +223,7 @@ class ILFRuntime:
         self._hooked.clear()
         del self.model._modules[FEEDBACK_ATTR]
         delattr(self.model, RUNTIME_ATTR)
-        self.state = None
+        self.state, self.active = None, None
         return self.feedback
 
     # ---- schedule ----
@@ -221,9 +278,18 @@ class ILFRuntime:
                 "and its trained scheduler for the quality it was trained for.", stacklevel=4,
             )
 
-    # ---- per call ----
+    # ---- per call (the planner's executor protocol) ----
+    def plan_call(self, call: ModelCall) -> None:
+        self.begin_call(call.args, call.kwargs, call.controls.get("ilf_t_post"), call.controls.get("ilf_feedback"))
+
+    def end_call(self) -> None:
+        if self.active is not None:  # drop the call's saved activations (checkpointing captured what it needs)
+            self.active.close()
+            self.active = None
+
     @torch.compiler.disable  # host work once per call (reads the scheduler); compiled code sees only its result
     def begin_call(self, args: tuple, kwargs: dict, t_post=None, feedback: bool | None = None) -> None:
+        self.end_call()  # a call that raised left its loop armed
         refuse_diffusers_cache(self.model, "ILF")  # enabled after apply_ilf: refuse before a block runs
         inputs = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder)
         t = inputs.get("timestep")
@@ -236,10 +302,12 @@ class ILFRuntime:
             if on and t_post is None:
                 if self.clock is None:
                     raise ScheduleError("ilf_feedback=True on a bare transformer also needs ilf_t_post=")
-                step = self.clock.locate(self.adapter.to_scheduler_units(self.model, t))
+                # an explicit call may be made outside the pipeline's loop: its value decides (one read)
+                dtype = t.dtype if torch.is_tensor(t) else None
+                step = self.clock.locate(self.adapter.to_scheduler_units(self.model, t), dtype=dtype)
                 from_schedule = True
         elif self.clock is not None:
-            step = self.clock.locate(self.adapter.to_scheduler_units(self.model, t))
+            step = self.planner.locate(t)  # the scheduler's counter, on the host: no device read
             self.warn_if_off_schedule(step)
             on = step.index in self.feedback_plan(step.num_steps)
             if on:
@@ -254,55 +322,41 @@ class ILFRuntime:
                 "scheduler=scheduler) so steps are read from the scheduler"
             )
         if from_schedule:
-            t_post = self.model_t_post(step)
-        if on and not torch.is_tensor(t_post):
-            t_post = torch.tensor(float(t_post))
-        self.state = ForwardState(feedback_on=on, inputs=inputs, t_post=t_post if on else None, step=step)
-
-    def inner_loop(self, out_e, call_e: dict, stack_e: BlockStack):
-        """Feedback on block e's output, then the loop b..e re-run with the scaled feedback added to the image
-        stream (eq. 2–3); returns the loop's result in block e's return form."""
-        st, fb, img = self.state, self.feedback, self.adapter.image_stream
-        b, e = self.config.loop
-        streams_e = stack_e.as_streams(out_e)
-        fb_in = {k: (v if v is not None else call_e[k]) for k, v in streams_e.items()}  # F's streams
-        fed = stack_e.as_streams(fb(**{**st.loop_calls[e], **fb_in}))  # F's streams at t
-        f_feed, f_e = fed[img], streams_e[img]  # [B, L, D]
-        # feed_text: F's text stream is fed back too (MMDiT); a context-pre-only F returns none to feed
-        extra = {k: v for k, v in fed.items() if k != img and v is not None} if self.config.feed_text else {}
-        if not self.config.rerun_loop:  # the no-loop control: F's output added once to f_e
-            return stack_e.as_output({**streams_e, img: f_e + fb.scales[0].to(f_e.dtype) * f_feed.to(f_e.dtype)})
-        post = self.adapter.post_block_kwargs(self.model, st)  # t_post's time conditioning
-        h = dict(st.loop_input)  # the streams block b was given; h[img] = f_{b-1,t}
-        st.in_loop = True
-        try:
-            for j, site in enumerate(self.sites[b:e + 1]):
-                for k, feed in ((img, f_feed), *extra.items()):
-                    x = h[k]
-                    h[k] = x + fb.scales[j].to(x.dtype) * feed.to(x.dtype)  # eq. 2 (j = 0), eq. 3 (j > 0)
-                returned = site.stack.as_streams(site.module(**{**st.loop_calls[site.index], **post, **h}))
-                h.update({k: v for k, v in returned.items() if v is not None or k == img})
-        finally:
-            st.in_loop = False
-        return stack_e.as_output({**streams_e, **{k: h[k] for k in streams_e if streams_e[k] is not None}})
+            t_post = self.model_t_post(step)  # a host tensor
+        keep = None
+        if on:
+            if not torch.is_tensor(t_post):
+                t_post = torch.tensor(float(t_post))
+            if torch.is_tensor(t) and t_post.device != t.device:
+                # an asynchronous copy from pinned memory (a blocking copy, or one from pageable memory, may
+                # synchronise the stream); its source stays referenced until the call ends
+                src = t_post.pin_memory() if t.device.type == "cuda" else t_post
+                keep, t_post = src, src.to(t.device, non_blocking=True)
+        self.state = CallState(feedback_on=on, step=step, t_post=t_post if on else None)
+        if on:
+            self.active = FeedbackLoop(self, inputs, t_post, keep)
 
     # ---- training ----
     def enable_gradient_checkpointing(self) -> None:
         """Checkpoint the frozen blocks (recomputed in backward) with this call's ILF state restored.
 
-        Needed because a teacher forward between the student forward and its backward would otherwise
-        replace the state the recomputation reads.
+        Needed because the feedback call's loop executor is disarmed when the call returns, and a teacher
+        forward between the student forward and its backward would otherwise arm another.
         """
 
         def run_checkpointed(block, *args):
-            state = self.state
+            active = self.active
+            kept = [h.saved for h in self.loop_hooks]  # the loop blocks' arguments stored so far
 
             def run(*a):
-                saved, self.state = self.state, state
+                outer, self.active = self.active, active
+                for h, v in zip(self.loop_hooks, kept):  # recomputation: the call's own, since cleared
+                    if v is not None:
+                        h.saved = v
                 try:
                     return block(*a)
                 finally:
-                    self.state = saved
+                    self.active = outer
 
             return checkpoint(run, *args, use_reentrant=False)
 

@@ -125,9 +125,10 @@ class BackboneAdapter:
         `HookHandle`s."""
         raise NotImplementedError
 
-    def post_block_kwargs(self, model: nn.Module, state) -> dict:
-        """Block keyword arguments that carry t_post for the blocks after the feedback."""
-        return state.post_block_kwargs  # filled by the time-embedding hook of this call
+    def post_block_kwargs(self, model: nn.Module, loop) -> dict:
+        """Block keyword arguments that carry t_post for the blocks after the feedback (`loop`: the feedback
+        call's `FeedbackLoop`)."""
+        return loop.post_block_kwargs  # set by the time-embedding hook of this call
 
 
 def basic_block_kwargs(c) -> dict:

@@ -27,8 +27,8 @@ class _DiTOutputTimeHook(ModelHook):
         self.embedder = embedder  # transformer_blocks[0].norm1.emb (CombinedTimestepLabelEmbeddings)
 
     def pre_forward(self, module, *args, **kwargs):
-        st = self.runtime.state
-        if st is None or not st.feedback_on:
+        st = self.runtime.active  # armed only during a feedback call
+        if st is None:
             return args, kwargs
         x = args[0]  # [B, D] = silu(conditioning(t))
         t_post = as_float_timestep(st.t_post, st.inputs["timestep"])

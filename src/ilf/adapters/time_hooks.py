@@ -10,7 +10,7 @@ embedding, shared by the families that embed time the same way.
   blocks up to the feedback) and computes t_post's for the blocks after it; a second hook hands the t_post
   temb to `norm_out`.
 
-`state.t_post` is in the units of the model's `timestep` argument; `adapter.embed_scale` is the factor the
+`runtime.active.t_post` (the armed `FeedbackLoop`'s) is in the units of the model's `timestep` argument; `adapter.embed_scale` is the factor the
 model applies before embedding it (Flux is called with t/1000 and multiplies by 1000).
 """
 
@@ -31,9 +31,9 @@ def as_float_timestep(t_post: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t_post.float()
 
 
-def post_time(runtime, like):
+def post_time(runtime, loop, like):
     """t_post in the units of the time embedding, broadcast over the batch of `like` (its timestep input)."""
-    return as_float_timestep(torch.as_tensor(runtime.state.t_post) * runtime.adapter.embed_scale, like)
+    return as_float_timestep(torch.as_tensor(loop.t_post) * runtime.adapter.embed_scale, like)
 
 
 class AdaLNSingleTimeHook(ModelHook):
@@ -43,13 +43,13 @@ class AdaLNSingleTimeHook(ModelHook):
 
     def new_forward(self, module, *args, **kwargs):
         cond, embedded = self.fn_ref.original_forward(*args, **kwargs)  # [B, 6D], [B, D] at t
-        st = self.runtime.state
-        if st is None or not st.feedback_on:
+        loop = self.runtime.active  # armed only during a feedback call
+        if loop is None:
             return cond, embedded
-        t_post = post_time(self.runtime, self.binder.get(args, kwargs, "timestep"))
+        t_post = post_time(self.runtime, loop, self.binder.get(args, kwargs, "timestep"))
         post_args, post_kwargs = self.binder.replace(args, kwargs, "timestep", t_post)
         cond_post, embedded_post = self.fn_ref.original_forward(*post_args, **post_kwargs)
-        st.post_block_kwargs = {self.block_arg: cond_post}
+        loop.set_post_block_kwargs({self.block_arg: cond_post})
         return cond, embedded_post
 
 
@@ -60,12 +60,12 @@ class TembTimeHook(ModelHook):
 
     def new_forward(self, module, *args, **kwargs):
         temb = self.fn_ref.original_forward(*args, **kwargs)  # [B, D] at t
-        st = self.runtime.state
-        if st is None or not st.feedback_on:
+        loop = self.runtime.active  # armed only during a feedback call
+        if loop is None:
             return temb
-        t_post = post_time(self.runtime, self.binder.get(args, kwargs, "timestep"))
+        t_post = post_time(self.runtime, loop, self.binder.get(args, kwargs, "timestep"))
         post_args, post_kwargs = self.binder.replace(args, kwargs, "timestep", t_post)
-        st.post_block_kwargs = {"temb": self.fn_ref.original_forward(*post_args, **post_kwargs)}
+        loop.set_post_block_kwargs({"temb": self.fn_ref.original_forward(*post_args, **post_kwargs)})
         return temb
 
 
@@ -77,11 +77,11 @@ class OutputNormTimeHook(ModelHook):
         self.runtime, self.binder = runtime, binder
 
     def pre_forward(self, module, *args, **kwargs):
-        st = self.runtime.state
-        if st is None or not st.feedback_on or "temb" not in st.post_block_kwargs:
+        loop = self.runtime.active  # armed only during a feedback call
+        if loop is None or "temb" not in loop.post_block_kwargs:
             return args, kwargs
         name = self.binder.names[1]  # the conditioning argument, second in the signature
-        return self.binder.replace(args, kwargs, name, st.post_block_kwargs["temb"])
+        return self.binder.replace(args, kwargs, name, loop.post_block_kwargs["temb"])
 
 
 def install_temb_hooks(model, runtime) -> list:

@@ -14,9 +14,10 @@ Two paths:
 On both paths `CallContextHook`, registered on the transformer after the peer's hooks (so it runs first), sets
 each call's `CacheContext` (through `CacheMixin.cache_context`, which needs nothing of the mixin) under the
 pipeline's name for the call, or `CONTEXT_NAME` where it gives none, with the step, the step count and the
-flow σ that SeaCache reads and no pipeline passes, and clears it afterwards. It records each call's
-timestep in the scheduler's units (the model's `timestep` through `BackboneAdapter.to_scheduler_units`: Flux
-is called with t/1000) for the hooks that ask for it (`current_timestep_callback`: PAB, FasterCache). Hook
+flow σ that SeaCache reads and no pipeline passes, and clears it afterwards. The step is located on the host
+by `ilf.planner.CallPlanner`, as ILF and the paper cache locate theirs (no device read per call; bf16/fp16
+timesteps matched within their rounding). It records each call's timestep in the scheduler's units (the
+scheduler's exact value; Flux is called with t/1000) for the hooks that ask for it (`current_timestep_callback`: PAB, FasterCache). Hook
 state is reset before every pipeline call. Detaching removes exactly the hooks that attaching added (every
 module's hook registry is compared before and after, so no hook name of diffusers' is needed) and the empty
 registries they leave, so the pipeline is stock again. An attach that fails half-way removes what it added
@@ -26,7 +27,6 @@ before raising.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from typing import Callable
 
@@ -39,9 +39,10 @@ from diffusers.models.cache_utils import CacheMixin
 from torch import nn
 
 from ilf.adapters import get_adapter
-from ilf.clock import SchedulerClock, flow_sigma, scalar_timestep
+from ilf.clock import flow_sigma, scalar_timestep
 from ilf.errors import ScheduleError
 from ilf.hooks import bind_arguments
+from ilf.planner import CallPlanner
 
 from .family import Attachment
 from .stock import strip_empty_registries
@@ -68,11 +69,11 @@ class CallContextHook(ModelHook):
 
     _is_stateful = True  # so that `cache_context` reaches `self.outer`; it holds no state to reset
 
-    def __init__(self, clock: SchedulerClock, to_scheduler_units, noise: str):
-        """to_scheduler_units: the model's timestep -> the scheduler's (`BackboneAdapter.to_scheduler_units`);
-        noise: the adapter's "flow" / "ddpm" (for `flow_sigma`)."""
+    def __init__(self, planner: CallPlanner, noise: str):
+        """planner: locates each call on the host (the scheduler's counter; `ilf.planner`), as ILF and the
+        paper cache do; noise: the adapter's "flow" / "ddpm" (for `flow_sigma`)."""
         super().__init__()
-        self.clock, self.to_scheduler_units, self.noise = clock, to_scheduler_units, noise
+        self.planner, self.noise = planner, noise
         self.outer = StateManager(_NoState)  # the context the pipeline set for this call, if any
         self.timestep: float | None = None
         self._context = None
@@ -81,21 +82,27 @@ class CallContextHook(ModelHook):
         return module
 
     def pre_forward(self, module, *args, **kwargs):
-        t = bind_arguments(type(module).forward, args, kwargs).get("timestep")
-        self.timestep = float(self.to_scheduler_units(scalar_timestep(t)))
+        self._enter(module, args, kwargs)
+        return args, kwargs
+
+    @torch.compiler.disable  # host work once per call
+    def _enter(self, module, args, kwargs) -> None:
+        t = self.planner.binder.bind(args, kwargs).get("timestep")
         try:
             name = self.outer.context.name
         except ValueError:  # no context set by the pipeline
             name = CONTEXT_NAME
         where = {}
-        with contextlib.suppress(ScheduleError):  # a call outside the scheduler's steps still gets a context
-            step = self.clock.locate(self.timestep)
+        try:  # the scheduler's counter on the host: the scheduler's exact timestep, no device read
+            step = self.planner.locate(t)
+            self.timestep = step.t
             where = {"step_index": step.index, "num_inference_steps": step.num_steps,
-                     "sigma": flow_sigma(self.clock.scheduler(), self.timestep, self.noise)}
+                     "sigma": flow_sigma(self.planner.clock.scheduler(), step.t, self.noise)}
+        except ScheduleError:  # a call outside the scheduler's steps still gets a context (its value read)
+            self.timestep = float(self.planner.adapter.to_scheduler_units(self.planner.model, scalar_timestep(t)))
         # `CacheMixin.cache_context` only needs a module; it is what a CacheMixin pipeline wraps each call in
         self._context = CacheMixin.cache_context(module, name, timestep=self.timestep, **where)
         self._context.__enter__()
-        return args, kwargs
 
     def post_forward(self, module, output):
         if self._context is not None:
@@ -154,7 +161,8 @@ class ComputeCounter:
     A call is seen by a torch pre-hook on the module (it fires before the diffusers hook decides); a
     computation by a pre-hook on the first submodule the module's own forward runs (a block's marker from the
     adapter's block contract, `to_q` of an attention, `net[0]` of a feed-forward). Modules without such a
-    marker (a bare Linear) report calls only.
+    marker (a bare Linear) report calls only. Calls inside compiled code are not counted (counting there would
+    recompile the block on every call).
     """
 
     def __init__(self, model: nn.Module, hooked: list[nn.Module]):
@@ -175,7 +183,9 @@ class ComputeCounter:
     @staticmethod
     def _bump(table: dict, kind: str):
         def hook(module, args):
-            table[kind] += 1
+            # not while dynamo traces: a Python int it sees is guarded, so each count would recompile the block
+            if not torch.compiler.is_compiling():
+                table[kind] += 1
 
         return hook
 
@@ -305,7 +315,7 @@ def attach_diffusers_hooks(
     try:
         for name, hook in inner_hooks:
             registry.register_hook(hook, name)
-        ctx_hook = CallContextHook(clock, functools.partial(adapter.to_scheduler_units, model), adapter.noise)
+        ctx_hook = CallContextHook(CallPlanner(model, adapter, clock), adapter.noise)
         config = make_config(ctx_hook)
         with quiet_loggers("diffusers.hooks", "diffusers.models.cache_utils"):
             if native:
