@@ -110,3 +110,25 @@ def test_the_bench_cache_context_keeps_its_step_in_half_precision(dtype, monkeyp
     assert [c.get("step_index") for c in contexts] == list(range(5))
     assert [c["timestep"] for c in contexts] == timesteps  # the scheduler's exact timesteps
     assert all(c["num_inference_steps"] == 5 and 0 < c["sigma"] <= 1 for c in contexts)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", ["flux-dev", "flux-true-cfg", "sd3", "pixart-alpha"])
+def test_corrector_in_half_precision_finds_its_steps_counts_and_removes(case, dtype):
+    from ilf.corrector_config import CorrectorConfig, taylor_compute_steps
+
+    pipe = make_pipe(case, DTYPES[dtype])
+    steps, n, c = 8, len(get_adapter(pipe.transformer).blocks(pipe.transformer)), pipe.calls_per_step
+    ref = run(pipe, steps)
+    rt = apply_ilf(pipe, CorrectorConfig(interval=2, warmup=2, fresh=1, correct_steps="all", num_inference_steps=steps))
+    with torch.no_grad():
+        rt.feedback.scales.fill_(0.5)
+    with count_block_forwards(pipe) as counter:
+        out = run(pipe, steps)
+    full = len(taylor_compute_steps(steps, 2, 2))
+    tail = 1 if case == "sd3" else 0  # SD3's text-less last block runs on every step
+    assert counter.total == c * (full * n + (steps - full) * (1 + 1 + tail)) and counter.feedback == c * (steps - full)
+    assert torch.isfinite(out).all() and not torch.equal(out, ref)
+    remove_ilf(pipe)
+    assert _hooked(pipe.transformer) == []
+    assert torch.equal(run(pipe, steps), ref)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, remove_cache, remove_ilf
+from ilf.corrector_config import CorrectorConfig
 from tiny_runs import make_pipe, run
 
 SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__", "__array__")
@@ -78,6 +79,9 @@ ATTACH = {
     "ilf-all-t_post-none": (lambda p: apply_ilf(p, ILFConfig(loop=(2, 4), feedback_steps="all", t_post="none")),
                             remove_ilf),
     "paper-cache": (lambda p: apply_cache(p, CacheConfig("inner", 4, 3)), remove_cache),
+    # the corrector of TaylorSeer with F on every forecast step (after one fresh block) and the learned forecast
+    "corrector": (lambda p: apply_ilf(p, CorrectorConfig(fresh=1, correct_steps="all", num_inference_steps=10)),
+                  remove_ilf),
 }
 
 

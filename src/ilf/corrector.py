@@ -8,9 +8,10 @@ corrects it with what the fresh blocks saw, and the tail blocks and the output l
 
 Hooks (diffusers' registry, removed without a trace by `detach`):
 
-* on the transformer: locates the call in the schedule (the scheduler's clock, or `ilf_cache_step=(k, n)`
-  passed by a training rollout), decides full or forecast, and picks the cache state of the call's branch
-  (calls of one step are branches: Flux's true CFG runs cond, then uncond);
+* on the transformer, the call planner (`planner.py`, as for ILF and the paper cache; this runtime is its
+  executor): locates the call on the host without a device read (the scheduler's counter, or `ilf_cache_step=
+  (k, n)` passed by a training rollout), decides full or forecast, and picks the cache state of the call's
+  branch (calls of one step are branches: Flux's true CFG runs cond, then uncond);
 * on blocks a … e: on a full step block a records its input streams and block e its output streams (the
   Taylor factors are updated with diffusers' own `TaylorSeerState`); on a forecast step block a computes the
   correction and every block a … e returns without computing, block e with the corrected streams.
@@ -39,6 +40,7 @@ from .corrector_config import CorrectorConfig
 from .errors import ILFError, ScheduleError
 from .feedback import CorrectorModule, FeedbackModule, build_feedback, model_width
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
+from .planner import ModelCall, attach_planner
 
 
 @dataclass
@@ -63,21 +65,6 @@ def textless_tail(adapter: BackboneAdapter, model: nn.Module) -> int:
         else:
             break
     return n
-
-
-class _ModelHook(ModelHook):
-    def __init__(self, runtime: "CacheCorrector"):
-        super().__init__()
-        self.runtime = runtime
-
-    def pre_forward(self, module, *args, **kwargs):
-        self.runtime.begin_call(args, kwargs, kwargs.pop("ilf_feedback", None), kwargs.pop("ilf_cache_step", None),
-                                kwargs.pop("ilf_forecast", None))
-        return args, kwargs
-
-    def post_forward(self, module, output):
-        self.runtime.plan = None
-        return output
 
 
 class _SpanHook(ModelHook):
@@ -133,14 +120,16 @@ class CacheCorrector:
         self._num_steps: int | None = None
         self.corrected: frozenset[int] = frozenset()  # the forecast steps F runs on, for this run's length
         self.on_schedule, self.warned_off_schedule = True, False
-        self.model_binder = ArgBinder(type(model).forward)
         self._hooked: list[HookHandle] = []
+
+    control_kwargs = ("ilf_feedback", "ilf_cache_step", "ilf_forecast")  # the planner pops these per call
 
     # ---- attach / detach ----
     def attach(self) -> "CacheCorrector":
         self.model.add_module(FEEDBACK_ATTR, self.feedback)
         setattr(self.model, RUNTIME_ATTR, self)
-        self._hooked.append(register(self.model, _ModelHook(self), ILF_MODEL_HOOK))
+        handle, self.planner = attach_planner(self.model, self, ILF_MODEL_HOOK, self.clock, self.adapter)
+        self._hooked.append(handle)
         a, e = self.span
         for site in self.sites[a:e + 1]:
             hook = _SpanHook(self, site, ArgBinder(type(site.module).forward))
@@ -162,10 +151,15 @@ class CacheCorrector:
         """Forget the cache state (a new run starts; done automatically when step 0 comes again)."""
         self.branches, self.last = [], None
 
-    # ---- per call ----
-    @torch.compiler.disable  # host work once per call: the step and the branch
-    def begin_call(self, args, kwargs, feedback, cache_step, given) -> None:
+    # ---- per call (the planner's executor) ----
+    def end_call(self) -> None:
+        self.plan = None
+
+    def plan_call(self, call: ModelCall) -> None:
+        """Host work once per call, no device read: full or forecast step, and the branch's cache state."""
         refuse_diffusers_cache(self.model, "the corrector")
+        c = call.controls
+        feedback, cache_step, given = c.get("ilf_feedback"), c.get("ilf_cache_step"), c.get("ilf_forecast")
         if feedback is False:
             self.plan = CallPlan("stock")
             return
@@ -176,8 +170,7 @@ class CacheCorrector:
         if cache_step is not None:
             step, num_steps = (int(v) for v in cache_step)
         elif self.clock is not None:
-            t = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder).get("timestep")
-            info = self.clock.locate(self.adapter.to_scheduler_units(self.model, t))
+            info = call.step()  # the scheduler's counter, checked against the dtype the model got (Flux bf16)
             step, num_steps = info.index, info.num_steps
         else:
             raise ScheduleError("the corrector on a bare transformer needs apply_ilf(model, ..., scheduler=...) or "
