@@ -9,7 +9,8 @@ Models (text encoders and VAE left out: prompt embeddings of the real shapes are
 Rows: stock 20 / 12 / 10 steps; ILF attached with no feedback step (20 steps); ILF-10 with feedback on
 outer:2 and on last:1 (the paper's loop 8-19 of 28, scaled to the depth; an untrained feedback: timing only);
 the paper cache (inner 18 of 28, refresh 1 in 3, 20 steps); diffusers' TaylorSeer (20 steps, interval 2,
-warm-up 3, through `ilf.bench`'s cache-context hook). On a GPU, eager rows also run one call with
+warm-up 3, through `ilf.bench`'s cache-context hook); ilf's corrector at TaylorSeer's schedule with the learned
+forecast (`corrector:20,feedback=untrained`: the same work as a trained one). On a GPU, eager rows also run one call with
 `torch.cuda.set_sync_debug_mode("error")` inside every transformer call (`sync_inside_transformer`: None, or
 the error of the first host-device sync). Modes: `eager`, `regional` (`compile_repeated_blocks`),
 `reduce-overhead` (whole-model `torch.compile(mode="reduce-overhead")`: CUDA graphs).
@@ -156,6 +157,8 @@ def rows(num_blocks: int) -> dict:
         "ilf-10 last:1": dict(steps=10, ilf=ILFConfig(**loop, feedback_steps="last:1")),
         f"paper-cache-20 (inner {c}, 1 in 3)": dict(steps=20, cache=CacheConfig("inner", c, 3)),
         "taylorseer-20": dict(steps=20, peer="taylorseer:20"),
+        # ilf's corrector at TaylorSeer's schedule with the learned forecast (weights zero: the timing is the same)
+        "corrector-20 (TaylorSeer i2, learned forecast)": dict(steps=20, peer="corrector:20,feedback=untrained"),
     }
 
 
