@@ -20,6 +20,7 @@ _EXPORTS = {
     "apply_cache": "caching", "remove_cache": "caching",
     "CacheConfig": "config", "ILFConfig": "config",
     "count_block_forwards": "counting",
+    "CorrectorConfig": "corrector_config", "apply_corrector": "corrector",
     "CorruptFeedbackError": "errors", "FeedbackMismatchError": "errors", "FeedbackNotFoundError": "errors",
     "ILFError": "errors", "LoopRangeError": "errors", "ScheduleError": "errors", "UnsupportedModelError": "errors",
     "FeedbackModule": "feedback", "load_feedback": "feedback",
