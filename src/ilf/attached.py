@@ -50,6 +50,15 @@ def get_cache(model: nn.Module) -> PaperCache | None:
     return getattr(model, CACHE_ATTR, None)
 
 
+def refuse_attached(model: nn.Module, call: str) -> None:
+    """Raise if ILF (or a corrector) or the paper cache is already attached to `model`; `call`: the attaching
+    call, for the message (e.g. "apply_ilf()")."""
+    if get_runtime(model) is not None:
+        raise ILFError("ILF is already attached to this transformer; call remove_ilf() first")
+    if get_cache(model) is not None:
+        raise ILFError(f"the paper cache is attached to this transformer; call remove_cache() before {call}")
+
+
 def refuse_diffusers_cache(model: nn.Module, what: str) -> None:
     """Raise if a diffusers cache (`transformer.enable_cache(...)`: FirstBlockCache, TaylorSeer, MagCache, PAB,
     FasterCache, SeaCache) is on `model`: ILF re-runs loop blocks inside a step and the paper cache skips blocks,

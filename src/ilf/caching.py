@@ -18,7 +18,7 @@ from .attached import CACHE_ATTR, get_cache, get_runtime, refuse_diffusers_cache
 from .clock import StepInfo
 from .config import CacheConfig
 from .errors import ILFError, ScheduleError
-from .hooks import CACHE_BLOCK_HOOK, CACHE_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
+from .hooks import CACHE_BLOCK_HOOK, CACHE_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
 from .planner import ModelCall, attach_planner
 from .schedule import cache_refresh_steps
 
@@ -75,11 +75,7 @@ class PaperCache:
         return self
 
     def detach(self) -> None:
-        for handle in self._hooked:  # refuse before anything changes
-            check_removable(handle)
-        for handle in reversed(self._hooked):
-            unregister(handle)
-        self._hooked.clear()
+        unregister_all(self._hooked)  # refuses before anything changes
         self._block_hooks.clear()
         delattr(self.model, CACHE_ATTR)
 

@@ -33,13 +33,13 @@ from torch import nn
 
 from .adapters import BackboneAdapter, get_adapter
 from .adapters.blocks import BlockSite
-from .attached import FEEDBACK_ATTR, RUNTIME_ATTR, get_cache, get_runtime, refuse_diffusers_cache, resolve_target
+from .attached import FEEDBACK_ATTR, RUNTIME_ATTR, refuse_attached, refuse_diffusers_cache, resolve_target
 from .clock import SchedulerClock
 from .config import ILFConfig
 from .corrector_config import CorrectorConfig
-from .errors import ILFError, ScheduleError
+from .errors import ScheduleError
 from .feedback import CorrectorModule, FeedbackModule, build_feedback, model_width
-from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
+from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
 from .planner import ModelCall, attach_planner
 
 
@@ -137,11 +137,7 @@ class CacheCorrector:
         return self
 
     def detach(self) -> FeedbackModule:
-        for handle in self._hooked:
-            check_removable(handle)
-        for handle in reversed(self._hooked):
-            unregister(handle)
-        self._hooked.clear()
+        unregister_all(self._hooked)  # refuses before anything changes
         del self.model._modules[FEEDBACK_ATTR]
         delattr(self.model, RUNTIME_ATTR)
         self.plan, self.branches = None, []
@@ -304,10 +300,7 @@ def apply_corrector(target, config: CorrectorConfig | None = None, *, feedback: 
     """
     model, clock = resolve_target(target, scheduler)
     adapter = get_adapter(model)
-    if get_runtime(model) is not None:
-        raise ILFError("ILF is already attached to this transformer; call remove_ilf() first")
-    if get_cache(model) is not None:
-        raise ILFError("the paper cache is attached to this transformer; call remove_cache() first")
+    refuse_attached(model, "apply_corrector()")
     refuse_diffusers_cache(model, "the corrector")
     config = config or CorrectorConfig()
     feedback = feedback if feedback is not None else build_corrector_feedback(model, config, adapter)

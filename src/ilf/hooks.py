@@ -57,6 +57,16 @@ def check_removable(handle: HookHandle) -> None:
         )
 
 
+def unregister_all(handles: list[HookHandle]) -> None:
+    """Remove the hooks of `handles` (last registered first) and empty the list; every one is checked with
+    `check_removable` before any is removed, so a refusal changes nothing."""
+    for handle in handles:
+        check_removable(handle)
+    for handle in reversed(handles):
+        unregister(handle)
+    handles.clear()
+
+
 def unregister(handle: HookHandle) -> None:
     """Remove the hook of `handle`; whatever else wraps or hooks the module keeps working.
 

@@ -8,7 +8,7 @@ import os
 from torch import nn
 
 from .adapters import get_adapter
-from .attached import get_cache, get_runtime, refuse_diffusers_cache, resolve_target
+from .attached import get_runtime, refuse_attached, refuse_diffusers_cache, resolve_target
 from .config import INFERENCE_FIELDS, ILFConfig
 from .corrector import CacheCorrector, apply_corrector
 from .corrector_config import CORRECTOR_INFERENCE_FIELDS, CorrectorConfig
@@ -64,10 +64,7 @@ def apply_ilf(
     """
     model, clock = resolve_target(target, scheduler)
     adapter = get_adapter(model)
-    if get_runtime(model) is not None:
-        raise ILFError("ILF is already attached to this transformer; call remove_ilf() first")
-    if get_cache(model) is not None:
-        raise ILFError("the paper cache is attached to this transformer; call remove_cache() before apply_ilf()")
+    refuse_attached(model, "apply_ilf()")
     refuse_diffusers_cache(model, "ILF")
     if config is None:
         config = ILFConfig()

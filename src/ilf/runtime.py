@@ -47,7 +47,7 @@ from .clock import SchedulerClock, StepInfo
 from .config import INFERENCE_FIELDS, ILFConfig
 from .errors import FeedbackMismatchError, ILFError, LoopRangeError, ScheduleError
 from .feedback import FeedbackModule
-from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, check_removable, register, unregister
+from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
 from .planner import CallPlanner, ModelCall, attach_planner
 from .schedule import feedback_steps, loop_ratio, post_timestep
 
@@ -216,11 +216,7 @@ class ILFRuntime:
         return self
 
     def detach(self) -> FeedbackModule:
-        for handle in self._hooked:  # refuse before anything changes
-            check_removable(handle)
-        for handle in reversed(self._hooked):
-            unregister(handle)
-        self._hooked.clear()
+        unregister_all(self._hooked)  # refuses before anything changes
         del self.model._modules[FEEDBACK_ATTR]
         delattr(self.model, RUNTIME_ATTR)
         self.state, self.active = None, None
