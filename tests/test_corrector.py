@@ -12,42 +12,18 @@ from ilf.bench.methods import parse_method
 from ilf.corrector import apply_corrector, textless_tail
 from ilf.corrector_config import CorrectorConfig, taylor_compute_steps
 from ilf.adapters import get_adapter
-from ilf.tiny import pixart_call_kwargs, tiny_pipeline
-from ilf.tiny_mmdit import mmdit_call_kwargs
+from tiny_runs import CASES, make_pipe, run
 
-# (pipeline kind, call options, transformer calls per step)
-CASES = {
-    "pixart": ("pixart-alpha", {"guidance_scale": 4.5}, 1),
-    "dit": ("dit", {"guidance_scale": 4.0}, 1),
-    "sd3": ("sd3", {"guidance_scale": 5.0}, 1),
-    "flux": ("flux", {}, 1),
-    "flux-true-cfg": ("flux", {"negative_prompt": ["", ""], "true_cfg_scale": 3.0}, 2),
-    "flux-dev": ("flux-dev", {"guidance_scale": 3.5}, 1),
-    "sana": ("sana", {"guidance_scale": 4.5}, 1),
-}
 STEPS = 8
 
 
 def generate(pipe, steps=STEPS):
-    g = torch.Generator().manual_seed(0)
-    if pipe.kind == "dit":
-        out = pipe(class_labels=[1, 7], num_inference_steps=steps, generator=g, output_type="np", **pipe.options)
-    elif pipe.kind.startswith("pixart"):
-        out = pipe(["a red cat above a dog", "a blue square"], num_inference_steps=steps, generator=g,
-                   output_type="np", height=16, width=16, **pixart_call_kwargs(), **pipe.options)
-    else:
-        out = pipe(["a red cat above a dog", "a blue square"], num_inference_steps=steps, generator=g,
-                   output_type="np", **mmdit_call_kwargs(pipe.kind), **pipe.options)
-    return torch.from_numpy(out.images)
+    return run(pipe, steps)
 
 
 @pytest.fixture(params=list(CASES), scope="module")
 def pipe(request):
-    kind, options, calls = CASES[request.param]
-    p = tiny_pipeline(kind, **({"num_layers": 6} if kind in ("dit", "pixart-alpha") else {}))
-    p.set_progress_bar_config(disable=True)
-    p.kind, p.options, p.calls_per_step = kind, options, calls
-    return p
+    return make_pipe(request.param)
 
 
 def taylorseer_images(pipe, interval, warmup):
