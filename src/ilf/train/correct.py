@@ -32,7 +32,9 @@ from safetensors.torch import load_file, save_file
 from ..errors import ILFError
 from .checkpoint import rank_generator
 from .objective import LossTerms
-from .paths import Conditions, grid_targets, guided_prediction, model_input, new_scheduler, replay, sample_paths
+from .paths import (
+    Conditions, grid_targets, guided_prediction, model_input, new_scheduler, replay, sample_paths, sharded,
+)
 
 BUFFER_FILE = "corrector_rollout.safetensors"
 
@@ -100,16 +102,6 @@ class CorrectorObjective:
         self.rollout_step = -1
         self.cost = {}
 
-    def _sharded(self, fn, noise):
-        world, rank = self.acc.num_processes, self.acc.process_index
-        size = noise.shape[0] // world
-        sl = slice(rank * size, (rank + 1) * size)
-        out = fn(noise[sl], self.conds.take(sl))
-        if world == 1:
-            return out
-        return tuple({k: self.acc.gather(v.contiguous()) for k, v in o.items()} if isinstance(o, dict)
-                     else self.acc.gather(o.contiguous()) for o in out)
-
     def _teacher(self, noise) -> torch.Tensor:
         start = time.process_time()
         student, teacher = new_scheduler(self.template, self.n), new_scheduler(self.template, self.teacher_steps)
@@ -119,7 +111,7 @@ class CorrectorObjective:
                                 self.guidance, runtime=self.runtime, batch_size=self.chunk)
             return (grid_targets(student, teacher, path),)
 
-        (targets,) = self._sharded(run, noise)
+        (targets,) = sharded(self.acc, run, noise, self.conds)
         self.cost["teacher_seconds"] = self.cost.get("teacher_seconds", 0.0) + time.process_time() - start
         return targets
 
@@ -143,7 +135,7 @@ class CorrectorObjective:
             return corrector_rollout(self.model, self.adapter, self.template, self.runtime, noise, conds, self.n,
                                      self.guidance, batch_size=self.chunk)
 
-        self.states, self.outputs, self.forecasts = self._sharded(run, self.noise)
+        self.states, self.outputs, self.forecasts = sharded(self.acc, run, self.noise, self.conds)
         self.rollout_step = step
         seconds = time.process_time() - start
         self.cost["rollout_seconds"] = self.cost.get("rollout_seconds", 0.0) + seconds

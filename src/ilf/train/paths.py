@@ -47,6 +47,22 @@ class Conditions:
                           {k: v.to(device) for k, v in self.null.items()})
 
 
+def sharded(accelerator, fn, noise: torch.Tensor, conds: Conditions) -> tuple:
+    """`fn(noise, conds)` on this process's contiguous shard of the S paths, gathered back to all S on every process.
+
+    fn returns a tuple of tensors [s, ...] or of dicts of them (the corrector's recorded forecasts); each comes
+    back as [S, ...] in the order of `noise` (rank r holds rows r·S/W … (r+1)·S/W − 1; S is a multiple of W).
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    size = noise.shape[0] // world
+    sl = slice(rank * size, (rank + 1) * size)
+    out = fn(noise[sl], conds.take(sl))
+    if world == 1:
+        return out
+    gather = lambda t: accelerator.gather(t.contiguous())  # noqa: E731
+    return tuple({k: gather(v) for k, v in o.items()} if isinstance(o, dict) else gather(o) for o in out)
+
+
 def guided_call_kwargs(model, adapter, x: torch.Tensor, conds: Conditions, guidance_scale: float):
     """(model input [2B or B, C, H, W], conditioning kwargs) batched as the family's pipeline batches CFG."""
     if guidance_scale <= 1.0:

@@ -37,6 +37,7 @@ from .paths import (
     new_scheduler,
     replay,
     sample_paths,
+    sharded,
     step_info,
 )
 
@@ -65,14 +66,7 @@ class TrajectoryObjective:
         self.rollout_step = -1  # the iteration whose weights made the buffer
         self.cost = {}
 
-    # ---- the fixed teacher and the refreshed rollout, each computed in shards over the processes ----
-    def _sharded(self, fn):
-        world, rank = self.acc.num_processes, self.acc.process_index
-        size = self.noise.shape[0] // world
-        sl = slice(rank * size, (rank + 1) * size)
-        out = fn(self.noise[sl], self.conds.take(sl))
-        return out if world == 1 else tuple(self.acc.gather(t.contiguous()) for t in out)
-
+    # ---- the fixed teacher and the refreshed rollout, each computed in shards over the processes (`sharded`) ----
     def prepare(self) -> dict:
         """Teacher targets (once, unless precomputed); returns their cost for the log."""
         if self.targets is not None:
@@ -86,7 +80,7 @@ class TrajectoryObjective:
                                 self.guidance, runtime=self.runtime, batch_size=self.chunk)
             return (grid_targets(student, teacher, path),)
 
-        (self.targets,) = self._sharded(run)
+        (self.targets,) = sharded(self.acc, run, self.noise, self.conds)
         self.cost["teacher_seconds"] = time.process_time() - start
         return {"teacher_seconds": self.cost["teacher_seconds"], "teacher_paths": int(self.noise.shape[0])}
 
@@ -102,7 +96,7 @@ class TrajectoryObjective:
                                 runtime=self.runtime, plan=plan, batch_size=self.chunk)
             return path.states, path.outputs
 
-        self.states, self.outputs = self._sharded(run)
+        self.states, self.outputs = sharded(self.acc, run, self.noise, self.conds)
         self.rollout_step = step
         seconds = time.process_time() - start
         self.cost["rollout_seconds"] = self.cost.get("rollout_seconds", 0.0) + seconds
