@@ -7,6 +7,7 @@ Three phases, each resumable (a finished piece is not redone):
     python bench/corrector_study.py tune   --world digits   # tune seeds 100-104: picks per budget, levers
     python bench/corrector_study.py report --world digits   # report seeds 1000-1009: table.md, pareto.png
     python bench/corrector_study.py summary                 # docs/corrector-study.md from the three worlds
+    python bench/corrector_study.py report --merge --world digits --variants learned-i3   # add a budget point
 
 Variants (all 20 steps of the world's scheduler, trained on the sampler's own path against plain:20):
 * `learned-iK`: TaylorSeer's schedule (a full step every K after the warm-up) with the learned per-step
@@ -35,6 +36,7 @@ TS_STANDARD = "taylorseer:20,interval=2,warmup=3"  # diffusers' TaylorSeer as th
 SCHEDULES = {2: 3, 3: 3, 4: 3, 6: 2}  # interval -> warm-up: ~1.8x, ~2.2x, ~2.5x, ~3.5x fewer block forwards
 VARIANTS = {
     "learned-i2": dict(cache_interval=2, cache_warmup=3, fresh_blocks=0, correct_steps="none"),
+    "learned-i3": dict(cache_interval=3, cache_warmup=3, fresh_blocks=0, correct_steps="none"),
     "learned-i4": dict(cache_interval=4, cache_warmup=3, fresh_blocks=0, correct_steps="none"),
     "learned-i6": dict(cache_interval=6, cache_warmup=2, fresh_blocks=0, correct_steps="none"),
     "F-i3-fresh1": dict(cache_interval=3, cache_warmup=3, fresh_blocks=1, correct_steps="all"),
@@ -170,11 +172,42 @@ def ts_methods() -> list[str]:
     return [f"taylorseer:20,interval={i},warmup={w},label=TaylorSeer i{i}" for i, w in SCHEDULES.items()]
 
 
+def merge_report(world: str, runs: Path, out: Path, names: list[str]) -> int:
+    """`report --merge --variants ...`: only these variants, with the plain curve and TaylorSeer at every schedule
+    (their paired rivals), on the report seeds; their rows replace or join the world's results.json.
+
+    Every method is deterministic on the same items and noises (the plain and TaylorSeer rows regenerated here
+    equal the stored ones), so the merged table is the one a full report with these variants would write; the
+    variants must be predeclared budget points, not chosen here (nothing is picked on the report seeds)."""
+    missing = [n for n in names if not (runs / n / "feedback").is_dir()]
+    if missing:
+        raise SystemExit(f"no trained folder for {', '.join(missing)} under {runs}; run the train phase first")
+    res = json.loads((out / "results.json").read_text())
+    start = time.time()
+    ev = evaluate(world, ts_methods() + [method(n, runs) for n in names], REPORT_SEEDS, (4, 20))
+    fresh = {r["method"]: r for r in summarise(ev) if r["method"] in names}
+    res["rows"] = [fresh.pop(r["method"], r) for r in res["rows"]] + list(fresh.values())
+    res.setdefault("merged", []).append({"variants": names, "seconds": round(time.time() - start), "command":
+                                         f"python bench/corrector_study.py report --merge --world {world} "
+                                         f"--variants {' '.join(names)}"})
+    (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_table(out / "table.md", f"{world}: correctors of TaylorSeer vs TaylorSeer, plain, the paper cache and ILF "
+                f"(report seeds {REPORT_SEEDS[0]}-{REPORT_SEEDS[-1]}, {res['num_items']} items; shipped: "
+                f"{res['shipped']}, chosen on tune seeds)", res["rows"], res["quality"])
+    from corrector_plot import plot
+
+    plot(out, res)
+    print((out / "table.md").read_text())
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("phase", choices=("train", "tune", "report", "summary"))
     p.add_argument("--world", choices=("digits", "shapes", "shapes-flow"), help="every phase but summary")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="train/tune only these")
+    p.add_argument("--merge", action="store_true",
+                   help="report: evaluate only --variants (with plain and TaylorSeer) and merge into results.json")
     p.add_argument("--runs", type=Path, default=Path("runs/corrector-study"), help="trained folders")
     p.add_argument("--out", type=Path, default=Path("docs/corrector-study"), help="results")
     args = p.parse_args(argv)
@@ -209,6 +242,8 @@ def main(argv=None) -> int:
                     rows, ev["quality"])
         print((out / "tune.md").read_text(), f"\nlever: {lever}; shipped: {pick}")
         return 0
+    if args.merge:
+        return merge_report(args.world, runs, out, args.variants)
     tune = json.loads((out / "tune.json").read_text())
     names = [n for n in VARIANTS if n not in LEVERS or n in (LEVERS[0], tune["lever"], tune["shipped"])]
     names = [n for n in names if (runs / n / "feedback").is_dir()]
