@@ -141,6 +141,24 @@ class ILFAdapterTests:
         assert not torch.allclose(out, _out(model, inputs, ilf_feedback=False), atol=1e-3)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
+    def test_explicit_feedback_reads_t_post_off_the_attached_schedule(self):
+        """`ilf_feedback=True` without `ilf_t_post`, on a model attached with a scheduler: the call's timestep
+        (model units) is located on the schedule and t_post follows from that step. DDIM's 10 leading-spaced
+        steps are 900, 800, …, 0, so the call at 600 has gap 100 and `t_post="uniform"` (t − gap/2) is 550."""
+        from diffusers import DDIMScheduler
+
+        sched = DDIMScheduler(num_train_timesteps=1000)
+        sched.set_timesteps(10)
+        assert sched.timesteps[3] == 600 and sched.timesteps[4] == 500
+        model = self.make_model()
+        inputs = self.make_inputs(model, batch=2, t=600)
+        rt = apply_ilf(model, ILFConfig(loop=self.loop, init="fresh", t_post="uniform"), scheduler=sched)
+        rt.feedback.scales.data.fill_(0.5)
+        out = _out(model, inputs, ilf_feedback=True)
+        t_post = torch.full_like(inputs["timestep"], self.T(550.0), dtype=torch.float32)
+        torch.testing.assert_close(out, self.reference(model, rt.feedback, self.loop, inputs, t_post),
+                                   rtol=1e-5, atol=1e-5)
+
     # ---- the feedback block ----
     def test_feedback_block_is_a_backbone_block_with_copied_settings(self):
         model = self.make_model()
