@@ -87,6 +87,24 @@ def use_scheduler(pipe, name: str | None) -> None:
 _SAFETENSORS_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
+# Seconds every rank waits, the GIL released, between its last collective and the process group's end. torch's
+# gloo backend joins its worker threads in the process group's destructor with the GIL held, and a worker still
+# dropping a finished collective's tensors needs the GIL: a destructor that runs right after the last collective
+# can deadlock. Seen in 1 of ~12 two-process runs on 2 busy cores (gdb: rank 1's main thread in
+# ~ProcessGroupGloo <- ~Reducer joining a worker; that worker in ~AsyncAllgatherWork waiting for the GIL).
+GLOO_DRAIN_S = 0.5
+
+
+def end_processes(accelerator) -> None:
+    """End the run: with several processes, after every rank's last collective (a barrier) and a GIL-free pause
+    in which gloo's workers release the works they finished (see GLOO_DRAIN_S), so that the process group's
+    destructor (run when `train` returns and the DDP wrapper is freed) finds them idle."""
+    if accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
+        time.sleep(GLOO_DRAIN_S)
+    accelerator.end_training()
+
+
 def check_process_group(num_processes: int) -> None:
     """Stop when a launcher started several processes (WORLD_SIZE > 1) but accelerate joined them into no
     process group: each would train alone and write the same files. On a machine without GPUs that is
@@ -274,7 +292,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         write_feedback(feedback_dir, model, feedback, ilf_cfg, extra=extra)
         if ema is not None:
             ema.restore(feedback.parameters())
-    accelerator.end_training()
+    end_processes(accelerator)
     return TrainResult(cfg.output_dir, feedback_dir, total_steps, skipped[0], last, accelerator.is_main_process)
 
 
