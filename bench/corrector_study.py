@@ -15,7 +15,9 @@ Variants (all 20 steps of the world's scheduler, trained on the sampler's own pa
 * `F-iK-freshA`: the same plus the feedback block F on every forecast step, after A fresh leading blocks;
 * controls: `F-i3-fresh0` (no fresh blocks), `F-i3-fresh1-nomix` (F without the learned forecast), and the
   cache alone: TaylorSeer at each schedule (an untrained corrector is exactly it, tests/test_corrector.py);
-* levers on `learned-i2`: a cosine-decaying learning rate, fresh noises per rollout.
+* levers on `learned-i2`: a cosine-decaying learning rate, fresh noises per rollout, per-channel weights;
+  per-channel weights at intervals 3 and 4 too (`learned-i3-channel`, `learned-i4-channel`), each chosen
+  against its scalar twin per world on the tune seeds (`tune.json`'s `budget_levers`).
 
 What is chosen on the tune seeds (the shipped variant: the best PSNR to plain:20 at no more block forwards
 than TaylorSeer's standard setting; the lever) is reported on the report seeds, nothing else. Trained
@@ -51,8 +53,14 @@ VARIANTS = {
                                   rollout_noise="fresh"),
     "learned-i2-channel": dict(cache_interval=2, cache_warmup=3, fresh_blocks=0, correct_steps="none",
                                mix_per_channel=True),
+    "learned-i3-channel": dict(cache_interval=3, cache_warmup=3, fresh_blocks=0, correct_steps="none",
+                               mix_per_channel=True),
+    "learned-i4-channel": dict(cache_interval=4, cache_warmup=3, fresh_blocks=0, correct_steps="none",
+                               mix_per_channel=True),
 }
 LEVERS = ("learned-i2", "learned-i2-cosine", "learned-i2-freshnoise", "learned-i2-channel")
+# per-channel weights at the cheaper budgets: chosen against the scalar weights per world on the tune seeds
+BUDGET_LEVERS = {"learned-i3": "learned-i3-channel", "learned-i4": "learned-i4-channel"}
 TRAIN = dict(max_steps=600, lr=3e-3, batch_size=32, rollout_size=128, rollout_every=100)
 TUNE_SEEDS, REPORT_SEEDS = list(range(100, 105)), list(range(1000, 1010))
 
@@ -235,17 +243,22 @@ def main(argv=None) -> int:
         lever = max((n for n in LEVERS if n in by), key=lambda n: by[n]["psnr"])
         fits = [n for n in names if by[n]["block_forwards"] <= ts_blocks + 1e-6]
         pick = max(fits, key=lambda n: by[n]["psnr"]) if fits else None
+        budget = {base: max((base, alt), key=lambda n: by[n]["psnr"]) for base, alt in BUDGET_LEVERS.items()
+                  if base in by and alt in by}
         res = {"world": args.world, "seeds": TUNE_SEEDS, "rows": rows, "taylorseer_blocks": ts_blocks,
-               "lever": lever, "shipped": pick, "train": TRAIN, "variants": {n: VARIANTS[n] for n in names}}
+               "lever": lever, "shipped": pick, "budget_levers": budget, "train": TRAIN,
+               "variants": {n: VARIANTS[n] for n in names}}
         (out / "tune.json").write_text(json.dumps(res, indent=2) + "\n")
         write_table(out / "tune.md", f"{args.world}: tune seeds {TUNE_SEEDS[0]}-{TUNE_SEEDS[-1]} (choices only)",
                     rows, ev["quality"])
-        print((out / "tune.md").read_text(), f"\nlever: {lever}; shipped: {pick}")
+        print((out / "tune.md").read_text(), f"\nlever: {lever}; shipped: {pick}; at cheaper budgets: {budget}")
         return 0
     if args.merge:
         return merge_report(args.world, runs, out, args.variants)
     tune = json.loads((out / "tune.json").read_text())
+    chosen = tune.get("budget_levers", {})
     names = [n for n in VARIANTS if n not in LEVERS or n in (LEVERS[0], tune["lever"], tune["shipped"])]
+    names = [n for n in names if n not in BUDGET_LEVERS.values() or n in chosen.values()]
     names = [n for n in names if (runs / n / "feedback").is_dir()]
     methods = ts_methods() + ["paper-cache:20,label=paper cache", "ilf:{steps},label=ILF paper mode"]
     from ilf.worlds import paths

@@ -63,6 +63,12 @@ def write_summary(root: Path) -> str:
         lev = {r["method"]: r for r in tune["rows"] if r["method"].startswith("learned-i2")}
         lines += ["", "Levers on the tune seeds (PSNR to plain:20): " + ", ".join(
             f"{k} {v['psnr']:.2f}" for k, v in lev.items()) + f"; chosen: {tune['lever']}.", ""]
+        by = {r["method"]: r for r in tune["rows"]}
+        for base, pick in tune.get("budget_levers", {}).items():  # scalar vs per-channel weights at intervals 3, 4
+            alt = f"{base}-channel"
+            lines.append(f"- scalar vs per-channel weights at {by[base]['block_forwards']:.0f} blocks: {base} {by[base]['psnr']:.2f}, {alt} "
+                         f"{by[alt]['psnr']:.2f}; chosen: {pick}.")
+        lines.append("")
     out = root.parent / "corrector-study.md"
     out.write_text("\n".join(lines) + "\n")
     return out.read_text()
