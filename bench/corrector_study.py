@@ -13,6 +13,8 @@ Variants (all 20 steps of the world's scheduler, trained on the sampler's own pa
 * `learned-iK`: TaylorSeer's schedule (a full step every K after the warm-up) with the learned per-step
   forecast alone: no block forward beyond TaylorSeer's;
 * `F-iK-freshA`: the same plus the feedback block F on every forecast step, after A fresh leading blocks;
+* `learned-iK-fresh1-channel`: the learned forecast fed this step's innovation after one fresh block, without F
+  (its control: `learned-iK-channel`, the same without the fresh block);
 * controls: `F-i3-fresh0` (no fresh blocks), `F-i3-fresh1-nomix` (F without the learned forecast), and the
   cache alone: TaylorSeer at each schedule (an untrained corrector is exactly it, tests/test_corrector.py);
 * levers on `learned-i2`: a cosine-decaying learning rate, fresh noises per rollout, per-channel weights;
@@ -57,6 +59,11 @@ VARIANTS = {
                                mix_per_channel=True),
     "learned-i4-channel": dict(cache_interval=4, cache_warmup=3, fresh_blocks=0, correct_steps="none",
                                mix_per_channel=True),
+    # the learned forecast with this step's innovation after one fresh block (no F): 1 block per forecast step
+    "learned-i3-fresh1-channel": dict(cache_interval=3, cache_warmup=3, fresh_blocks=1, correct_steps="none",
+                                      mix_per_channel=True),
+    "learned-i4-fresh1-channel": dict(cache_interval=4, cache_warmup=3, fresh_blocks=1, correct_steps="none",
+                                      mix_per_channel=True),
 }
 LEVERS = ("learned-i2", "learned-i2-cosine", "learned-i2-freshnoise", "learned-i2-channel")
 # per-channel weights at the cheaper budgets: chosen against the scalar weights per world on the tune seeds

@@ -68,6 +68,12 @@ def write_summary(root: Path) -> str:
             alt = f"{base}-channel"
             lines.append(f"- scalar vs per-channel weights at {by[base]['block_forwards']:.0f} blocks: {base} {by[base]['psnr']:.2f}, {alt} "
                          f"{by[alt]['psnr']:.2f}; chosen: {pick}.")
+        for name, r in by.items():  # one fresh block's innovation fed to the learned forecast, vs its twin without
+            twin = name.replace("-fresh1", "")
+            if name.startswith("learned-") and "-fresh1" in name and twin in by:
+                lines.append(f"- one fresh block (tune seeds): {name} {r['psnr']:.2f} at {r['block_forwards']:.0f} "
+                             f"blocks vs {twin} {by[twin]['psnr']:.2f} at {by[twin]['block_forwards']:.0f}; not "
+                             "carried to the report seeds.")
         lines.append("")
     out = root.parent / "corrector-study.md"
     out.write_text("\n".join(lines) + "\n")
