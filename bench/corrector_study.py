@@ -13,6 +13,8 @@ Variants (all 20 steps of the world's scheduler, trained on the sampler's own pa
 * `learned-iK`: TaylorSeer's schedule (a full step every K after the warm-up) with the learned per-step
   forecast alone: no block forward beyond TaylorSeer's;
 * `F-iK-freshA`: the same plus the feedback block F on every forecast step, after A fresh leading blocks;
+* at interval 4, `learned-i4-order2-channel` (TaylorSeer's second-order base) and `learned-i4-long-channel` (1200
+  training iterations, not 600), each against `learned-i4-channel`;
 * `learned-iK-fresh1-channel`: the learned forecast fed this step's innovation after one fresh block, without F
   (its control: `learned-iK-channel`, the same without the fresh block);
 * controls: `F-i3-fresh0` (no fresh blocks), `F-i3-fresh1-nomix` (F without the learned forecast), and the
@@ -64,10 +66,16 @@ VARIANTS = {
                                       mix_per_channel=True),
     "learned-i4-fresh1-channel": dict(cache_interval=4, cache_warmup=3, fresh_blocks=1, correct_steps="none",
                                       mix_per_channel=True),
+    # at interval 4 (where shapes still loses to plain): a second-order Taylor base, and twice the training
+    "learned-i4-order2-channel": dict(cache_interval=4, cache_warmup=3, cache_order=2, fresh_blocks=0,
+                                      correct_steps="none", mix_per_channel=True),
+    "learned-i4-long-channel": dict(cache_interval=4, cache_warmup=3, fresh_blocks=0, correct_steps="none",
+                                    mix_per_channel=True, max_steps=1200),
 }
 LEVERS = ("learned-i2", "learned-i2-cosine", "learned-i2-freshnoise", "learned-i2-channel")
-# per-channel weights at the cheaper budgets: chosen against the scalar weights per world on the tune seeds
-BUDGET_LEVERS = {"learned-i3": "learned-i3-channel", "learned-i4": "learned-i4-channel"}
+# levers at the cheaper budgets, each chosen against its base per world on the tune seeds
+BUDGET_LEVERS = {"learned-i3": ("learned-i3-channel",),
+                 "learned-i4": ("learned-i4-channel", "learned-i4-order2-channel", "learned-i4-long-channel")}
 TRAIN = dict(max_steps=600, lr=3e-3, batch_size=32, rollout_size=128, rollout_every=100)
 TUNE_SEEDS, REPORT_SEEDS = list(range(100, 105)), list(range(1000, 1010))
 
@@ -84,7 +92,7 @@ def train_variants(world: str, runs: Path, names) -> None:
             continue
         start = time.process_time()
         cfg = TrainConfig(output_dir=folder, world=world, distill="corrector", checkpoint_every=200,
-                          resume="latest", progress=False, log_every=50, **TRAIN, **VARIANTS[name])
+                          resume="latest", progress=False, log_every=50, **{**TRAIN, **VARIANTS[name]})
         torch.manual_seed(0)
         train(cfg)
         print(f"{world} {name}: trained in {time.process_time() - start:.0f} s CPU", flush=True)
@@ -250,8 +258,8 @@ def main(argv=None) -> int:
         lever = max((n for n in LEVERS if n in by), key=lambda n: by[n]["psnr"])
         fits = [n for n in names if by[n]["block_forwards"] <= ts_blocks + 1e-6]
         pick = max(fits, key=lambda n: by[n]["psnr"]) if fits else None
-        budget = {base: max((base, alt), key=lambda n: by[n]["psnr"]) for base, alt in BUDGET_LEVERS.items()
-                  if base in by and alt in by}
+        budget = {base: max([base, *(a for a in alts if a in by)], key=lambda n: by[n]["psnr"])
+                  for base, alts in BUDGET_LEVERS.items() if base in by}
         res = {"world": args.world, "seeds": TUNE_SEEDS, "rows": rows, "taylorseer_blocks": ts_blocks,
                "lever": lever, "shipped": pick, "budget_levers": budget, "train": TRAIN,
                "variants": {n: VARIANTS[n] for n in names}}
@@ -265,7 +273,8 @@ def main(argv=None) -> int:
     tune = json.loads((out / "tune.json").read_text())
     chosen = tune.get("budget_levers", {})
     names = [n for n in VARIANTS if n not in LEVERS or n in (LEVERS[0], tune["lever"], tune["shipped"])]
-    names = [n for n in names if n not in BUDGET_LEVERS.values() or n in chosen.values()]
+    alternatives = {a for alts in BUDGET_LEVERS.values() for a in alts}
+    names = [n for n in names if n not in alternatives or n in chosen.values()]
     names = [n for n in names if (runs / n / "feedback").is_dir()]
     methods = ts_methods() + ["paper-cache:20,label=paper cache", "ilf:{steps},label=ILF paper mode"]
     from ilf.worlds import paths

@@ -64,10 +64,10 @@ def write_summary(root: Path) -> str:
         lines += ["", "Levers on the tune seeds (PSNR to plain:20): " + ", ".join(
             f"{k} {v['psnr']:.2f}" for k, v in lev.items()) + f"; chosen: {tune['lever']}.", ""]
         by = {r["method"]: r for r in tune["rows"]}
-        for base, pick in tune.get("budget_levers", {}).items():  # scalar vs per-channel weights at intervals 3, 4
-            alt = f"{base}-channel"
-            lines.append(f"- scalar vs per-channel weights at {by[base]['block_forwards']:.0f} blocks: {base} {by[base]['psnr']:.2f}, {alt} "
-                         f"{by[alt]['psnr']:.2f}; chosen: {pick}.")
+        for base, pick in tune.get("budget_levers", {}).items():  # the levers at intervals 3 and 4
+            tried = [n for n in by if n == base or (n.startswith(base + "-") and "-fresh1" not in n)]
+            lines.append(f"- levers at {by[base]['block_forwards']:.0f} blocks: " + ", ".join(
+                f"{n} {by[n]['psnr']:.2f}" for n in tried) + f"; chosen: {pick}.")
         for name, r in by.items():  # one fresh block's innovation fed to the learned forecast, vs its twin without
             twin = name.replace("-fresh1", "")
             if name.startswith("learned-") and "-fresh1" in name and twin in by:
