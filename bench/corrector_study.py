@@ -19,7 +19,8 @@ Variants (all 20 steps of the world's scheduler, trained on the sampler's own pa
   (its control: `learned-iK-channel`, the same without the fresh block);
 * controls: `F-i3-fresh0` (no fresh blocks), `F-i3-fresh1-nomix` (F without the learned forecast), and the
   cache alone: TaylorSeer at each schedule (an untrained corrector is exactly it, tests/test_corrector.py);
-* levers on `learned-i2`: a cosine-decaying learning rate, fresh noises per rollout, per-channel weights;
+* levers on `learned-i2`: a cosine-decaying learning rate, fresh noises per rollout, per-channel weights, 1200
+  training iterations (with scalar or per-channel weights);
   per-channel weights at intervals 3 and 4 too (`learned-i3-channel`, `learned-i4-channel`), each chosen
   against its scalar twin per world on the tune seeds (`tune.json`'s `budget_levers`).
 
@@ -66,13 +67,18 @@ VARIANTS = {
                                       mix_per_channel=True),
     "learned-i4-fresh1-channel": dict(cache_interval=4, cache_warmup=3, fresh_blocks=1, correct_steps="none",
                                       mix_per_channel=True),
+    # twice the training at the shipped budget (it helped at interval 4 on shapes and shapes-flow)
+    "learned-i2-long": dict(cache_interval=2, cache_warmup=3, fresh_blocks=0, correct_steps="none", max_steps=1200),
+    "learned-i2-channel-long": dict(cache_interval=2, cache_warmup=3, fresh_blocks=0, correct_steps="none",
+                                    mix_per_channel=True, max_steps=1200),
     # at interval 4 (where shapes still loses to plain): a second-order Taylor base, and twice the training
     "learned-i4-order2-channel": dict(cache_interval=4, cache_warmup=3, cache_order=2, fresh_blocks=0,
                                       correct_steps="none", mix_per_channel=True),
     "learned-i4-long-channel": dict(cache_interval=4, cache_warmup=3, fresh_blocks=0, correct_steps="none",
                                     mix_per_channel=True, max_steps=1200),
 }
-LEVERS = ("learned-i2", "learned-i2-cosine", "learned-i2-freshnoise", "learned-i2-channel")
+LEVERS = ("learned-i2", "learned-i2-cosine", "learned-i2-freshnoise", "learned-i2-channel", "learned-i2-long",
+          "learned-i2-channel-long")
 # levers at the cheaper budgets, each chosen against its base per world on the tune seeds
 BUDGET_LEVERS = {"learned-i3": ("learned-i3-channel",),
                  "learned-i4": ("learned-i4-channel", "learned-i4-order2-channel", "learned-i4-long-channel")}
@@ -210,6 +216,8 @@ def merge_report(world: str, runs: Path, out: Path, names: list[str]) -> int:
     ev = evaluate(world, ts_methods() + [method(n, runs) for n in names], REPORT_SEEDS, (4, 20))
     fresh = {r["method"]: r for r in summarise(ev) if r["method"] in names}
     res["rows"] = [fresh.pop(r["method"], r) for r in res["rows"]] + list(fresh.values())
+    tune = json.loads((out / "tune.json").read_text())  # choices made on the tune seeds since the full report
+    res["shipped"], res["lever"] = tune["shipped"], tune["lever"]
     res.setdefault("merged", []).append({"variants": names, "seconds": round(time.time() - start), "command":
                                          f"python bench/corrector_study.py report --merge --world {world} "
                                          f"--variants {' '.join(names)}"})
