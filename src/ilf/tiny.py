@@ -20,6 +20,12 @@ from diffusers import (
     PixArtTransformer2DModel,
 )
 
+# The kinds `tiny_pipeline` builds: here (PixArt, DiT), in `tiny_mmdit` (SD3, FLUX.1, Sana), `tiny_image`
+# (Qwen-Image, FLUX.2, Z-Image) and `tiny_video` (Wan 2.x, HunyuanVideo 1.5: latents [B, C, F, H, W]).
+IMAGE_KINDS = ("qwen-image", "flux2", "z-image")
+VIDEO_KINDS = ("wan", "hunyuan-video-1.5")
+ALL_KINDS = ("pixart-alpha", "pixart-sigma", "dit", "sd3", "flux", "flux-dev", "sana") + IMAGE_KINDS + VIDEO_KINDS
+
 WORDS = "a an the red green blue small large cat dog circle square above below left right of photo".split()
 
 
@@ -128,8 +134,15 @@ def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int | None = None, see
     "sd3", "flux", "flux-dev" or "sana": `ilf.tiny_mmdit.tiny_mmdit_pipeline` (their stock schedulers;
     call them with `ilf.tiny_mmdit.mmdit_call_kwargs(kind)`).
     """
+    if kind in IMAGE_KINDS:  # imported here: they import this module, and load more diffusers pipelines
+        from .tiny_image import tiny_image_pipeline
+
+        return tiny_image_pipeline(kind, num_layers=num_layers, seed=seed, **transformer_kwargs)
+    if kind in VIDEO_KINDS:
+        from .tiny_video import tiny_video_pipeline
+
+        return tiny_video_pipeline(kind, num_layers=num_layers, seed=seed, **transformer_kwargs)
     if kind not in ("pixart-alpha", "pixart-sigma", "dit"):
-        # imported here: it imports this module, and loads three more diffusers pipelines
         from .tiny_mmdit import tiny_mmdit_pipeline
 
         return tiny_mmdit_pipeline(kind, num_layers=num_layers, seed=seed, **transformer_kwargs)
@@ -145,6 +158,30 @@ def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int | None = None, see
         tokenizer=tiny_tokenizer(), text_encoder=tiny_t5(seed=seed), vae=tiny_vae(seed),
         transformer=tiny_pixart(num_layers=num_layers, seed=seed, **transformer_kwargs), scheduler=scheduler,
     )
+
+
+def call_kwargs(kind: str, **overrides) -> dict:
+    """Keyword arguments of a small call of `tiny_pipeline(kind)`: size (and frames), guidance, sequence length.
+
+    The call takes prompt strings (DiT: `class_labels=`) and accepts `output_type="latent"`; `overrides` win.
+    """
+    if kind in ("pixart-alpha", "pixart-sigma"):
+        return pixart_call_kwargs(**{"height": 16, "width": 16, **overrides})
+    if kind == "dit":
+        return dict(overrides)
+    if kind in IMAGE_KINDS:
+        from .tiny_image import image_call_kwargs
+
+        return image_call_kwargs(kind, **overrides)
+    if kind in VIDEO_KINDS:
+        from .tiny_video import video_call_kwargs
+
+        return video_call_kwargs(kind, **overrides)
+    from .tiny_mmdit import KINDS, mmdit_call_kwargs
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {ALL_KINDS}")
+    return mmdit_call_kwargs(kind, **overrides)
 
 
 def pixart_call_kwargs(**overrides) -> dict:
