@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers.hooks import ModelHook
-from diffusers.hooks.taylorseer_cache import TaylorSeerState
 from torch import nn
 
 from .adapters import BackboneAdapter, get_adapter
@@ -37,6 +36,7 @@ from .attached import FEEDBACK_ATTR, RUNTIME_ATTR, refuse_attached, refuse_diffu
 from .clock import SchedulerClock
 from .config import ILFConfig
 from .corrector_config import CorrectorConfig
+from .corrector_state import BranchCache
 from .errors import ScheduleError
 from .feedback import CorrectorModule, FeedbackModule, build_feedback, model_width
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
@@ -49,7 +49,8 @@ class CallPlan:
 
     mode: str  # "stock" | "full" | "forecast"
     step: int | None = None  # the denoising step (scheduled calls)
-    branch: dict | None = None  # the branch's cache state: {"h"/"x": TaylorSeerState, "names": {"h"/"x": streams}}
+    branch: BranchCache | None = None  # the branch's cache state
+    branch_index: int = 0  # the call's place among its step's calls
     given: dict | None = None  # explicit forecasts (training): {"h.<stream>": [B, L, D], "x.<stream>": ...}
     result: dict | None = None  # block e's corrected output streams, set by block a's hook
     recorded: dict = field(default_factory=dict)  # full step: block a's input streams
@@ -114,9 +115,12 @@ class CacheCorrector:
             raise ScheduleError(f"this feedback was built for block {feedback.loop[1]}, the corrector forecasts "
                                 f"block {self.span[1]}; build it with build_corrector_feedback")
         self.plan: CallPlan | None = None
-        self.branches: list[dict] = []  # per branch of a step: its TaylorSeer states
+        self.branches: list[BranchCache] = []  # per branch of a step: its cache state
         self.last: tuple[int, int] | None = None  # (step, branch) of the previous scheduled call
         self.record: list | None = None  # set by a rollout: forecast steps append the forecasts they used
+        # set by the pipeline-native trainer: called on every full step with (step, branch, block e's output
+        # streams, block a's input streams), what it needs to rebuild every forecast (`corrector_state`)
+        self.on_full = None
         self._num_steps: int | None = None
         self.corrected: frozenset[int] = frozenset()  # the forecast steps F runs on, for this run's length
         self.on_schedule, self.warned_off_schedule = True, False
@@ -178,14 +182,12 @@ class CacheCorrector:
         branch = self.last[1] + 1 if self.last is not None and self.last[0] == step else 0
         self.last = (step, branch)
         while len(self.branches) <= branch:
-            self.branches.append({"names": {}})
+            dtype = next(self.model.parameters()).dtype  # factors in the model's dtype, as `ilf bench` runs it
+            self.branches.append(BranchCache(self.config.order, dtype, self.config.uses_fresh_forecast))
         state = self.branches[branch]
         self.set_schedule(num_steps)
-        full = step in self.config.compute_steps(num_steps) or "h" not in state
-        for key in ("h", "x"):
-            if key in state:
-                state[key].current_step = step
-        self.plan = CallPlan("full" if full else "forecast", step=step, branch=state)
+        full = step in self.config.compute_steps(num_steps) or not state.ready
+        self.plan = CallPlan("full" if full else "forecast", step=step, branch=state, branch_index=branch)
 
     def set_schedule(self, num_steps: int) -> None:
         """The run's length decides F's steps and whether the per-step weights apply (warned once if not)."""
@@ -200,41 +202,19 @@ class CacheCorrector:
                           "run uses TaylorSeer's own forecast (its per-step weights do not apply). Call the pipeline "
                           f"with num_inference_steps={self.config.num_inference_steps}.", stacklevel=4)
 
-    def _state(self, plan: CallPlan, key: str) -> TaylorSeerState:
-        if key not in plan.branch:
-            dtype = next(self.model.parameters()).dtype  # factors in the model's dtype, as `ilf bench` runs it
-            plan.branch[key] = TaylorSeerState(taylor_factors_dtype=dtype, max_order=self.config.order)
-            plan.branch[key].current_step = self.last[0]
-        return plan.branch[key]
-
     def record_full(self, plan: CallPlan, out_e: dict) -> None:
-        """A full step: update the Taylor factors of block e's output (and of x_a where it is forecast) and keep
-        the last three outputs (the learned forecast's basis)."""
-        with torch.no_grad():
-            outs = tuple(v.detach() for v in out_e.values())
-            self._state(plan, "h").update(outs)
-            plan.branch["hist"] = (plan.branch.get("hist", ()) + (outs,))[-3:]
-            if self.config.uses_fresh_forecast:
-                self._state(plan, "x").update(tuple(v.detach() for v in streams_of(plan.recorded).values()))
-        plan.branch["names"] = {"h": tuple(out_e), "x": tuple(streams_of(plan.recorded))}
+        """A full step: update the branch's cache with block e's output (and x_a where it is forecast)."""
+        x_a = streams_of(plan.recorded)
+        plan.branch.update(plan.step, out_e, x_a)
+        if self.on_full is not None:
+            self.on_full(plan.step, plan.branch_index, out_e, x_a)
 
     def forecasts(self, plan: CallPlan) -> dict:
-        """This forecast step's inputs (given by a training call, or from the branch's state), per stream k:
-        "t.k" TaylorSeer's forecast of block e's output, "b0.k" "b1.k" "b2.k" the learned forecast's basis
-        (h₁, h₁ − h₀, h₀ − h₋₁ of the last full steps; zeros where a step is missing), "x.k" x̂_a; and "step"."""
+        """This forecast step's inputs (given by a training call, or from the branch's cache; see
+        `BranchCache.forecasts`)."""
         if plan.given is not None:
             return plan.given
-        names, hist = plan.branch["names"], plan.branch["hist"]
-        out = {"step": plan.step}
-        for i, (k, t) in enumerate(zip(names["h"], plan.branch["h"].predict())):
-            h = [past[i] for past in hist]  # oldest first, up to three [B, L, D]
-            zero = torch.zeros_like(t)
-            out[f"t.{k}"] = t
-            out[f"b0.{k}"] = h[-1].to(t.dtype)
-            out[f"b1.{k}"] = (h[-1] - h[-2]).to(t.dtype) if len(h) > 1 else zero
-            out[f"b2.{k}"] = (h[-2] - h[-3]).to(t.dtype) if len(h) > 2 else zero
-        if self.config.uses_fresh_forecast:
-            out |= {f"x.{k}": v for k, v in zip(names["x"], plan.branch["x"].predict())}
+        out = plan.branch.forecasts(plan.step)
         if self.record is not None:
             self.record.append({k: v.detach() for k, v in out.items() if k != "step"})
         return out
