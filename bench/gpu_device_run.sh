@@ -10,15 +10,16 @@
 #   bash bench/gpu_device_run.sh eager      # all five models, eager: the README table's rows
 #   bash bench/gpu_device_run.sh compiled   # PixArt-512 eager + regional compile + reduce-overhead (CUDA graphs)
 # On the CPU, before spending device time (tiny configs, the eager backend, one round):
-#   SMOKE=1 OUT=/tmp/gpu-smoke bash bench/gpu_device_run.sh all
+#   SMOKE=1 OUT=out/gpu-smoke bash bench/gpu_device_run.sh all
 set -euo pipefail
 : "${OUT:?set OUT to the folder the results go to}"
 phase=${1:-eager}
 case $phase in eager|compiled|all) ;; *) echo "usage: bench/gpu_device_run.sh [eager|compiled|all]" >&2; exit 2;; esac
 if ! python3 -c "import diffusers" 2>/dev/null; then
     compgen -G ".whl/diffusers-*.whl" > /dev/null || { echo "no diffusers and no .whl/diffusers-*.whl: see the header" >&2; exit 2; }
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/diffusers-*.whl
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    site=$(mktemp -d)  # a scratch folder for the wheel, outside the working tree
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/diffusers-*.whl
+    export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"

@@ -27,7 +27,7 @@ forwards, measured speedup over stock-20, block-predicted speedup, their ratio, 
 finished.
 
     python bench/gpu_speed.py --device cuda --out $OUT/gpu_speed.json
-    python bench/gpu_speed.py --smoke --out /tmp/gpu_speed_smoke.json   # tiny configs on the CPU
+    python bench/gpu_speed.py --smoke --out gpu_speed_smoke.json   # tiny configs on the CPU
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .argtypes import COUNT, INDEX, add_loop_arg, add_threads_arg, check_plan_fits, positive_float
 from .choices import T_POST_STRATEGIES
+from .portable import portable_path, portable_tree
 
 # Per world: the loop (paper: 8–19 of 28 blocks, scaled to our 12), the trajectory run that trains the feedback
 # for the shipped schedule (10 DPM-Solver++ steps, feedback on the last one: the recipe of the shipped feedbacks),
@@ -171,7 +172,7 @@ def write_report(plan: DemoPlan, results: dict, train_info: dict | None, feedbac
     if plan.mode == "corrector":
         from .demo_corrector import describe
 
-        lines.append(describe(train_info, feedback))
+        lines.append(describe(train_info, portable_path(feedback, plan.out)))
     elif train_info:
         f, l_ = train_info["first"], train_info["last"]
         lines.append(f"Feedback: trained here with trajectory distillation for {plan.student_steps} steps with "
@@ -180,7 +181,7 @@ def write_report(plan: DemoPlan, results: dict, train_info: dict | None, feedbac
                      f"{f['loss_distill']:.3g} (step {f['step']}) → {l_['loss_distill']:.3g} (step {l_['step']}); "
                      f"learned scales {l_['scales']}.")
     else:
-        lines.append(f"Feedback: the shipped one ({feedback}), at its trained schedule: {plan.student_steps} steps, "
+        lines.append(f"Feedback: the shipped one ({portable_path(feedback, plan.out)}), at its trained schedule: {plan.student_steps} steps, "
                      f"feedback on `{plan.plan}`.")
     if plan.mode == "ilf":
         lines.append(f"ILF rows: t_post = {plan.t_post} (the post-feedback timestep; `--t-post` changes it).")
@@ -261,7 +262,7 @@ def measure(plan: DemoPlan, argv: list[str], train_info: dict | None, feedback: 
     results = run_bench(argv)
     results["demo"] = {"train": train_info, "feedback": str(feedback), "world": plan.world, "mode": plan.mode,
                        "verdict": paired_verdict(plan.out, results, plan.world, num_blocks)}
-    (plan.out / "results.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+    (plan.out / "results.json").write_text(json.dumps(portable_tree(_jsonable(results), plan.out), indent=2) + "\n")
     report = write_report(plan, results, train_info, feedback)
     print(report.read_text())
     return report

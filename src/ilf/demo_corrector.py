@@ -61,8 +61,8 @@ def corrector_methods(num_blocks: int, feedback: Path) -> list[str]:
     ]
 
 
-def describe(train_info: dict | None, feedback: Path) -> str:
-    """The report's line on where the corrector came from."""
+def describe(train_info: dict | None, feedback: Path | str) -> str:
+    """The report's line on where the corrector came from (`feedback` as the report should show it: portable)."""
     if not train_info:
         return f"Corrector: the shipped one ({feedback}), at its recorded schedule."
     f, l_ = train_info["first"], train_info["last"]

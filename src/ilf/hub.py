@@ -66,6 +66,25 @@ def resolve_feedback_folder(
         raise FeedbackNotFoundError(f"the Hub repo {where} holds no ilf feedback ({', '.join(files)})") from None
 
 
+WORLD_PREFIX = "ilf-world:"
+
+
+def world_id(name_or_path: str) -> str | None:
+    """`ilf-world:WORLD` when `name_or_path` is a shipped world backbone's folder (package data), else None:
+    a feedback saved from a world pipeline records that name, which holds on every install, rather than the
+    package's absolute path on the machine that saved it."""
+    from .worlds import paths
+
+    try:
+        resolved = Path(name_or_path).resolve()
+    except (OSError, ValueError):
+        return None
+    for world in paths.WORLDS:
+        if resolved == paths.transformer(world).resolve():
+            return WORLD_PREFIX + world
+    return None
+
+
 def base_model_of(model, pipeline=None) -> tuple[str | None, str | None]:
     """(name or path, revision) of the checkpoint `model` came from, as diffusers recorded it.
 
@@ -73,6 +92,7 @@ def base_model_of(model, pipeline=None) -> tuple[str | None, str | None]:
     read from, which inside the Hub cache (`models--org--name/snapshots/<commit>/…`) names repo and commit.
     """
     candidates = [str(n) for n in (getattr(pipeline, "name_or_path", None), model.config.get("_name_or_path")) if n]
+    candidates = [world_id(n) or n for n in candidates]  # a shipped backbone by its world's name, not its folder
     cached = [m for m in map(_CACHED.search, candidates) if m]
     plain = [n for n in candidates if not _CACHED.search(n)]
     name = plain[0] if plain else (f"{cached[0]['org']}/{cached[0]['name']}" if cached else None)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ilf.eval.score import METRICS
 from ilf.io import atomic_write_text, write_json
+from ilf.portable import portable_tree
 
 _DECIMALS = {"psnr": 2, "ssim": 4, "alignment": 3, "accuracy": 3, "world_fd": 2, "fid": 2, "clip_score": 2,
              "imagereward": 2}
@@ -133,7 +134,7 @@ def write_outputs(bench, results: dict) -> None:
             write_adm_npz(item_files(row.folder, bench.items), path)
             outputs.setdefault("npz", []).append(str(path.relative_to(out)))
     results["outputs"] = outputs
-    write_json(out / "results.json", results)
+    write_json(out / "results.json", portable_tree(results, out))  # no absolute path of this machine
 
 
 def merge_results(parts: list[dict], names: list[str] | None = None) -> dict:
@@ -164,6 +165,6 @@ def merge_results(parts: list[dict], names: list[str] | None = None) -> dict:
 
 def write_merged(parts: list[dict], out: Path, names: list[str] | None = None) -> dict:
     merged = merge_results(parts, names)
-    write_json(out / "results.json", merged)
+    write_json(out / "results.json", portable_tree(merged, out))
     atomic_write_text(out / "table.md", markdown_table(merged))
     return merged

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from ilf.counting import count_block_forwards
+from ilf.portable import portable_argv
 from ilf.version import __version__
 from ilf.eval.generate import generate, get_state
 from ilf.eval.prompts import Item
@@ -270,7 +271,7 @@ class Bench:
         return to_jsonable({
             "ilf_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": opts.command,
+            "command": portable_argv(opts.command, self.out),
             "source": self.source.describe(),
             "settings": {
                 "num_images": len(self.items), "batch_size": opts.batch_size, "repeats": opts.repeats,

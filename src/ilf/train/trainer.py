@@ -28,6 +28,7 @@ from ..corrector_config import CorrectorConfig
 from ..errors import ILFError, LoopRangeError
 from ..loading import load_pipeline
 from ..feedback import write_feedback
+from ..portable import portable_tree
 from ..pipeline import apply_ilf
 from ..schedule import loop_ratio
 from . import checkpoint as ckpt
@@ -208,7 +209,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         accelerator.print(f"resumed from {resume_dir} at step {start_step}")
     if accelerator.is_main_process:
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
-        (cfg.output_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        record = portable_tree(cfg.to_dict(), cfg.output_dir)  # output_dir "." when given absolute: this folder
+        (cfg.output_dir / "train_config.json").write_text(json.dumps(record, indent=2) + "\n")
     if cfg.report_to != "none":
         accelerator.init_trackers("ilf", config={k: v for k, v in cfg.to_dict().items()
                                                  if isinstance(v, (int, float, str, bool))})

@@ -1,7 +1,7 @@
 """Train a world's tiny diffusion backbone (12 blocks) on CPU and ship it as fp16 safetensors.
 
-    python -m ilf.worlds.train_backbone --world shapes --run-dir /work/runs/shapes --steps 12000
-    python -m ilf.worlds.train_backbone --world digits --run-dir /work/runs/digits --steps 5000
+    python -m ilf.worlds.train_backbone --world shapes --run-dir runs/shapes --steps 12000
+    python -m ilf.worlds.train_backbone --world digits --run-dir runs/digits --steps 5000
 
 shapes: `PixArtTransformer2DModel` (ada_norm_single, cross-attention to MiniLM token states, caption_channels 384).
 digits: `DiTTransformer2DModel` (ada_norm_zero, num_embeds_ada_norm=1000 because `DiTPipeline` hard-codes the null

@@ -1,7 +1,7 @@
 """Train the worlds' evaluators (shapes attribute reader, digits classifier) and ship them as fp16 safetensors.
 
-    python -m ilf.worlds.train_evaluators --world shapes --run-dir /work/runs/eval_shapes
-    python -m ilf.worlds.train_evaluators --world digits --run-dir /work/runs/eval_digits
+    python -m ilf.worlds.train_evaluators --world shapes --run-dir runs/eval_shapes
+    python -m ilf.worlds.train_evaluators --world digits --run-dir runs/eval_digits
 
 The shapes reader trains on renderings of *both* splits drawn with seed 1 (an evaluator may know every composition;
 it is the backbone that must not), and is tested on the seed-0 renderings that backbones and metrics use.

@@ -1,7 +1,7 @@
 """Train the shapes-flow world's backbone: a tiny `SD3Transformer2DModel` by rectified flow, shipped as fp16.
 
-    python -m ilf.worlds.train_flow_backbone --run-dir /work/runs/shapes-flow          # the shipped run's defaults
-    python -m ilf.worlds.train_flow_backbone --run-dir /work/runs/shapes-flow --tune   # pick guidance / shift
+    python -m ilf.worlds.train_flow_backbone --run-dir runs/shapes-flow          # the shipped run's defaults
+    python -m ilf.worlds.train_flow_backbone --run-dir runs/shapes-flow --tune   # pick guidance / shift
 
 Model: 12 joint (MM-DiT) blocks, 3 heads × 32 = inner dim 96, patch 2 on the 8×8×4 latents of the shipped VAE
 (4×4 = 16 image tokens) beside 16 MiniLM caption tokens (joint_attention_dim 384) and the pooled MiniLM vector

@@ -1,6 +1,6 @@
 """Train the worlds' shared VAE: a three-level `AutoencoderKL` (32×32×3 image <-> 8×8×4 latent).
 
-    python -m ilf.worlds.train_vae --run-dir /work/runs/vae --steps 4000
+    python -m ilf.worlds.train_vae --run-dir runs/vae --steps 4000
 
 Batches mix shapes renderings (3/4) and digits (1/4). Loss: pixel MSE + kl_weight · KL (both means). At the end
 the scaling factor is set to 1/std of sampled latents over training images (so scaled latents have unit variance,
