@@ -55,6 +55,21 @@ PARSE_CASES = {
                                          "--out", "OUT"], ["step 5 does not exist", "0..3"]),
     "threads 0": (["generate", "--world", "digits", "--class-id", "3", "--threads", "0", "--out", "OUT"],
                   ["--threads", ">= 1"]),
+    # issue 25: guidance was taken as any float, nan and negatives generated images
+    "generate --guidance nan": (["generate", "--world", "shapes", "--prompt", "a red circle", "--guidance", "nan",
+                                 "--out", "OUT"], ["--guidance", "finite number >= 0", "nan"]),
+    "generate --guidance -3": (["generate", "--world", "shapes", "--prompt", "a red circle", "--guidance", "-3",
+                                "--out", "OUT"], ["--guidance", "finite number >= 0", "-3"]),
+    "generate --guidance inf": (["generate", "--world", "digits", "--class-id", "3", "--guidance", "inf",
+                                 "--out", "OUT"], ["--guidance", "finite number >= 0"]),
+    "train --guidance-scale nan": (["train", "--world", "digits", "--guidance-scale", "nan", "--output-dir", "OUT"],
+                                   ["--guidance-scale", "finite number >= 0"]),
+    "bench --guidance-scale -1": (["bench", "--tiny", "pixart", "--guidance-scale", "-1", "--out", "OUT"],
+                                  ["--guidance-scale", "finite number >= 0"]),
+    "train --lr nan": (["train", "--world", "digits", "--lr", "nan", "--output-dir", "OUT"], ["--lr", "> 0"]),
+    # issue 25: a missing --prompt exited 1 through SystemExit, unlike every other usage error
+    "generate without --prompt": (["generate", "--world", "shapes", "--out", "OUT"], ["--prompt", "text-to-image"]),
+    "generate without --class-id": (["generate", "--world", "digits", "--out", "OUT"], ["--class-id"]),
 }
 
 PAPER = str(paths.paper_feedback("digits"))  # the shipped paper-mode feedback (the shipped one is a corrector)
@@ -77,7 +92,31 @@ RUNTIME_CASES = {
                                      "--output-dir", "OUT"], ["--loop 3 15", "12 blocks"]),
     "generate a missing feedback": (["generate", "--world", "digits", "--feedback", "no/such/feedback", "--class-id",
                                      "3", "--out", "OUT"], ["no/such/feedback does not exist"]),
+    "generate a feedback's file": (["generate", "--world", "digits", "--feedback", PAPER + "/ilf_config.json",
+                                    "--class-id", "3", "--out", "OUT"], ["is a file; pass its folder", PAPER]),
+    "inspect a missing folder": (["inspect", "OUT"], ["does not exist"]),
 }
+
+# Errors about paths and usage must come before torch / diffusers are imported: seconds on a quiet machine, up to
+# a minute under load (issue 25)
+LIGHT_CASES = {
+    "inspect /missing": ["inspect", "/no/such/feedback"],
+    "inspect a file": ["inspect", PAPER + "/ilf_config.json"],
+    "generate a missing feedback": ["generate", "--world", "shapes", "--prompt", "x", "--feedback", "no/such/fb"],
+    "generate without --prompt": ["generate", "--world", "shapes"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIGHT_CASES))
+def test_path_and_usage_errors_come_before_the_heavy_imports(case):
+    probe = ("import sys\nfrom ilf.cli import main\nrc = main(sys.argv[1:])\n"
+             "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)\n"
+             "print('RESULT', rc, heavy)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", probe, *LIGHT_CASES[case]], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "RESULT 2 []", (proc.stdout, proc.stderr[-2000:])
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _check(argv, words, tmp_path):

@@ -177,6 +177,39 @@ def test_a_missing_feedback_folder_is_reported_as_missing(tmp_path):
     assert "not an ilf feedback folder" not in str(info.value)
 
 
+def test_a_file_of_a_feedback_folder_names_the_folder_to_pass(trained, tmp_path):
+    make, _, path, _ = trained
+    model = make(num_layers=6)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        with pytest.raises(CorruptFeedbackError) as info:
+            apply_ilf(model, path / name)
+        message = str(info.value)
+        assert f"{path / name} is a file; pass its folder {path}" in message
+        assert "no ilf_config.json" not in message  # not the old self-contradicting "not a feedback folder"
+        _untouched(model)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CorruptFeedbackError, match="notes.txt is a file, not a feedback folder"):
+        apply_ilf(model, tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize("num_layers", [12, 28])
+def test_apply_ilf_without_a_config_is_refused_and_attaches_nothing(num_layers):
+    # no silent default: on 28 blocks None used to attach an untrained paper loop that changed the output, on 12
+    # it failed with a loop-range error about a loop nobody had asked for
+    from ilf import CorrectorConfig, ILFError
+
+    model = tiny_pixart(num_layers=num_layers)
+    for call in (lambda: apply_ilf(model), lambda: apply_ilf(model, None)):
+        with pytest.raises(ILFError) as info:
+            call()
+        message = str(info.value)
+        assert "feedback folder" in message and "ILFConfig" in message and "CorrectorConfig" in message
+        assert "loop" not in message.split("ILFConfig")[0]  # not a loop-range complaint
+        _untouched(model)
+    apply_ilf(model, CorrectorConfig())  # what the message offers works
+    remove_ilf(model)
+
+
 def test_saving_is_atomic(trained, monkeypatch):
     make, _, path, expected = trained
     before = {p.name: p.read_bytes() for p in path.iterdir()}

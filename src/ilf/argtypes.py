@@ -8,6 +8,7 @@ Imports nothing heavy, so `ilf --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def _range_words(lo, hi) -> str:
@@ -38,9 +39,23 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite float >= 0 (guidance scales, loss weights, weight decay): nan, inf and negatives are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+guidance_scale = non_negative_float  # classifier-free guidance (diffusers' pipelines turn CFG off at <= 1)
 
 
 def fraction(text: str) -> float:

@@ -9,6 +9,9 @@ import sys
 
 def cmd_inspect(args) -> int:
     """Print and verify a feedback folder (checksum, readable tensors, config)."""
+    from .folders import check_feedback_folder
+
+    check_feedback_folder(args.path)  # a wrong path is said before torch is imported (seconds under load)
     from .feedback import read_feedback
 
     meta, tensors = read_feedback(args.path)

@@ -21,12 +21,11 @@ from .adapters import BackboneAdapter, get_adapter
 from .adapters.blocks import IMAGE_STREAM, cast_floats
 from .config import ILFConfig
 from .corrector_config import CorrectorConfig
-from .errors import CorruptFeedbackError, FeedbackMismatchError, FeedbackNotFoundError, LoopRangeError
+from .errors import CorruptFeedbackError, FeedbackMismatchError, LoopRangeError
+from .folders import CONFIG_NAME, WEIGHTS_NAME, check_feedback_folder
 from .hub import base_model_of, resolve_feedback_folder
 from .io import atomic_dir, sha256_file
 
-WEIGHTS_NAME = "ilf_feedback.safetensors"
-CONFIG_NAME = "ilf_config.json"
 FORMAT = "ilf-feedback"
 FORMAT_VERSION = 1
 DIGEST_ATOL = 5e-2  # digest tolerance: survives fp16/bf16 casts, not another checkpoint
@@ -149,16 +148,8 @@ def read_feedback_config(path: str | os.PathLike) -> dict:
     """Read and verify an adapter folder's ilf_config.json alone (no tensors loaded): its metadata, with "loop"
     and "config" (the ILFConfig it was saved with). Raises `FeedbackNotFoundError` for a missing folder,
     `CorruptFeedbackError` for anything else."""
-    path = Path(path)
+    path = check_feedback_folder(path)
     cfg_file = path / CONFIG_NAME
-    if not path.exists():
-        raise FeedbackNotFoundError(f"feedback folder {path} does not exist; pass the folder written by "
-                                    "save_feedback / `ilf train` (it holds ilf_config.json and ilf_feedback.safetensors)")
-    if not path.is_dir() or not cfg_file.is_file():
-        raise CorruptFeedbackError(
-            f"{path} is not an ilf feedback folder (no {CONFIG_NAME}); pass the folder written by "
-            "save_feedback / `ilf train`"
-        )
     try:
         meta = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -6,7 +6,8 @@ import re
 import time
 from pathlib import Path
 
-from .argtypes import COUNT, INDEX, add_loop_arg, add_threads_arg, check_plan_fits, int_range, set_threads
+from .argtypes import (COUNT, INDEX, add_loop_arg, add_threads_arg, check_plan_fits, guidance_scale, int_range,
+                       set_threads)
 from .choices import DTYPE_NAMES, T_POST_STRATEGIES
 from .dtypes import torch_dtype
 from .loading import load_pipeline
@@ -50,7 +51,27 @@ def cache_spec(text: str) -> tuple[str, int, int]:
     return parts[0], int(parts[1]), int(parts[2])
 
 
+def check_inputs(args, class_to_image: bool) -> None:
+    """A class-to-image pipeline needs --class-id, a text-to-image one --prompt: a usage error (exit 2)."""
+    from .errors import ILFError
+
+    if class_to_image and not args.class_id:
+        raise ILFError("a class-to-image pipeline (DiT) needs --class-id ID [ID ...], e.g. --class-id 3 7")
+    if not class_to_image and not args.prompt:
+        raise ILFError('a text-to-image pipeline needs --prompt TEXT [TEXT ...], e.g. --prompt "a red circle"')
+
+
 def cmd_generate(args) -> int:
+    if args.world:  # known before anything is loaded
+        from .worlds.paths import DATA_OF
+
+        check_inputs(args, class_to_image=DATA_OF[args.world] == "digits")
+    if args.feedback and args.feedback != "shipped":  # a mistyped folder is said before torch is imported
+        from .folders import check_feedback_folder
+        from .hub import is_repo_id
+
+        if Path(args.feedback).exists() or not is_repo_id(args.feedback):
+            check_feedback_folder(args.feedback)
     import torch
 
     from .caching import apply_cache
@@ -90,13 +111,10 @@ def cmd_generate(args) -> int:
     elif trained is not None and trained.guidance_scale is not None:
         call["guidance_scale"] = trained.guidance_scale
     is_dit = type(pipe).__name__ == "DiTPipeline"
+    check_inputs(args, class_to_image=is_dit)
     if is_dit:
-        if not args.class_id:
-            raise SystemExit("ilf generate: a class-to-image pipeline needs --class-id")
         inputs, names = dict(class_labels=args.class_id), [f"class{c}" for c in args.class_id]
     else:
-        if not args.prompt:
-            raise SystemExit("ilf generate: a text-to-image pipeline needs --prompt")
         inputs, names = dict(prompt=args.prompt), [_slug(p) for p in args.prompt]
         inputs["num_images_per_prompt"] = args.num_images
         if args.world in FLOW_WORLDS:  # a pipeline without text encoders: MiniLM embeddings come in
@@ -141,7 +159,7 @@ def register(sub) -> None:
     p.add_argument("--cache", type=cache_spec, help="the paper's cache instead, as LOCATION:BLOCKS:REFRESH, e.g. inner:18:3")
     p.add_argument("--steps", type=COUNT, help="denoising steps (default: the feedback's trained step count, else 10 with --feedback, "
                    "the paper's ILF setting; 20 without)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the feedback's trained one, else the pipeline's)")
+    p.add_argument("--guidance", type=guidance_scale, help="classifier-free guidance scale (default: the feedback's trained one, else the pipeline's)")
     p.add_argument("--num-images", type=COUNT, default=1, help="images per prompt (default: 1)")
     p.add_argument("--seed", type=INDEX, default=0, help="random seed (default: 0)")
     p.add_argument("--upscale", type=int_range(1, 64), metavar="K",

@@ -21,7 +21,7 @@ from .runtime import ILFRuntime
 
 def apply_ilf(
     target,
-    config: ILFConfig | str | os.PathLike | None = None,
+    config: ILFConfig | CorrectorConfig | str | os.PathLike | None = None,
     *,
     feedback: FeedbackModule | None = None,
     scheduler=None,
@@ -62,12 +62,15 @@ def apply_ilf(
         image = pipe("a red fox in the snow", num_inference_steps=10).images[0]
         remove_ilf(pipe)
     """
+    if config is None:  # no silent default: an untrained paper loop would change the output, fit no 12-block model
+        raise ILFError(
+            "apply_ilf() needs what to attach: a feedback folder or Hub repo id (from `ilf train` / save_feedback), "
+            "an ILFConfig(loop=(b, e)) for a new inner loop, or a CorrectorConfig() for a new TaylorSeer corrector"
+        )
     model, clock = resolve_target(target, scheduler)
     adapter = get_adapter(model)
     refuse_attached(model, "apply_ilf()")
     refuse_diffusers_cache(model, "ILF")
-    if config is None:
-        config = ILFConfig()
     if isinstance(config, CorrectorConfig):  # a new, untrained corrector of a training-free cache
         config = dataclasses.replace(config, **overrides) if overrides else config
         return apply_corrector(target, config, feedback=feedback, scheduler=scheduler)
@@ -92,7 +95,8 @@ def apply_ilf(
         feedback = feedback or fb
     else:
         if not isinstance(config, ILFConfig):
-            raise ILFError(f"config must be an ILFConfig or a feedback folder path, got {type(config).__name__}")
+            raise ILFError(f"config must be a feedback folder (or Hub repo id), an ILFConfig or a CorrectorConfig, "
+                           f"got {type(config).__name__}")
         config = dataclasses.replace(config, **overrides) if overrides else config
         if feedback is None:
             feedback = build_feedback(model, config, adapter)

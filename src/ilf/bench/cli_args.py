@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ilf.argtypes import COUNT, INDEX
+from ilf.argtypes import COUNT, INDEX, guidance_scale
 from ilf.choices import DTYPE_NAMES, TINY_KINDS
 from ilf.dtypes import torch_dtype
 from ilf.worlds.paths import BACKBONE_WORLDS
@@ -33,7 +33,7 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", choices=["default", "dpm++", "ddim", "euler"], default=None,
                    help="denoising scheduler: the pipeline's own (default), DPM-Solver++ multistep (the paper's), "
                    "DDIM or Euler, built from the pipeline's scheduler config")
-    g.add_argument("--guidance-scale", type=float, default=None,
+    g.add_argument("--guidance-scale", type=guidance_scale, default=None,
                    help="classifier-free guidance scale (default: the pipeline's / world's own)")
     g.add_argument("--threads", type=COUNT, default=None, metavar="N",
                    help="torch CPU threads (default: torch's; 1 is fastest for --tiny models on a shared machine)")

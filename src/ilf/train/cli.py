@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..argtypes import COUNT, INDEX, add_loop_arg, add_threads_arg, fraction, positive_float, set_threads
+from ..argtypes import (COUNT, INDEX, add_loop_arg, add_threads_arg, fraction, guidance_scale, non_negative_float,
+                        positive_float, set_threads)
 from ..choices import DTYPE_NAMES, INIT_MODES, MIXED_PRECISION, T_POST_STRATEGIES
 from ..worlds.paths import BACKBONE_WORLDS
 
@@ -95,7 +96,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--student-steps", type=COUNT,
                    help="the inference step count the feedback is trained for; recorded in the adapter (default: 10; "
                    "20 with --distill corrector)")
-    g.add_argument("--guidance-scale", type=float,
+    g.add_argument("--guidance-scale", type=guidance_scale,
                    help="classifier-free guidance of the student and teacher paths (default: the world's, else the "
                    "pipeline class's own default: PixArt 4.5, DiT 4.0)")
     g.add_argument("--scheduler",
@@ -108,8 +109,8 @@ def add_train_parser(sub) -> None:
     g.add_argument("--rollout-noise", default="fixed", choices=["fixed", "fresh"],
                    help="fixed: the same --rollout-size noises throughout; fresh: new noises (and their teacher paths) "
                    "at every rollout (default: fixed)")
-    g.add_argument("--diffusion-weight", type=float, default=1.0, help="weight of the diffusion loss (default: 1)")
-    g.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation MSE (default: 1)")
+    g.add_argument("--diffusion-weight", type=non_negative_float, default=1.0, help="weight of the diffusion loss (default: 1)")
+    g.add_argument("--distill-weight", type=non_negative_float, default=1.0, help="weight of the distillation MSE (default: 1)")
     g.add_argument("--caption-dropout", type=fraction, default=0.1, help="probability of the empty caption (default: 0.1)")
     g.add_argument("--class-dropout", type=fraction, default=0.1, help="probability of the null class (default: 0.1)")
     g = p.add_argument_group("corrector (--distill corrector): a trained corrector of diffusers' TaylorSeer cache")
@@ -141,11 +142,11 @@ def add_train_parser(sub) -> None:
                    "gradient accumulation makes up the rest")
     g.add_argument("--epochs", type=positive_float, help="passes over the data (finite data sets)")
     g.add_argument("--max-steps", type=COUNT, help="optimizer steps (overrides --epochs)")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    g.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="AdamW weight decay (default: 0)")
     g.add_argument("--lr-scheduler", default="constant_with_warmup",
                    help="diffusers LR schedule name (constant, constant_with_warmup, cosine, linear, …)")
     g.add_argument("--warmup-steps", type=INDEX, default=0, help="LR warm-up steps (default: 0)")
-    g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm, 0 = off (default: 1)")
+    g.add_argument("--max-grad-norm", type=non_negative_float, default=1.0, help="gradient clipping norm, 0 = off (default: 1)")
     g.add_argument("--ema-decay", type=float, help="keep an EMA of the feedback with this decay; saved as the result")
     g = p.add_argument_group("engine")
     g.add_argument("--mixed-precision", default="no", choices=MIXED_PRECISION, help="accelerate autocast (default: no)")
@@ -234,7 +235,7 @@ def add_precompute_parser(sub) -> None:
     g.add_argument("--student-steps", type=COUNT, default=10, help="the student's step count the paths serve (default: 10)")
     g.add_argument("--teacher-steps", type=COUNT, help="the teacher's finer grid (default: 2 × --student-steps, or the "
                    "next count whose grid holds the student's, e.g. 3N − 2 for FlowMatchEuler)")
-    g.add_argument("--guidance-scale", type=float, help="guidance of the paths (default: the pipeline class's own)")
+    g.add_argument("--guidance-scale", type=guidance_scale, help="guidance of the paths (default: the pipeline class's own)")
     g.add_argument("--scheduler", help="a diffusers scheduler class instead of the pipeline's (default: the pipeline's)")
     g.add_argument("--seed", type=INDEX, default=0, help="the training run's --seed: fixes noises and conditions (default: 0)")
     add_threads_arg(p)
