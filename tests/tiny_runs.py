@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ilf.tiny import pixart_call_kwargs, tiny_pipeline
-from ilf.tiny_mmdit import mmdit_call_kwargs
+from ilf.tiny import call_kwargs, pixart_call_kwargs, tiny_pipeline
 
 CASES = {
     "pixart-alpha": ("pixart-alpha", {"guidance_scale": 4.5}, 1),
@@ -16,6 +15,10 @@ CASES = {
     "flux": ("flux", {}, 1),
     "flux-dev": ("flux-dev", {"guidance_scale": 3.5}, 1),
     "flux-true-cfg": ("flux", {"negative_prompt": ["", ""], "true_cfg_scale": 3.0}, 2),
+    # video ([B, C, F, H, W] latents): CFG as two calls per step, cond then uncond (Wan: guidance 5.0 from
+    # call_kwargs; HunyuanVideo 1.5: the pipeline's guider, 6.0)
+    "wan": ("wan", {}, 2),
+    "hunyuan-video-1.5": ("hunyuan-video-1.5", {}, 2),
 }
 LAYERS = {"flux": 3, "flux-dev": 3}  # Flux: 3 dual + 3 single blocks; the others 6 blocks
 
@@ -40,5 +43,5 @@ def run(pipe, steps: int = 5) -> torch.Tensor:
                    output_type="latent", height=16, width=16, **pixart_call_kwargs(), **pipe.options)
     else:
         out = pipe(["a red cat above a dog", "a blue square"], num_inference_steps=steps, generator=g,
-                   output_type="latent", **mmdit_call_kwargs(pipe.kind), **pipe.options)
-    return torch.as_tensor(out.images)
+                   output_type="latent", **call_kwargs(pipe.kind), **pipe.options)
+    return torch.as_tensor(out.frames if hasattr(out, "frames") else out.images)  # video pipelines: .frames

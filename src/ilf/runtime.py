@@ -201,18 +201,22 @@ class ILFRuntime:
         model = self.model
         model.add_module(FEEDBACK_ATTR, self.feedback)
         setattr(model, RUNTIME_ATTR, self)
-        handle, self.planner = attach_planner(model, self, ILF_MODEL_HOOK, self.clock, self.adapter)
-        self._hooked.append(handle)
-        self.sites = self.adapter.sites(model)  # the block contract, read once per attach
-        self.loop_hooks = []  # the hooks of blocks b..e, in order
-        b, e = self.config.loop
-        self.loop_sites = self.sites[b:e + 1]
-        for site in self.sites[b:]:
-            hook = _BlockHook(self, site, ArgBinder(type(site.module).forward))
-            self._hooked.append(register(site.module, hook, ILF_BLOCK_HOOK))
-            if site.index <= e:
-                self.loop_hooks.append(hook)
-        self._hooked += self.adapter.install_time_hooks(model, self)
+        try:
+            handle, self.planner = attach_planner(model, self, ILF_MODEL_HOOK, self.clock, self.adapter)
+            self._hooked.append(handle)
+            self.sites = self.adapter.sites(model)  # the block contract, read once per attach
+            self.loop_hooks = []  # the hooks of blocks b..e, in order
+            b, e = self.config.loop
+            self.loop_sites = self.sites[b:e + 1]
+            for site in self.sites[b:]:
+                hook = _BlockHook(self, site, ArgBinder(type(site.module).forward))
+                self._hooked.append(register(site.module, hook, ILF_BLOCK_HOOK))
+                if site.index <= e:
+                    self.loop_hooks.append(hook)
+            self._hooked += self.adapter.install_time_hooks(model, self)
+        except BaseException:  # a refusal while attaching (an adapter's time hooks: Wan's t_post) changes nothing
+            self.detach()
+            raise
         return self
 
     def detach(self) -> FeedbackModule:

@@ -54,16 +54,22 @@ class AdaLNSingleTimeHook(ModelHook):
 
 
 class TembTimeHook(ModelHook):
-    def __init__(self, runtime, binder: ArgBinder):
+    """`like_dtype`: hand t_post over in the dtype of the call's own timestep (HunyuanVideo 1.5 runs its time
+    embedding's linears in the timestep's dtype: a float32 t_post in a bf16 run would not fit them)."""
+
+    def __init__(self, runtime, binder: ArgBinder, like_dtype: bool = False):
         super().__init__()
-        self.runtime, self.binder = runtime, binder
+        self.runtime, self.binder, self.like_dtype = runtime, binder, like_dtype
 
     def new_forward(self, module, *args, **kwargs):
         temb = self.fn_ref.original_forward(*args, **kwargs)  # [B, D] at t
         loop = self.runtime.active  # armed only during a feedback call
         if loop is None:
             return temb
-        t_post = post_time(self.runtime, loop, self.binder.get(args, kwargs, "timestep"))
+        t = self.binder.get(args, kwargs, "timestep")
+        t_post = post_time(self.runtime, loop, t)
+        if self.like_dtype and torch.is_tensor(t) and t.is_floating_point():
+            t_post = t_post.to(t.dtype)
         post_args, post_kwargs = self.binder.replace(args, kwargs, "timestep", t_post)
         loop.set_post_block_kwargs({"temb": self.fn_ref.original_forward(*post_args, **post_kwargs)})
         return temb
