@@ -167,19 +167,19 @@ class CacheCorrector:
             self.set_schedule(self.config.num_inference_steps)
             self.plan = CallPlan("forecast", step=given.get("step"), given=given)
             return
-        if cache_step is not None:
-            step, num_steps = (int(v) for v in cache_step)
+        if cache_step is not None:  # explicit: branch = the call's position within its step (true CFG: cond,
+            step, num_steps = (int(v) for v in cache_step)  # then uncond); an earlier step starts a new run
+            if self.last is None or step < self.last[0]:
+                self.reset()
+            branch = self.last[1] + 1 if self.last is not None and self.last[0] == step else 0
         elif self.clock is not None:
             info = call.step()  # the scheduler's counter, checked against the dtype the model got (Flux bf16)
-            step, num_steps = info.index, info.num_steps
+            step, num_steps, branch = info.index, info.num_steps, call.branch()
+            if call.starts_run():  # the planner's rule: a new schedule or an earlier step
+                self.reset()
         else:
             raise ScheduleError("the corrector on a bare transformer needs apply_ilf(model, ..., scheduler=...) or "
                                 "ilf_cache_step=(step, num_steps) per call")
-        # Branch = the call's position within its step (true CFG: cond, then uncond). An earlier step than the
-        # last call's starts a new run: the cache state is dropped.
-        if self.last is None or step < self.last[0]:
-            self.reset()
-        branch = self.last[1] + 1 if self.last is not None and self.last[0] == step else 0
         self.last = (step, branch)
         while len(self.branches) <= branch:
             dtype = next(self.model.parameters()).dtype  # factors in the model's dtype, as `ilf bench` runs it

@@ -62,6 +62,7 @@ class CallPlanner:
         self.model, self.adapter, self.clock = model, adapter, clock
         self.binder = ArgBinder(type(model).forward)  # the model's signature, read once
         self._last: tuple[object, int, int] | None = None  # (schedule, step index, branch) of the last call
+        self.new_run = True  # whether the last located call began a run (executors drop their run state then)
 
     def locate(self, timestep) -> StepInfo:
         """The step of a call with the model's `timestep` argument; sync-free (see `SchedulerClock.locate_call`)."""
@@ -78,6 +79,8 @@ class CallPlanner:
         schedule = getattr(sched, "timesteps", None)
         last = self._last
         branch = last[2] + 1 if last is not None and last[0] is schedule and last[1] == step.index else 0
+        # a new run: a new schedule (the pipeline's `set_timesteps` made new timesteps), or an earlier step
+        self.new_run = last is None or last[0] is not schedule or step.index < last[1]
         self._last = (schedule, step.index, branch)
         return branch
 
@@ -102,11 +105,17 @@ class ModelCall:
         if self._step is None:
             step = self.planner.locate(self.inputs.get("timestep"))
             self._step = (step, self.planner.branch_of(step))
+            self._new_run = self.planner.new_run
         return self._step[0]
 
     def branch(self) -> int:
         self.step()
         return self._step[1]
+
+    def starts_run(self) -> bool:
+        """Whether this call begins a new run of the pipeline (a new schedule, or an earlier step)."""
+        self.step()
+        return self._new_run
 
 
 class CallExecutor(Protocol):
