@@ -3,15 +3,15 @@
     from ilf import worlds
 
     pipe = worlds.load_pipeline("shapes")                     # PixArtAlphaPipeline, 12-block PixArt, MiniLM text
-    img = pipe("a large red circle in the center", **worlds.CALL_KWARGS["shapes"]).images[0]
+    img = pipe("a large red circle in the center").images[0]  # the world's CALL_KWARGS are the call's defaults
     worlds.load_evaluator("shapes").score([img], ["a large red circle in the center"])
 
     pipe = worlds.load_pipeline("digits")                     # DiTPipeline, 12-block DiT, classes "0".."9"
     worlds.make_batch("digits", range(64))                    # clean latents + labels for a training loop
 
     pipe = worlds.load_pipeline("shapes-flow")                # StableDiffusion3Pipeline, 12-block rectified flow
-    img = pipe(**worlds.prompt_kwargs("shapes-flow", ["two small blue squares"]),
-               **worlds.CALL_KWARGS["shapes-flow"]).images[0]  # no text encoder in the pipeline: MiniLM embeddings
+    img = pipe("two small blue squares").images[0]            # no text encoder: the strings become MiniLM
+                                                              # embeddings (worlds.prompt_kwargs)
 
 Data: `shapes.sample(index, split, seed)`, `shapes.prompts(split)`, `shapes.eval_prompts()`,
 `digits.sample(index, split)`. Retrain assets with `python -m ilf.worlds.train_vae | train_backbone |

@@ -1,14 +1,19 @@
 """Load the worlds' shipped models as ordinary diffusers objects.
 
     pipe = load_pipeline("shapes")
-    images = pipe("a large red circle in the center", **CALL_KWARGS["shapes"]).images
+    images = pipe("a large red circle in the center").images          # the world's call defaults (CALL_KWARGS)
 
     pipe = load_pipeline("digits")
-    images = pipe(class_labels=pipe.get_label_ids(["3", "7"]), **CALL_KWARGS["digits"]).images
+    images = pipe(class_labels=pipe.get_label_ids(["3", "7"])).images
 
     pipe = load_pipeline("shapes-flow")
-    images = pipe(**prompt_kwargs("shapes-flow", ["a large red circle in the center"]),
-                  **CALL_KWARGS["shapes-flow"]).images
+    images = pipe("a large red circle in the center").images          # MiniLM embeddings made by prompt_kwargs
+
+Each pipeline is the stock diffusers class with the world's call defaults filled in: a subclass of the same name
+(`type(pipe).__mro__[1]` is diffusers' own) whose `__call__` adds what `CALL_KWARGS[world]` holds and the caller
+left out (PixArt's resolution binning knows no 32 px bins; the worlds were trained at 16 caption tokens, 20 steps,
+their own guidance), and, on shapes-flow, turns prompt strings into the MiniLM embeddings its pipeline takes.
+Explicit arguments always win; `save_pretrained` records the stock class.
 
 shapes -> `PixArtAlphaPipeline` (MiniLM tokenizer + text encoder, our VAE, our `PixArtTransformer2DModel`);
 digits -> `DiTPipeline` (our VAE, our `DiTTransformer2DModel`, id2label "0".."9"). Both use
@@ -56,6 +61,48 @@ _TRANSFORMER_CLASS = {"shapes": PixArtTransformer2DModel, "digits": DiTTransform
 FLOW_SHIFT = 1.0
 
 
+_WORLD_CLASSES: dict[tuple[type, str], type] = {}
+
+
+def _with_world_defaults(pipe, world: str):
+    """Give `pipe` its world's call defaults (see the module doc), in place; returns it."""
+    import functools
+
+    base = type(pipe)
+    key = (base, world)
+    if key not in _WORLD_CLASSES:
+        defaults = CALL_KWARGS[world]
+        flow = world in paths.FLOW_WORLDS
+
+        @functools.wraps(base.__call__)  # the stock signature, for inspect and help()
+        def __call__(self, *args, **kwargs):
+            if flow:
+                args, kwargs = _flow_prompts(self, world, args, kwargs)
+            return base.__call__(self, *args, **{**defaults, **kwargs})
+
+        _WORLD_CLASSES[key] = type(base.__name__, (base,), {
+            "__call__": __call__, "__module__": __name__, "__qualname__": base.__name__, "world": world,
+            "__doc__": f"diffusers' {base.__name__} with the {world!r} world's call defaults ({defaults}).",
+        })
+    pipe.__class__ = _WORLD_CLASSES[key]
+    return pipe
+
+
+def _flow_prompts(pipe, world: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A flow world's pipeline has no text encoder: prompt strings become `prompt_kwargs`' embeddings."""
+    prompt = args[0] if args else kwargs.pop("prompt", None)
+    args = args[1:]
+    if prompt is None or kwargs.get("prompt_embeds") is not None:
+        return (prompt, *args) if prompt is not None else args, kwargs
+    negative = kwargs.pop("negative_prompt", None) or ""
+    if not isinstance(negative, str):
+        raise ValueError(f"the {world!r} pipeline takes one negative_prompt string for every image, got {negative!r}")
+    count = kwargs.pop("num_images_per_prompt", None) or 1
+    kwargs.update(prompt_kwargs(world, prompt, negative_prompt=negative, num_images_per_prompt=count,
+                                device=pipe._execution_device, dtype=pipe.transformer.dtype))
+    return args, kwargs
+
+
 def _check_world(world: str) -> None:
     if world not in paths.BACKBONE_WORLDS:
         raise ValueError(f"world must be one of {paths.BACKBONE_WORLDS}, got {world!r}")
@@ -75,7 +122,7 @@ def build_pipeline(world: str, transformer, vae: AutoencoderKL, device="cpu", dt
     """Assemble the world's real diffusers pipeline around given modules (training previews use this)."""
     _check_world(world)
     if world in paths.FLOW_WORLDS:
-        return _build_flow_pipeline(transformer, vae, device)
+        return _with_world_defaults(_build_flow_pipeline(transformer, vae, device), world)
     scheduler = DPMSolverMultistepScheduler()  # defaults = DDPMScheduler's linear betas, 1000 steps; DPM-Solver++
     if world == "shapes":
         pipe = PixArtAlphaPipeline(
@@ -85,7 +132,7 @@ def build_pipeline(world: str, transformer, vae: AutoencoderKL, device="cpu", dt
     else:
         pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler, id2label=digits.ID2LABEL)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return _with_world_defaults(pipe.to(device), world)
 
 
 def load_pipeline(world: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
