@@ -26,6 +26,7 @@ _EXPORTS = {
     "FeedbackModule": "feedback", "load_feedback": "feedback",
     "apply_ilf": "pipeline", "remove_ilf": "pipeline", "save_feedback": "pipeline",
     "feedback_steps": "schedule", "predicted_block_forwards": "schedule",
+    "train_corrector": "train.train_corrector",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -36,6 +36,7 @@ class TrainConfig:
     pipeline: str | None = None  # a diffusers pipeline folder or hub id
     world: str | None = None  # an embedded world (worlds.paths.BACKBONE_WORLDS): the offline default
     data: Path | None = None
+    prompts: Path | None = None  # --distill corrector: a text file, one prompt (or class id) per line
     data_type: str = "auto"  # auto | captions | classes | shards
     resolution: int | None = None  # image side for raw folders; default: the backbone's
     max_sequence_length: int | None = None
@@ -57,6 +58,7 @@ class TrainConfig:
     rollout_every: int = 100
     rollout_size: int | None = None  # default 256 (the world recipe of --distill corrector: 128)
     rollout_noise: str = "fixed"  # fixed: one set of noises; fresh: new noises (and teacher paths) every rollout
+    record_batch: int | None = None  # corrector: prompts per recorded pipeline call (default: min(16, per-device batch))
     # corrector (--distill corrector): the TaylorSeer cache it stacks on, and what runs fresh
     cache_interval: int = 2
     cache_warmup: int = 3
@@ -107,10 +109,19 @@ class TrainConfig:
 
         if self.world is not None and self.world not in BACKBONE_WORLDS:
             raise ILFError(f"--world must be one of {BACKBONE_WORLDS}, got {self.world!r}")
-        if self.pipeline is not None and self.data is None:
-            raise ILFError("--pipeline needs --data (an image folder, class folders, or shards from `ilf precompute`)")
         if self.distill not in DISTILL_MODES:
             raise ILFError(f"--distill must be one of {DISTILL_MODES}, got {self.distill!r}")
+        if self.pipeline is not None and self.data is None and self.distill != "corrector":
+            raise ILFError("--pipeline needs --data (an image folder, class folders, or shards from `ilf precompute`); "
+                           "--distill corrector needs only --prompts")
+        if self.distill == "corrector" and self.data is not None:
+            raise ILFError("--distill corrector records the pipeline's own sampling and reads no --data; give "
+                           "--prompts FILE (or --world NAME) instead")
+        if self.prompts is not None and self.distill != "corrector":
+            raise ILFError("--prompts is for --distill corrector; the other objectives read --data")
+        if self.rollout_noise == "fresh" and self.distill == "corrector":
+            raise ILFError("--rollout-noise fresh is not available with --distill corrector (its recordings are of "
+                           "one noise per prompt); give more prompts instead")
         if self.student_steps is None:
             self.student_steps = 20 if self.distill == "corrector" else 10
         if self.rollout_noise not in ROLLOUT_NOISES:
@@ -124,6 +135,7 @@ class TrainConfig:
             raise ILFError("--teacher-steps must be >= 1")
         for flag, value, lo in (("--student-steps", self.student_steps, 1), ("--rollout-every", self.rollout_every, 1),
                                 ("--rollout-size", self.rollout_size, 1), ("--max-steps", self.max_steps, 1),
+                                ("--record-batch", self.record_batch, 1),
                                 ("--batch-size", self.batch_size, 1), ("--per-device-batch", self.per_device_batch, 1),
                                 ("--checkpoint-every", self.checkpoint_every, 0),
                                 ("--keep-checkpoints", self.keep_checkpoints, 1), ("--log-every", self.log_every, 1),
@@ -190,5 +202,6 @@ class TrainConfig:
         d = asdict(self)
         d["output_dir"] = str(self.output_dir)
         d["data"] = None if self.data is None else str(self.data)
+        d["prompts"] = None if self.prompts is None else str(self.prompts)
         d["loop"] = None if self.loop is None else list(self.loop)
         return d

@@ -134,7 +134,11 @@ def resolve_loop(cfg: TrainConfig, model) -> None:
         raise LoopRangeError(f"--loop {cfg.loop[0]} {cfg.loop[1]}: {err}") from None
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, pipe=None, prompts: list | None = None, call_kwargs: dict | None = None) -> TrainResult:
+    """Train what `cfg` says. The corrector (`--distill corrector`) trains on recordings of the pipeline's own
+    sampling (`native.py`): `pipe` (default: loaded from cfg), `prompts` (default: the file cfg.prompts, or the
+    world's train prompts) and `call_kwargs`, given to every call (default: the world's). The other objectives
+    read cfg.data."""
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         log_with=None if cfg.report_to == "none" else cfg.report_to,
@@ -146,25 +150,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     accelerator.gradient_accumulation_steps = accum
     per_device = cfg.batch_size // (world_size * accum)
 
-    source = open_source(cfg.data, cfg.data_type, cfg.resolution, cfg.world, cfg.seed)
-    if isinstance(source, TeacherPaths) and cfg.distill != "trajectory":
-        raise ILFError(f"{cfg.data} holds precomputed teacher paths, which only --distill trajectory trains on; "
-                       "pass image folders or `ilf precompute` shards for the other objectives")
-    pipe, _ = load_pipeline(cfg.world, cfg.pipeline, dtype=torch_dtype(cfg.backbone_dtype),
-                          skip=("text_encoder", "tokenizer", "vae") if source.encoded else ())
-    use_scheduler(pipe, cfg.scheduler)
+    source = None
+    if cfg.distill == "corrector":
+        from .native_inputs import native_inputs
+
+        pipe, prompts, call_kwargs = native_inputs(cfg, pipe, prompts, call_kwargs)
+    else:
+        source = open_source(cfg.data, cfg.data_type, cfg.resolution, cfg.world, cfg.seed)
+        pipe = _data_pipeline(cfg, accelerator, source)
     model = pipe.transformer
-    resolve_loop(cfg, model)
-    if source.encoded:  # precomputed in any dtype (`ilf precompute --dtype bf16`): read in the backbone's
-        stored, want = source.stored_dtypes(), torch_dtype(cfg.backbone_dtype)
-        source.set_float_dtype(want)
-        if stored - {str(want), _SAFETENSORS_NAMES.get(want)}:
-            accelerator.print(f"{cfg.data}: precomputed in {', '.join(sorted(stored))}; read as {cfg.backbone_dtype} "
-                              "(--backbone-dtype), the frozen backbone's dtype")
-    if source.kind != get_adapter(model).conditioning:
-        raise ILFError(f"{source.kind}-conditioned data do not fit {type(model).__name__}: captions need a "
-                       "text-to-image backbone (PixArt, SD3, Sana), class folders a class-conditional one (DiT)")
-    default_resolution(source, pipe)
     pipe.to(accelerator.device)
     model.requires_grad_(False).eval()  # frozen; eval also keeps DiT's label embedding from dropping labels
     adapter = get_adapter(model)
@@ -190,7 +184,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         ema = EMAModel(feedback.parameters(), decay=cfg.ema_decay)
     optimizer = torch.optim.AdamW(feedback.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = cfg.total_steps(len(source) if getattr(source, "bounded", True) else None)
+    total_steps = cfg.total_steps(None if source is None or not getattr(source, "bounded", True) else len(source))
     from diffusers.optimization import get_scheduler
 
     # accelerate steps a prepared scheduler once per process per optimizer step: count in those units
@@ -200,7 +194,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     ckpt.CheckpointHooks(accelerator, feedback, ema)
 
     skipped = [0]
-    objective = build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per_device, accum, skipped)
+    if source is None:  # the corrector, on recordings of the pipeline's own sampling
+        from .native import PipelineCorrectorObjective
+
+        objective = PipelineCorrectorObjective(
+            pipe=pipe, runtime=runtime, prompts=prompts, call_kwargs=call_kwargs, output_dir=cfg.output_dir,
+            num_steps=cfg.student_steps, teacher_steps=cfg.teacher_steps, rollout_every=cfg.rollout_every,
+            per_device=per_device, accelerator=accelerator, seed=cfg.seed,
+            record_batch=cfg.record_batch or min(16, per_device), log=accelerator.print)
+    else:
+        objective = build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per_device, accum,
+                                    skipped)
     start_step = 0
     if resume_dir is not None:
         accelerator.load_state(str(resume_dir))
@@ -296,6 +300,28 @@ def train(cfg: TrainConfig) -> TrainResult:
             ema.restore(feedback.parameters())
     end_processes(accelerator)
     return TrainResult(cfg.output_dir, feedback_dir, total_steps, skipped[0], last, accelerator.is_main_process)
+
+
+def _data_pipeline(cfg: TrainConfig, accelerator, source):
+    """The pipeline of a data-driven objective, checked against its data (what it is conditioned on, dtypes)."""
+    if isinstance(source, TeacherPaths) and cfg.distill != "trajectory":
+        raise ILFError(f"{cfg.data} holds precomputed teacher paths, which only --distill trajectory trains on; "
+                       "pass image folders or `ilf precompute` shards for the other objectives")
+    pipe, _ = load_pipeline(cfg.world, cfg.pipeline, dtype=torch_dtype(cfg.backbone_dtype),
+                            skip=("text_encoder", "tokenizer", "vae") if source.encoded else ())
+    use_scheduler(pipe, cfg.scheduler)
+    resolve_loop(cfg, pipe.transformer)
+    if source.encoded:  # precomputed in any dtype (`ilf precompute --dtype bf16`): read in the backbone's
+        stored, want = source.stored_dtypes(), torch_dtype(cfg.backbone_dtype)
+        source.set_float_dtype(want)
+        if stored - {str(want), _SAFETENSORS_NAMES.get(want)}:
+            accelerator.print(f"{cfg.data}: precomputed in {', '.join(sorted(stored))}; read as {cfg.backbone_dtype} "
+                              "(--backbone-dtype), the frozen backbone's dtype")
+    if source.kind != get_adapter(pipe.transformer).conditioning:
+        raise ILFError(f"{source.kind}-conditioned data do not fit {type(pipe.transformer).__name__}: captions need a "
+                       "text-to-image backbone (PixArt, SD3, Sana), class folders a class-conditional one (DiT)")
+    default_resolution(source, pipe)
+    return pipe
 
 
 def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per_device, accum, skipped):

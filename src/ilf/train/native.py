@@ -1,0 +1,305 @@
+"""The corrector's objective on the user's own pipeline: record its sampling, replay its transformer.
+
+For S prompts (each with its own seeded noise) and the corrector attached:
+
+    teacher   = the stock pipeline's run (the corrector bypassed): target_k = its state after step k (or, with a
+                finer --teacher-steps grid, its state at the student's next timestep)
+    rollout   = the pipeline's run with cache + corrector, re-recorded every `rollout_every` iterations: for
+                each forecast step k the transformer's arguments of every call (branch), the solver's (x_j, y_j,
+                t_j) up to k, and on every full step block e's outputs (and x_a): from those the trainer rebuilds
+                exactly the forecasts the runtime used (`corrector_state.BranchCache`)
+    loss      = MSE(scheduler.step(combine(transformer(args of step k | forecasts of step k)), t_k, x_k | the
+                rollout's solver state before k), target_k)     over the forecast steps k
+
+so every visited forecast state is trained to land the real solver update on the stock pipeline's path. No
+latent, conditioning or scheduler code of any family is written here: the pipeline builds all of it, and
+`guidance.fit` checks on every step that the rebuilt solver input equals the recorded one, as the replay of
+the scheduler must land on the recorded next state; anything else is refused.
+
+Records stream to `OUTPUT_DIR/record/` in shards (one pipeline call of `record_batch` prompts each, atomic
+safetensors); a shard holds only what the loss reads. Each rank records and trains on its own shards.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..corrector_state import BranchCache
+from ..errors import ILFError
+from .checkpoint import rank_generator
+from .guidance import Combination, combine, fit, tolerance
+from .objective import LossTerms
+from .prompts import generators, prompt_batches
+from .record import PipelineRecorder, capture_template, pack, primary_output, read_shard, unpack, write_shard
+
+STATE_FILE = "native_state.json"
+STOCK = {"ilf_feedback": False}  # the control kwarg that makes an attached corrector run the stock model
+
+
+def replay_check(run, step_kwargs: dict) -> None:
+    """The scheduler, replayed from its template with the recorded inputs, must land on every recorded state."""
+    if step_kwargs.get("generator"):
+        raise ILFError("the pipeline passes a generator to scheduler.step: its solver is stochastic (e.g. ancestral or "
+                       "SDE sampling), so a replayed step cannot land on the recorded state. Train with a "
+                       "deterministic scheduler (DPM-Solver++, UniPC, Euler, flow matching Euler)")
+    sched = copy.deepcopy(run.template)
+    for k, s in enumerate(run.steps):
+        out = sched.step(s.model_output, s.t, s.sample, return_dict=False, **step_kwargs)[0]
+        err = float((out.float() - s.prev.float()).pow(2).mean().sqrt() / (s.prev.float().pow(2).mean().sqrt() + 1e-12))
+        if err > tolerance(s.prev.dtype):
+            raise ILFError(f"step {k}: replaying {type(sched).__name__}.step from the recorded inputs does not land on "
+                           f"the recorded state (relative error {err:.2g}); a stochastic or stateful solver cannot "
+                           "be replayed. Train with a deterministic scheduler (DPM-Solver++, UniPC, Euler)")
+
+
+class ShardCache:
+    """Shards read from disk, the most recent kept in RAM up to `max_bytes`."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.items, self.size = max_bytes, OrderedDict(), 0
+
+    def get(self, path: Path):
+        key = str(path)
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key][0]
+        value = read_shard(path)
+        nbytes = sum(t.numel() * t.element_size() for t in value[1].values())
+        self.items[key] = (value, nbytes)
+        self.size += nbytes
+        while self.size > self.max_bytes and len(self.items) > 1:
+            _, (_, n) = self.items.popitem(last=False)
+            self.size -= n
+        return value
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.size = 0
+
+
+class PipelineCorrectorObjective:
+    """The corrector's loss on recordings of `pipe` (see the module docstring); the trainer's objective API:
+    `prepare`, `refresh(step)`, `loss(ddp_model, step, micro)`, `save(folder)`, `restore(folder)`."""
+
+    def __init__(self, *, pipe, runtime, prompts: list, call_kwargs: dict, output_dir: Path, num_steps: int,
+                 teacher_steps: int | None, rollout_every: int, per_device: int, accelerator, seed: int,
+                 record_batch: int, max_ram_bytes: int = 2 << 30, log=print):
+        self.pipe, self.runtime, self.prompts, self.call = pipe, runtime, prompts, dict(call_kwargs)
+        self.n, self.m = num_steps, teacher_steps or num_steps
+        if self.m < self.n:
+            raise ILFError(f"--teacher-steps {self.m} must be at least the {self.n} steps the corrector is trained for")
+        self.rollout_every, self.acc, self.seed, self.log = rollout_every, accelerator, seed, log
+        self.root = Path(output_dir) / "record"
+        self.forecast_steps = sorted(set(range(num_steps)) - set(runtime.config.compute_steps(num_steps)))
+        if not self.forecast_steps:
+            raise ILFError(f"the cache's schedule computes every one of the {num_steps} steps: nothing to correct; "
+                           "choose a larger --cache-interval or fewer --cache-warmup steps")
+        rank, world = accelerator.process_index, accelerator.num_processes
+        batches = prompt_batches(prompts, record_batch)
+        self.batches = [b for i, b in enumerate(batches) if i % world == rank]  # this rank's shards
+        if not self.batches:
+            raise ILFError(f"{len(prompts)} prompt(s) in batches of {record_batch} give {len(batches)} pipeline calls "
+                           f"for {world} processes: give at least {world * record_batch} prompts or a smaller "
+                           "record batch")
+        self.shards_per_loss = max(1, round(per_device / record_batch))
+        self.cache = ShardCache(max_ram_bytes)
+        self.templates: dict[int, object] = {}
+        self.rollout_dir: Path | None = None
+        self.rollout_step = -1
+        self.cost: dict = {}
+
+    # ---- recording ----
+    def _call(self, j: int, num_steps: int) -> dict:
+        idx, kwargs = self.batches[j]
+        return {**self.call, **kwargs, "num_inference_steps": num_steps,
+                "generator": generators(idx, self.seed), "output_type": self.call.get("output_type", "latent")}
+
+    def _rank_file(self, folder: Path, j: int) -> Path:
+        return folder / f"rank{self.acc.process_index:03d}-shard{j:05d}.safetensors"
+
+    def _record_teacher(self) -> None:
+        folder = self.root / f"teacher-{self.m}"
+        manifest = folder / f"rank{self.acc.process_index:03d}.json"
+        ident = {"prompts": repr(self.prompts), "call": repr(sorted(self.call.items())), "steps": self.m,
+                 "seed": self.seed, "student_steps": self.n}
+        if manifest.is_file() and json.loads(manifest.read_text()) == ident and all(
+                self._rank_file(folder, j).is_file() for j in range(len(self.batches))):
+            return  # recorded by the run this one resumes
+        start, total = time.perf_counter(), 0
+        student_ts = None
+        for j in self._progress(range(len(self.batches)), "record teacher"):
+            with PipelineRecorder(self.pipe, keep_call=lambda k: False, inject=STOCK) as rec, \
+                    rec.run() as run:
+                self.pipe(**self._call(j, self.m))
+            for k, s in enumerate(run.steps):
+                fit([c["output"] for c in s.calls], s.model_output, k)
+            replay_check(run, run.extra_step_kwargs)
+            if student_ts is None:
+                student_ts = self._student_timesteps(j)
+            targets = self._targets(run, student_ts)
+            tensors = {"x0": run.steps[0].sample.contiguous().cpu()}
+            tensors |= {f"target.{k}": targets[k].contiguous().cpu() for k in self.forecast_steps}
+            total += write_shard(self._rank_file(folder, j), {"steps": len(run.steps)}, tensors)
+            if j == 0:
+                self._report("teacher", j, start, total)
+        manifest.write_text(json.dumps(ident))
+        self.cost["teacher_seconds"] = time.perf_counter() - start
+
+    def _student_timesteps(self, j: int) -> torch.Tensor:
+        if j not in self.templates:
+            self.templates[j] = capture_template(self.pipe, self._call(j, self.n), STOCK)
+        return torch.as_tensor(self.templates[j].timesteps).double().cpu()
+
+    def _targets(self, run, student_ts: torch.Tensor) -> list[torch.Tensor]:
+        """The teacher's state at each student step's next timestep (its final state after the last step)."""
+        states = [s.sample for s in run.steps] + [run.steps[-1].prev]
+        if self.m == self.n:
+            return states[1:]
+        tt = torch.as_tensor(run.template.timesteps).double().cpu()
+        out = []
+        for k in range(1, len(student_ts)):
+            hit = torch.nonzero(torch.abs(tt - student_ts[k]) < 1e-3).flatten()
+            if len(hit) == 0:
+                raise ILFError(f"the student's {self.n}-step grid does not lie on the teacher's {self.m}-step grid; "
+                               "choose --teacher-steps whose timesteps include the student's (e.g. 2N for "
+                               "DDPM-style spacing) or leave it unset")
+            out.append(states[int(hit[0])])
+        return out + [states[-1]]
+
+    def _record_rollout(self, step: int) -> float:
+        folder = self.root / f"rollout-{step:08d}"
+        start, total, fulls = time.perf_counter(), 0, []
+        keep = set(self.forecast_steps)
+        self.runtime.on_full = lambda k, b, out_e, x_a: fulls.append((k, b, dict(out_e), dict(x_a)))
+        try:
+            for j in self._progress(range(len(self.batches)), f"record rollout @{step}"):
+                fulls.clear()
+                with PipelineRecorder(self.pipe, keep_call=lambda k: k in keep) as rec, rec.run() as run:
+                    self.pipe(**self._call(j, self.n))
+                self.templates[j] = run.template
+                replay_check(run, run.extra_step_kwargs)
+                total += write_shard(self._rank_file(folder, j), *self._rollout_shard(run, fulls))
+                if j == 0 and step == 0:
+                    self._report("rollout", j, start, total)
+        finally:
+            self.runtime.on_full = None
+        for old in sorted(self.root.glob("rollout-*"))[:-2]:  # keep this rollout and the one before (resume)
+            shutil.rmtree(old, ignore_errors=True)
+        self.rollout_dir, self.rollout_step = folder, step
+        self.cache.clear()
+        return time.perf_counter() - start
+
+    def _rollout_shard(self, run, fulls) -> tuple[dict, dict]:
+        last = self.forecast_steps[-1]
+        tensors, seen = {}, {}
+        steps = []
+        for k, s in enumerate(run.steps[:last + 1]):
+            entry = {"t": pack(s.t, tensors, seen), "x": pack(s.sample, tensors, seen),
+                     "y": pack(s.model_output, tensors, seen)}
+            if k in self.forecast_steps:
+                entry["comb"] = fit([c["output"] for c in s.calls], s.model_output, k).to_dict()
+                entry["calls"] = [pack(c["kwargs"], tensors, seen) for c in s.calls]
+            else:
+                fit([c["output"] for c in s.calls], s.model_output, k)  # every step's combination is checked
+            steps.append(entry)
+        full = [{"step": k, "branch": b, "h": pack(h, tensors, seen), "x": pack(x, tensors, seen)}
+                for k, b, h, x in fulls if k < last]
+        after = pack(run.steps[last].prev, tensors, seen)  # x after the last forecast step (replay checks)
+        return {"steps": steps, "full": full, "extra": run.extra_step_kwargs, "after": after}, tensors
+
+    def _report(self, what: str, j: int, start: float, nbytes: int) -> None:
+        n = len(self.batches[j][0])
+        per_prompt = nbytes / n
+        self.log(f"ilf train: the {what} record takes {per_prompt / 2**20:.2f} MiB and "
+                 f"{(time.perf_counter() - start) / n:.2f} s per prompt; {len(self.prompts)} prompts: "
+                 f"{per_prompt * len(self.prompts) / 2**30:.2f} GiB on disk ({self.root})")
+
+    def _progress(self, it, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(it, desc=desc, leave=False, disable=not self.acc.is_local_main_process)
+
+    # ---- the trainer's objective API ----
+    def prepare(self) -> dict:
+        self._record_teacher()
+        return {"teacher_seconds": self.cost.get("teacher_seconds", 0.0), "prompts": len(self.prompts),
+                "forecast_steps": self.forecast_steps}
+
+    def refresh(self, step: int) -> dict | None:
+        if self.rollout_dir is not None and step % self.rollout_every:
+            return None
+        seconds = self._record_rollout(step)
+        self.cost["rollout_seconds"] = self.cost.get("rollout_seconds", 0.0) + seconds
+        return {"rollout_step": step, "rollout_seconds": seconds}
+
+    def loss(self, ddp_model, step: int, micro: int) -> tuple[LossTerms, int]:
+        g = rank_generator(self.seed, step, micro, self.acc.process_index)
+        k = self.forecast_steps[int(torch.randint(len(self.forecast_steps), (1,), generator=g))]
+        picks = torch.randint(len(self.batches), (self.shards_per_loss,), generator=g).tolist()
+        total, rows = 0.0, 0
+        for j in picks:
+            err, n = self._shard_loss(ddp_model, j, k)
+            total, rows = total + err * n, rows + n
+        distill = total / rows
+        zero = torch.zeros((), device=distill.device)
+        return LossTerms(total=distill, diffusion=zero, distill=distill.detach()), rows
+
+    def _shard_loss(self, ddp_model, j: int, k: int):
+        x_next = self.replay_step(ddp_model, j, k)
+        _, teacher = self.cache.get(self._rank_file(self.root / f"teacher-{self.m}", j))
+        target = teacher[f"target.{k}"].to(x_next.device)
+        return F.mse_loss(x_next.float(), target.float()), len(self.batches[j][0])
+
+    def replay_step(self, ddp_model, j: int, k: int) -> torch.Tensor:
+        """Forecast step k of shard j's rollout, replayed with the model's current corrector: the solver's next
+        state. With the corrector the rollout ran with, it is the rollout's own next state (tested)."""
+        device = self.acc.device
+        skel, tensors = self.cache.get(self._rank_file(self.rollout_dir, j))
+        steps, extra = skel["steps"], skel["extra"]
+        sched = copy.deepcopy(self.templates[j] if j in self.templates else self._template(j))
+        with torch.no_grad():  # the solver's state before step k, from the rollout's own inputs
+            for e in steps[:k]:
+                sched.step(unpack(e["y"], tensors, device), unpack(e["t"], tensors, device),
+                           unpack(e["x"], tensors, device), return_dict=False, **extra)
+        caches: dict[int, BranchCache] = {}
+        for f in skel["full"]:
+            if f["step"] < k:
+                cache = caches.setdefault(f["branch"], self._branch_cache())
+                cache.update(f["step"], unpack(f["h"], tensors, device), unpack(f["x"], tensors, device))
+        entry = steps[k]
+        outs = []
+        for b, call in enumerate(entry["calls"]):
+            given = caches[b].forecasts(k)
+            outs.append(primary_output(ddp_model(**unpack(call, tensors, device), ilf_forecast=given)))
+        y_rec, x_k = unpack(entry["y"], tensors, device), unpack(entry["x"], tensors, device)
+        y = combine(outs, tuple(y_rec.shape), Combination.from_dict(entry["comb"])).to(y_rec.dtype)
+        return sched.step(y, unpack(entry["t"], tensors, device), x_k, return_dict=False, **extra)[0]
+
+    def _branch_cache(self) -> BranchCache:
+        cfg = self.runtime.config
+        return BranchCache(cfg.order, next(self.runtime.model.parameters()).dtype, cfg.uses_fresh_forecast)
+
+    def _template(self, j: int):
+        self.templates[j] = capture_template(self.pipe, self._call(j, self.n), STOCK)
+        return self.templates[j]
+
+    def save(self, folder: Path) -> None:
+        (Path(folder) / STATE_FILE).write_text(json.dumps({"rollout_step": self.rollout_step}))
+
+    def restore(self, folder: Path) -> None:
+        path = Path(folder) / STATE_FILE
+        if not path.is_file():
+            raise ILFError(f"{folder} has no {STATE_FILE}: it was not written by a pipeline-native corrector run; "
+                           "resume it with the objective it was trained with, or start a new --output-dir")
+        step = json.loads(path.read_text())["rollout_step"]
+        folder = self.root / f"rollout-{step:08d}"
+        if all(self._rank_file(folder, j).is_file() for j in range(len(self.batches))):
+            self.rollout_dir, self.rollout_step = folder, step  # the rollout this checkpoint trained on
