@@ -32,7 +32,7 @@ def test_block_forwards_follow_the_configurations(demo):
         "paper cache ~1.5x": 20 * n - 10 * c,  # 10 of 20 steps cached
         "paper cache ~1.8x": 20 * n - 13 * c,  # steps 0, 3, …, 18 refresh: 13 cached
         "ILF paper mode": 10 * n + 1 * (m + 1),  # 10 steps, feedback on the last one (its trained schedule)
-        "ILF corrector": 11 * n,  # TaylorSeer's full steps; its forecasts cost no block (the learned forecast)
+        "corrector": 11 * n,  # TaylorSeer's full steps; its forecasts cost no block (the learned forecast)
         "plain:11": 11 * n,  # the corrector's rival: the fewest plain steps with at least its 132 block forwards
         "TaylorSeer (diffusers)": 11 * n,  # full steps 0, 1, 2, 4, 6, ..., 18 (interval 2 after 3 warm-up)
     }
@@ -63,14 +63,14 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
             assert float(secs.group(2)) == pytest.approx(speedup, rel=0.06, abs=0.051)
     assert "## Verdict" in report and ("it wins" in report or "it LOSES" in report or "it ties" in report)
     assert "Corrector: trained here (`--distill corrector`" in report
-    assert "**ILF corrector** (132 block forwards) vs **plain:11** (132, the fewest plain steps" in report
+    assert "**corrector** (132 block forwards) vs **plain:11** (132, the fewest plain steps" in report
 
 
 def test_verdict_compares_with_the_fair_rival_and_agrees_with_the_table(demo):
     results = json.loads((demo / "results.json").read_text())
     verdicts = {(f["ilf"], f["rival_kind"]): f for f in results["demo"]["verdict"]}
-    assert set(verdicts) == {(a, b) for a in ("ILF paper mode", "ILF corrector") for b in ("plain", "cache")}
-    found, cache = verdicts["ILF corrector", "plain"], verdicts["ILF corrector", "cache"]
+    assert set(verdicts) == {(a, b) for a in ("ILF paper mode", "corrector") for b in ("plain", "cache")}
+    found, cache = verdicts["corrector", "plain"], verdicts["corrector", "cache"]
     assert (found["rival"], found["ilf_blocks"], found["rival_blocks"]) == ("plain:11", 132, 132)
     assert (cache["rival"], cache["rival_blocks"]) == ("TaylorSeer (diffusers)", 132)
     assert verdicts["ILF paper mode", "plain"]["ilf_blocks"] == 131  # loop 1-10 and F on the last of 10 steps
@@ -78,7 +78,7 @@ def test_verdict_compares_with_the_fair_rival_and_agrees_with_the_table(demo):
     for f in (found, cache):
         c = f["comparisons"]
         for k in ("psnr", "ssim", "alignment"):  # per-item means from the image folders = the table's means
-            assert c[k]["mean_a"] == pytest.approx(rows["ILF corrector"]["metrics"][k], rel=1e-4, abs=1e-4)
+            assert c[k]["mean_a"] == pytest.approx(rows["corrector"]["metrics"][k], rel=1e-4, abs=1e-4)
             assert c[k]["mean_b"] == pytest.approx(rows[f["rival"]]["metrics"][k], rel=1e-4, abs=1e-4)
             assert c[k]["ci95"][0] <= c[k]["diff"] <= c[k]["ci95"][1]
     report = (demo / "report.md").read_text()
@@ -128,7 +128,7 @@ def test_shipped_corrector_demo_and_paper_flags_refused_in_corrector_mode(tmp_pa
     report = (out / "report.md").read_text()
     assert "Corrector: the shipped one" in report and "feedback-run" not in {p.name for p in out.iterdir()}
     rows = {r["display"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
-    assert rows["ILF corrector"]["block_forwards"] == rows["TaylorSeer (diffusers)"]["block_forwards"] == 132
+    assert rows["corrector"]["block_forwards"] == rows["TaylorSeer (diffusers)"]["block_forwards"] == 132
     assert main(["demo", "--loop", "2", "5", "--out", str(tmp_path / "x")]) == 2
     assert "--loop set the paper's inner loop: add --mode ilf" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -337,7 +337,7 @@ def register(sub) -> None:
         "prompts with fixed seeds for 20 and 10 plain steps, plain at the corrector's block budget, the paper cache "
         "at ~1.5x and ~1.8x, TaylorSeer at the same schedule, the paper's ILF (the shipped paper-mode feedback) and "
         "the corrector, and write report.md (a paired-bootstrap verdict against plain at its budget and against "
-        "TaylorSeer), results.json, grid.png and pareto.png. About 2 minutes on one CPU thread (1 minute with "
+        "TaylorSeer), results.json, grid.png and pareto.png. About 90 s with --threads 1 (one CPU thread; 50 s with "
         "--pretrained-feedback). --mode ilf trains the paper's inner loop instead (about 10 minutes).",
     )
     p.add_argument("--world", choices=sorted(WORLD_SETTINGS), default="shapes",

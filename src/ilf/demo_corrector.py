@@ -13,7 +13,7 @@ from pathlib import Path
 # its weights are per channel is the world's shipped choice (made on the study's tune seeds), read from the
 # shipped corrector.
 RECIPE = dict(interval=2, warmup=3, steps=600, quick_steps=6, lr=3e-3, batch=32, rollout_size=128)
-CORRECTOR = "ILF corrector"  # the display name of the demo's corrector row
+CORRECTOR = "corrector"  # the display name of the demo's corrector row (not ILF: no inner loop runs)
 
 
 def train_corrector(plan) -> tuple[Path, dict]:

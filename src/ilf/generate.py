@@ -139,14 +139,17 @@ def cmd_generate(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "generate", help="generate images with an embedded world or a real pipeline, optionally with ILF",
-        description="Generate images with an embedded world's pipeline or any diffusers PixArt/DiT/SD3/Flux/Sana pipeline, "
-        "plain, with a trained feedback (ILF) or with the paper's cache, and save them as PNGs. Prints the "
+        "generate", help="generate images with an embedded world or a real pipeline, optionally with a trained "
+        "corrector or ILF feedback",
+        description="Generate images with an embedded world's pipeline or a diffusers pipeline of any supported "
+        "family (see docs/models.md), plain, with a trained feedback folder (a corrector of TaylorSeer, the "
+        "worlds' shipped one, or an ILF feedback) or with the paper's cache, and save them as PNGs. Prints the "
         "block forwards and the time taken.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--world", choices=BACKBONE_WORLDS, help="an embedded offline world")
-    src.add_argument("--pipeline", help="a diffusers pipeline folder or hub id (PixArt-α/Σ, DiT)")
+    src.add_argument("--pipeline", help="a diffusers pipeline folder or hub id of any supported family "
+                     "(see docs/models.md)")
     p.add_argument("--prompt", nargs="*", default=[], help="text prompts (text-to-image)")
     p.add_argument("--class-id", nargs="*", type=INDEX, default=[], help="class ids (class-to-image, e.g. DiT/digits)")
     p.add_argument("--feedback", help="a feedback folder to attach (ILF, or a corrector of TaylorSeer: the cache comes "

@@ -21,7 +21,7 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                      help="an embedded world's shipped backbone (shapes: PixArt text-to-image; digits: DiT classes; "
                      "shapes-flow: SD3 rectified flow)")
     src.add_argument("--pipeline", metavar="PATH_OR_ID",
-                     help="a diffusers pipeline folder or cached hub id (PixArt-α/Σ, DiT-XL/2)")
+                     help="a diffusers pipeline folder or cached hub id of any supported family (see docs/models.md)")
     src.add_argument("--tiny", choices=TINY_KINDS,
                      help="a tiny stand-in with random weights (smoke runs: every code path, meaningless images)")
     g.add_argument("--tiny-layers", type=COUNT, default=None, metavar="N",

@@ -12,21 +12,25 @@ from ..worlds.paths import BACKBONE_WORLDS
 
 TRAIN_EPILOG = """\
 examples:
-  # the embedded world, on one CPU thread in ~5 minutes: trajectory distillation for 10 DPM-Solver++ steps,
-  # feedback on the last one, t_post none, loop 3-8 (the paper's 8-19 of 28 scaled to 12 blocks)
+  # the shipped, measured-best method: a corrector of diffusers' TaylorSeer (~1 min on one CPU thread)
+  ilf train --world shapes --distill corrector --output-dir runs/shapes-corrector
+
+  # the default objective, the paper's inner loop trained by trajectory distillation (~5 min on one CPU
+  # thread): 10 DPM-Solver++ steps, feedback on the last one, t_post none, loop 3-8 (8-19 of 28 scaled)
   ilf train --world digits --output-dir runs/digits-fb
 
   # the paper's FAD objective and schedule (outer 2+2, t_post rescale) instead
   ilf train --world shapes --distill fad --output-dir runs/shapes-fad
 
-  # a real checkpoint on one GPU: encode the data once, then train with the paper's defaults
+  # a real checkpoint on one GPU: encode the data once, then train FAD with the paper's defaults
   ilf precompute --pipeline PixArt-alpha/PixArt-XL-2-512x512 --data my-images/ --out shards/
-  ilf train --pipeline PixArt-alpha/PixArt-XL-2-512x512 --data shards/ --preset paper-t2i \\
+  ilf train --pipeline PixArt-alpha/PixArt-XL-2-512x512 --data shards/ --distill fad --preset paper-t2i \\
       --per-device-batch 32 --mixed-precision bf16 --gradient-checkpointing --output-dir runs/pixart-fb
 
   # the same on 8 GPUs (DDP by default; an accelerate config file selects FSDP or DeepSpeed)
   accelerate launch --num_processes 8 -m ilf train --pipeline PixArt-alpha/PixArt-XL-2-512x512 \\
-      --data shards/ --preset paper-t2i --per-device-batch 32 --mixed-precision bf16 --output-dir runs/pixart-fb
+      --data shards/ --distill fad --preset paper-t2i --per-device-batch 32 --mixed-precision bf16 \\
+      --output-dir runs/pixart-fb
 
   # resume after an interruption (the newest complete checkpoint)
   ilf train ... --resume latest
@@ -39,17 +43,19 @@ def _loop(values):
 
 def add_train_parser(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a feedback (trajectory distillation or the paper's FAD) on a frozen backbone",
-        description="Train the feedback block and scales of Inner Loop Feedback on a frozen diffusion "
-        "transformer: with trajectory distillation for an inference schedule (--distill trajectory) or the "
-        "paper's Fast Approximate Distillation (§3.2, the default). Runs on one CPU/GPU or many GPUs "
-        "through `accelerate launch`. Writes OUTPUT_DIR/feedback (the adapter folder), periodic checkpoints, "
-        "train_log.jsonl and optional validation grids.",
+        "train", help="train a corrector of TaylorSeer (--distill corrector, the shipped method) or an inner-loop "
+        "feedback (trajectory, the default; the paper's FAD) on a frozen backbone",
+        description="Train on a frozen diffusion transformer: a corrector of diffusers' TaylorSeer cache "
+        "(--distill corrector: the shipped, measured-best method, docs/corrector.md), or the feedback block and "
+        "scales of the paper's Inner Loop Feedback, by trajectory distillation for an inference schedule "
+        "(--distill trajectory, the default objective) or the paper's Fast Approximate Distillation (--distill "
+        "fad, §3.2). Runs on one CPU/GPU or many GPUs through `accelerate launch`. Writes OUTPUT_DIR/feedback "
+        "(the adapter folder), periodic checkpoints, train_log.jsonl and optional validation grids.",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("backbone and data")
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pipeline", help="diffusers pipeline folder or hub id (PixArt-α/Σ, DiT) holding the backbone")
+    src.add_argument("--pipeline", help="diffusers pipeline folder or hub id of any supported family (see docs/models.md)")
     src.add_argument("--world", choices=BACKBONE_WORLDS, help="an embedded offline world (tiny shipped backbone, "
                      "data generated on the fly)")
     g.add_argument("--data", type=Path, help="training data: images with same-name .txt captions, class folders "
@@ -87,7 +93,7 @@ def add_train_parser(sub) -> None:
                    "(beats plain steps on digits; see docs/results.md); multistep: the teacher target reached by "
                    "--teacher-steps DDIM steps (standard distillation); none: diffusion loss only; corrector: a trained "
                    "corrector of diffusers' TaylorSeer cache, on the sampler's own path (the corrector group below; "
-                   "docs/corrector.md) (default: trajectory; fad reproduces the paper)")
+                   "docs/corrector.md; the shipped, measured-best method) (default: trajectory; fad reproduces the paper)")
     g.add_argument("--teacher-steps", type=COUNT,
                    help="teacher solver steps: multistep's DDIM steps (default: 8); trajectory's finer grid "
                    "(default: 2 × --student-steps, or the next count whose grid holds the student's, e.g. 3N − 2 "
