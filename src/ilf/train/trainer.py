@@ -2,9 +2,10 @@
 
 Shape of the loop (accelerate's nlp_example / PixArt's train.py idiom): `accelerator.accumulate`, clip and
 step under `sync_gradients`, `accelerator.gather` for logging, `save_state`/`load_state` for resume. What is
-minimised is an *objective* object: trajectory distillation (`trajectory.py`) or the data-driven FAD /
-multistep / none (`fad.py`). Each draws its micro-batch as a pure function of (seed, step, micro, rank) and
-saves what it needs beside each checkpoint, so a resumed run ends bit-identical.
+minimised is an *objective* object: the corrector of TaylorSeer (`correct.py`, trained on the pipeline's own
+sampling), trajectory distillation (`trajectory.py`) or the data-driven FAD / multistep / none (`fad.py`).
+Each draws its micro-batch as a pure function of (seed, step, micro, rank) and saves what it needs beside each
+checkpoint, so a resumed run ends bit-identical.
 """
 
 from __future__ import annotations
