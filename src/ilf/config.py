@@ -115,11 +115,6 @@ class ILFConfig:
         """m, the number of blocks in the loop."""
         return self.loop[1] - self.loop[0] + 1
 
-    @property
-    def extra_blocks(self) -> int:
-        """Block forwards a feedback step adds to a plain one: the loop and F (m + 1), or F alone (control)."""
-        return self.loop_len + 1 if self.rerun_loop else 1
-
     def check_model(self, num_blocks: int) -> None:
         """Raise `LoopRangeError` unless the loop (and init block) fit a model of `num_blocks` blocks."""
         b, e = self.loop

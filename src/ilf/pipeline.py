@@ -31,18 +31,21 @@ def apply_ilf(
     token: str | bool | None = None,
     **overrides,
 ) -> ILFRuntime | CacheCorrector:
-    """Attach Inner Loop Feedback to a pipeline or transformer; the pipeline is then used unchanged.
+    """Attach a trained feedback folder (a corrector of TaylorSeer or an Inner Loop Feedback) or a new one to a
+    pipeline or transformer of any supported family (docs/models.md); the pipeline is then used unchanged.
 
     A folder saved from the corrector mode (`CorrectorConfig`: a feedback trained on top of diffusers'
     TaylorSeer cache) attaches the cache and its corrector together, at the schedule recorded in the folder,
     and returns the `CacheCorrector`; a `CorrectorConfig` builds a new, untrained one (the cache alone).
 
     Args:
-        target: a `PixArtAlphaPipeline`, `PixArtSigmaPipeline`, `DiTPipeline` (anything with `.transformer`
-            and `.scheduler`), or a bare `PixArtTransformer2DModel` / `DiTTransformer2DModel`.
+        target: a diffusers pipeline of a supported family (anything with `.transformer` and `.scheduler`:
+            PixArt-α/Σ, DiT, SD3, Flux, Sana and the others `ilf.adapters.supported_classes()` lists), or its bare
+            transformer.
         config: a feedback folder saved by `save_feedback` / `ilf train`, or a Hub repo id (`"org/name"`,
             fetched through huggingface_hub: `HF_HUB_OFFLINE=1` reads only the local cache; a local folder of
-            that name wins); or an `ILFConfig` (a new, untrained feedback is built with zero scales: with `t_post="none"` the
+            that name wins); a `CorrectorConfig` (a new, untrained corrector: exactly TaylorSeer); or an
+            `ILFConfig` (a new, untrained feedback is built with zero scales: with `t_post="none"` the
             output is exactly the stock model's; with any other t_post, e.g. the default `"rescale"`, the
             blocks after the feedback and the output layer are conditioned on t_post, so it differs).
         feedback: an existing `FeedbackModule` to attach with `config` (e.g. one being trained).
@@ -53,7 +56,8 @@ def apply_ilf(
         **overrides: inference settings replacing the config's (`feedback_steps`, `t_post`, `t_post_ratio`,
             `anneal_floor`; for a new feedback also `loop`, `init`, `init_block`).
 
-    Returns the `ILFRuntime` (its `.feedback` is the trainable module, `.update()` changes the schedule).
+    Returns the `ILFRuntime` (its `.feedback` is the trainable module, `.update()` changes the schedule), or for
+    a corrector the `CacheCorrector`. `config=None` is refused: there is no default to attach.
 
     Example::
 

@@ -1,13 +1,14 @@
 """The call planner: one model-level hook that locates each transformer call on the host and hands it to an
 executor, which decides what the call does and arms its own block hooks for that call only.
 
-ILF (`runtime.py`), the paper cache (`caching.py`) and the bench's cache-context hook (`bench/hook_context.py`)
-locate calls through the same `CallPlanner.locate`, i.e. `SchedulerClock.locate_call`: the scheduler's own
+The three executors, ILF's inner loop (`runtime.py`), the paper cache (`caching.py`) and the corrector of
+TaylorSeer (`corrector.py`), and the bench's cache-context hook (`bench/hook_context.py`) locate calls through the
+same `CallPlanner.locate`, i.e. `SchedulerClock.locate_call`: the scheduler's own
 counter, read on the host, verified against the timestep's value once per schedule (and only where the
 counter cannot be trusted, see `SchedulerClock`). No device tensor is read per call, so on a GPU the launch
 queue never waits for the host.
 
-Writing a second executor (a new mode under the planner)::
+Writing another executor (a fourth mode under the planner)::
 
     class MyExecutor:
         control_kwargs = ("my_flag",)          # keyword arguments a caller may pass the model; popped

@@ -1,0 +1,55 @@
+"""The core's own descriptions keep up with it (issue 25): every executor that attaches through the planner is
+named where the planner and the layout are described, and apply_ilf's docstring does not list a subset of the
+families."""
+
+import re
+from pathlib import Path
+
+import ilf
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(ilf.__file__).resolve().parent
+ORDINAL = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth"}
+NUMBER = {2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def _executors():
+    """Modules of the package (not the planner itself, not the bench) that attach an executor to the planner."""
+    return sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "planner" and "attach_planner(" in p.read_text())
+
+
+def test_the_planner_and_the_layout_name_every_executor():
+    from ilf import planner
+
+    executors = _executors()
+    assert "corrector" in executors and "runtime" in executors and "caching" in executors
+    for name in executors:
+        assert f"`{name}.py`" in planner.__doc__, name
+    assert f"The {NUMBER[len(executors)]} executors" in planner.__doc__
+    arch = " ".join((ROOT / "docs" / "architecture.md").read_text().split())
+    # the corrector is the newest executor: its ordinal must be the count
+    said = re.findall(r"the planner's (\w+) executor", arch)
+    assert said == [ORDINAL[len(executors)]], said
+
+
+def test_the_trainer_names_every_objective_module():
+    from ilf.train import trainer
+
+    doc = " ".join(trainer.__doc__.split())
+    assert "corrector" in doc and "`trajectory.py`" in doc and "`fad.py`" in doc
+
+
+def test_apply_ilf_docstring_names_the_families_without_a_closed_list():
+    from ilf.pipeline import apply_ilf
+
+    doc = " ".join(apply_ilf.__doc__.split())
+    assert "supported_classes()" in doc and "CorrectorConfig" in doc
+    assert "`DiTPipeline` (anything with" not in doc  # the old PixArt/DiT-only wording
+
+
+def test_ilf_config_has_no_unread_properties_and_old_files_load():
+    from ilf import ILFConfig
+
+    assert not hasattr(ILFConfig, "extra_blocks")  # computed, never read: removed
+    old = {"loop": [3, 8], "feedback_steps": "last:1", "t_post": "none"}  # a config as older versions wrote it
+    assert ILFConfig.from_dict(old).loop == (3, 8)
