@@ -242,3 +242,44 @@ def test_no_host_sync_per_step(case, what):
     attach, detach = ATTACH[what]
     extra, stock = _extra(make_pipe(case), attach, detach)
     assert extra[10] <= PER_PIPELINE_CALL and extra[20] <= PER_PIPELINE_CALL, (extra, stock)
+
+
+def test_wan22_two_transformers_each_take_their_own_corrector():
+    """Wan 2.2's experts: `transformer` runs the steps with t ≥ boundary_ratio·1000, `transformer_2` the rest.
+    `apply_corrector(pipe)` attaches to `pipe.transformer` only; the second expert takes its own."""
+    from diffusers import WanPipeline
+
+    from ilf.tiny_video import tiny_wan, tiny_wan_pipeline
+
+    parts = tiny_wan_pipeline()
+    pipe = WanPipeline(tokenizer=parts.tokenizer, text_encoder=parts.text_encoder, vae=parts.vae,
+                       transformer=parts.transformer, transformer_2=tiny_wan(seed=1), scheduler=parts.scheduler,
+                       boundary_ratio=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.kind = "wan"
+    pipe.scheduler.set_timesteps(10)
+    high = int((pipe.scheduler.timesteps >= 500).sum())  # UniPC, flow shift 3: 8 of 10 steps
+    assert 0 < high < 10
+
+    def counted():
+        with count_block_forwards(pipe.transformer) as c1, count_block_forwards(pipe.transformer_2) as c2:
+            out = call(pipe, 10)
+        return out, c1, c2
+
+    stock, c1, c2 = counted()
+    assert (c1.total, c2.total) == (CALLS * N * high, CALLS * N * (10 - high))
+    cfg = CorrectorConfig(interval=2, warmup=2, fresh=1, correct_steps="all", num_inference_steps=10)
+    apply_corrector(pipe, cfg)
+    apply_corrector(pipe.transformer_2, cfg, scheduler=pipe.scheduler)
+    try:
+        out, c1, c2 = counted()
+    finally:
+        remove_ilf(pipe)
+        remove_ilf(pipe.transformer_2)
+    forecasts = [s for s in range(high) if s not in (0, 1, 3, 5, 7, 9)]  # the first expert's forecast steps
+    assert c1.feedback == CALLS * len(forecasts) and c1.total < CALLS * N * high
+    assert c2.total == CALLS * N * (10 - high)  # steps 8 and 9: its first call is full, 9 is a full step
+    assert not torch.equal(out, stock) and torch.equal(call(pipe, 10), stock)
+    pipe.transformer = None  # only the low-noise expert: the pipeline has no `.transformer` to attach to
+    with pytest.raises(ILFError, match="transformer"):
+        apply_corrector(pipe, cfg)

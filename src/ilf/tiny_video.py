@@ -17,7 +17,9 @@ What the pipelines do per denoising step (diffusers 0.42), which the ILF wrapper
   (`ClassifierFreeGuidance`, its scale fixed at construction: `pipe.guider = pipe.guider.new(guidance_scale=
   ...)` changes it), two calls per step, cond then uncond; the model input is the latents concatenated on
   the channel axis with zero conditioning latents and a zero mask (C + C + 1 channels, text-to-video);
-  `timestep` = the scheduler's t in the latents' dtype.
+  `timestep` = the scheduler's t in the latents' dtype. diffusers 0.42.1's `AutoencoderKLHunyuanVideo15`
+  decodes one video at a time (its causal mask is [B, L, L] against attention [B, 1, L, L]):
+  `pipe.vae.enable_slicing()` decodes a batch; `output_type="latent"` needs no VAE.
 """
 
 from __future__ import annotations
