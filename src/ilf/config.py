@@ -7,12 +7,12 @@ and benchmark results.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, fields
 
 from .choices import CACHE_LOCATIONS, INIT_MODES, T_POST_RATIOS, T_POST_STRATEGIES
 from .errors import ILFError, LoopRangeError, ScheduleError
 from .schedule import parse_plan
+from .warn import warn_user
 
 # What may change for a feedback that exists (trained or attached): how inference uses it, not what it is.
 INFERENCE_FIELDS = frozenset({"feedback_steps", "t_post", "t_post_ratio", "anneal_floor"})
@@ -140,9 +140,9 @@ class ILFConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:  # written by a newer ilf: read what this version knows, say what it leaves out
-            warnings.warn(
+            warn_user(
                 f"ignoring ILFConfig fields {sorted(unknown)} that this ilf does not know (written by a newer "
-                f"version?); known: {sorted(known)}. Upgrade ilf to use them.", UserWarning, stacklevel=2,
+                f"version?); known: {sorted(known)}. Upgrade ilf to use them."
             )
         d = {k: v for k, v in d.items() if k in known}
         if "loop" in d:

@@ -23,7 +23,6 @@ an n-step schedule, state kept by the runtime) and `ilf_forecast={"h.<stream>": 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +40,7 @@ from .errors import ScheduleError
 from .feedback import CorrectorModule, FeedbackModule, build_feedback, model_width
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
 from .planner import ModelCall, attach_planner
+from .warn import warn_user
 
 
 @dataclass
@@ -198,9 +198,9 @@ class CacheCorrector:
         self.on_schedule = num_steps == self.config.num_inference_steps
         if not self.on_schedule and not self.warned_off_schedule:
             self.warned_off_schedule = True
-            warnings.warn(f"this corrector was built for {self.config.num_inference_steps} steps; a {num_steps}-step "
-                          "run uses TaylorSeer's own forecast (its per-step weights do not apply). Call the pipeline "
-                          f"with num_inference_steps={self.config.num_inference_steps}.", stacklevel=4)
+            warn_user(f"this corrector was built for {self.config.num_inference_steps} steps; a {num_steps}-step "
+                      "run uses TaylorSeer's own forecast (its per-step weights do not apply). Call the pipeline "
+                      f"with num_inference_steps={self.config.num_inference_steps}.")  # ilf.warn: the user's line
 
     def record_full(self, plan: CallPlan, out_e: dict) -> None:
         """A full step: update the branch's cache with block e's output (and x_a where it is forecast)."""

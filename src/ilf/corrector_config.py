@@ -32,12 +32,12 @@ forecast step costs `fresh + tail` block forwards (+1 where F runs), a full step
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 from .errors import ILFError, LoopRangeError, ScheduleError
 from .schedule import feedback_steps, parse_plan
+from .warn import warn_user
 
 CACHES = ("taylorseer",)
 # What may change when a trained corrector is attached: the cache's step plan (off the trained one, it warns).
@@ -177,6 +177,6 @@ class CorrectorConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            warnings.warn(f"ignoring CorrectorConfig fields {sorted(unknown)} that this ilf does not know; "
-                          "upgrade ilf to use them", UserWarning, stacklevel=2)
+            warn_user(f"ignoring CorrectorConfig fields {sorted(unknown)} that this ilf does not know; "
+                      "upgrade ilf to use them")
         return cls(**{k: v for k, v in d.items() if k in known})

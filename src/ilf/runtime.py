@@ -32,7 +32,6 @@ read into Python.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +49,7 @@ from .feedback import FeedbackModule
 from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
 from .planner import CallPlanner, ModelCall, attach_planner
 from .schedule import feedback_steps, loop_ratio, post_timestep
+from .warn import warn_user
 
 CONTROL_KWARGS = ("ilf_t_post", "ilf_feedback")  # per-call controls the model hook pops
 
@@ -272,10 +272,10 @@ class ILFRuntime:
             problems.append(f"{type(sched).__name__} (trained with {c.scheduler})")
         if problems and not self.warned_off_schedule:
             self.warned_off_schedule = True
-            warnings.warn(
+            warn_user(  # at the user's line, clear of the progress bar (ilf.warn)
                 f"this feedback runs with {' and '.join(problems)}; it still works, but it was trained for "
                 f"the other schedule. Call the pipeline with num_inference_steps={c.num_inference_steps} "
-                "and its trained scheduler for the quality it was trained for.", stacklevel=4,
+                "and its trained scheduler for the quality it was trained for."
             )
 
     # ---- per call (the planner's executor protocol) ----
