@@ -20,6 +20,25 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back: POSIX has no getter)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def publish_modes(folder: str | os.PathLike) -> None:
+    """Give `folder` and everything in it the modes the umask asks for (0755 / 0644 under umask 022): writers
+    such as safetensors' `save_file` and tempfile create 0600 / 0700, private to their writer."""
+    umask = current_umask()
+    folder = Path(folder)
+    os.chmod(folder, 0o777 & ~umask)
+    for p in folder.rglob("*"):
+        if p.is_symlink():
+            continue
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `path` in one rename.
@@ -32,6 +51,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        publish_modes(tmp)
         _fsync_dir_files(tmp)
         old = None
         if path.exists():
@@ -52,9 +72,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make results private to their writer
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would make results private to their writer
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import FeedbackMismatchError, ILFError
+from ..io import publish_modes
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -128,6 +129,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep:
         if write_extra is not None:
             write_extra(tmp)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks the folder complete
+        publish_modes(tmp)  # safetensors writes 0600: the umask's modes, like every other output
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
