@@ -70,9 +70,8 @@ class CorrectorModule(FeedbackModule):
 
 
 def model_width(model: nn.Module) -> int:
-    """D, the width of the blocks' image stream (heads × head size in every supported family's config)."""
-    c = model.config
-    return int(c.num_attention_heads * c.attention_head_dim)
+    """D, the width of the blocks' image stream, as the model's adapter reads it off its config."""
+    return get_adapter(model).width(model)
 
 
 def build_feedback(model: nn.Module, config: ILFConfig, adapter: BackboneAdapter | None = None) -> FeedbackModule:

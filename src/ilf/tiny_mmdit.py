@@ -105,7 +105,7 @@ GATES = ("norm1.linear", "norm1_context.linear", "norm.linear", "norm_out.linear
          "scale_shift_table", "time_embed.linear", "attn2.to_out")
 
 
-def perturb(model, seed: int = 0, scale: float = 0.2):
+def perturb(model, seed: int = 0, scale: float = 0.2, gates: tuple[str, ...] = GATES):
     """Add seeded noise to the tensors that gate what each block contributes; returns `model`.
 
     diffusers 0.42 draws the adaLN / modulation linears, `proj_out`, Sana's `scale_shift_table` and its
@@ -119,7 +119,7 @@ def perturb(model, seed: int = 0, scale: float = 0.2):
     gen = torch.Generator().manual_seed(seed + 10_007)
     with torch.no_grad():
         for name, p in model.named_parameters():  # construction order: the same draws every time
-            if any(g in name for g in GATES):
+            if any(g in name for g in gates):
                 p.add_(torch.randn(p.shape, generator=gen).to(p.dtype) * scale)
     return model
 

@@ -65,6 +65,11 @@ class BackboneAdapter:
     def check_loop(self, model: nn.Module, loop: tuple[int, int]) -> None:
         """Refuse a loop this family cannot run (with the reason); the default accepts every loop."""
 
+    def width(self, model: nn.Module) -> int:
+        """D, the width of the blocks' image stream: heads × head size (Z-Image names it `dim`)."""
+        c = model.config
+        return int(c.num_attention_heads * c.attention_head_dim)
+
     def timestep_units(self, model: nn.Module) -> float:
         """The model's `timestep` argument = the scheduler's timestep × this (Flux: 1/1000)."""
         return 1.0

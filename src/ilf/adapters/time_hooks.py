@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from diffusers.hooks import ModelHook
 
+from ..errors import ILFError
 from ..hooks import ILF_TIME_HOOK, ArgBinder, register
 
 
@@ -97,3 +98,24 @@ def install_temb_hooks(model, runtime) -> list:
         register(embed, TembTimeHook(runtime, ArgBinder(type(embed).forward, first="timestep")), ILF_TIME_HOOK),
         register(norm, OutputNormTimeHook(runtime, ArgBinder(type(norm).forward)), ILF_TIME_HOOK),
     ]
+
+
+class NoTPostReembedding:
+    """Adapter methods for a family whose time conditioning ilf cannot re-embed at t_post (FLUX.2, Z-Image):
+    ILF's t_post is refused with `t_post_refusal` (a sentence naming the family and what to use instead), at
+    attach and on a feedback call given any t_post but the call's own timestep; `t_post="none"` and the
+    corrector need no time hook."""
+
+    t_post_refusal: str
+
+    def install_time_hooks(self, model, runtime):
+        if runtime.config.t_post != "none":
+            raise ILFError(self.t_post_refusal)
+        return []  # t_post = t: the blocks after the feedback keep the call's own conditioning
+
+    def post_block_kwargs(self, model, loop):
+        # t_post = t is the call's own timestep object (a scheduled call with t_post="none", or `ilf_t_post=`
+        # given that very tensor): an identity check, no device read
+        if loop.t_post is not loop.inputs.get("timestep"):
+            raise ILFError(self.t_post_refusal)
+        return {}

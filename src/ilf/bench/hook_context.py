@@ -87,7 +87,8 @@ class CallContextHook(ModelHook):
 
     @torch.compiler.disable  # host work once per call
     def _enter(self, module, args, kwargs) -> None:
-        t = self.planner.binder.bind(args, kwargs).get("timestep")
+        planner = self.planner  # the call's timestep as its adapter names it (Z-Image is called with `t`)
+        t = planner.adapter.call_inputs(planner.model, args, kwargs, planner.binder).get("timestep")
         try:
             name = self.outer.context.name
         except ValueError:  # no context set by the pipeline
