@@ -91,12 +91,13 @@ class PipelineCorrectorObjective:
 
     def __init__(self, *, pipe, runtime, prompts: list, call_kwargs: dict, output_dir: Path, num_steps: int,
                  teacher_steps: int | None, rollout_every: int, per_device: int, accelerator, seed: int,
-                 record_batch: int, max_ram_bytes: int = 2 << 30, log=print):
+                 record_batch: int, max_ram_bytes: int = 2 << 30, log=print, progress: bool = True):
         self.pipe, self.runtime, self.prompts, self.call = pipe, runtime, prompts, dict(call_kwargs)
         self.n, self.m = num_steps, teacher_steps or num_steps
         if self.m < self.n:
             raise ILFError(f"--teacher-steps {self.m} must be at least the {self.n} steps the corrector is trained for")
         self.rollout_every, self.acc, self.seed, self.log = rollout_every, accelerator, seed, log
+        self.show_progress = progress
         self.root = Path(output_dir) / "record"
         self.forecast_steps = sorted(set(range(num_steps)) - set(runtime.config.compute_steps(num_steps)))
         if not self.forecast_steps:
@@ -119,7 +120,11 @@ class PipelineCorrectorObjective:
     # ---- recording ----
     def _call(self, j: int, num_steps: int) -> dict:
         idx, kwargs = self.batches[j]
-        return {**self.call, **kwargs, "num_inference_steps": num_steps,
+        # one negative prompt for the whole run, as a list of the batch's size (diffusers pipelines take a string
+        # negative prompt only where they repeat it themselves)
+        negatives = {k: [v] * len(idx) for k, v in self.call.items() if k.startswith("negative_prompt")
+                     and isinstance(v, str) and "prompt" in kwargs}
+        return {**self.call, **negatives, **kwargs, "num_inference_steps": num_steps,
                 "generator": generators(idx, self.seed), "output_type": self.call.get("output_type", "latent")}
 
     def _rank_file(self, folder: Path, j: int) -> Path:
@@ -191,8 +196,6 @@ class PipelineCorrectorObjective:
                     self._report("rollout", j, start, total)
         finally:
             self.runtime.on_full = None
-        for old in sorted(self.root.glob("rollout-*"))[:-2]:  # keep this rollout and the one before (resume)
-            shutil.rmtree(old, ignore_errors=True)
         self.rollout_dir, self.rollout_step = folder, step
         self.cache.clear()
         return time.perf_counter() - start
@@ -225,7 +228,7 @@ class PipelineCorrectorObjective:
     def _progress(self, it, desc: str):
         from tqdm.auto import tqdm
 
-        return tqdm(it, desc=desc, leave=False, disable=not self.acc.is_local_main_process)
+        return tqdm(it, desc=desc, leave=False, disable=not (self.show_progress and self.acc.is_local_main_process))
 
     # ---- the trainer's objective API ----
     def prepare(self) -> dict:
@@ -243,7 +246,7 @@ class PipelineCorrectorObjective:
     def loss(self, ddp_model, step: int, micro: int) -> tuple[LossTerms, int]:
         g = rank_generator(self.seed, step, micro, self.acc.process_index)
         k = self.forecast_steps[int(torch.randint(len(self.forecast_steps), (1,), generator=g))]
-        picks = torch.randint(len(self.batches), (self.shards_per_loss,), generator=g).tolist()
+        picks = torch.randperm(len(self.batches), generator=g)[:self.shards_per_loss].tolist()  # distinct shards
         total, rows = 0.0, 0
         for j in picks:
             err, n = self._shard_loss(ddp_model, j, k)
@@ -292,7 +295,21 @@ class PipelineCorrectorObjective:
         return self.templates[j]
 
     def save(self, folder: Path) -> None:
+        """With each checkpoint: the rollout it trains on. Older rollouts go now, not when a new one is recorded,
+        so the newest checkpoint's rollout is on disk whenever a run is killed."""
         (Path(folder) / STATE_FILE).write_text(json.dumps({"rollout_step": self.rollout_step}))
+        self._prune(keep_from=self.rollout_step)
+
+    def finish(self) -> None:
+        """After the last step: the rollouts go; the teacher's record stays for another run on the same prompts."""
+        self._prune(keep_from=None)
+
+    def _prune(self, keep_from: int | None) -> None:
+        if not self.acc.is_local_main_process:
+            return
+        for old in self.root.glob("rollout-*"):
+            if keep_from is None or int(old.name.split("-")[1]) < keep_from:
+                shutil.rmtree(old, ignore_errors=True)
 
     def restore(self, folder: Path) -> None:
         path = Path(folder) / STATE_FILE

@@ -52,6 +52,12 @@ def native_inputs(cfg, pipe=None, prompts=None, call_kwargs=None) -> tuple:
         if key in call:
             raise ILFError(f"call_kwargs must not set {key!r}: the trainer draws one seeded noise per prompt "
                            "(seed=) so that the stock and the corrected runs start from the same noise")
+    if cfg.max_sequence_length is not None:
+        import inspect
+
+        if "max_sequence_length" not in inspect.signature(type(pipe).__call__).parameters:
+            raise ILFError(f"--max-sequence-length: {type(pipe).__name__} takes no max_sequence_length")
+        call["max_sequence_length"] = cfg.max_sequence_length
     if cfg.guidance_scale is not None:
         call["guidance_scale"] = cfg.guidance_scale
     elif "guidance_scale" in call:

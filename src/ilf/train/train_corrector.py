@@ -55,4 +55,14 @@ def train_corrector(pipe, prompts, output_dir, *, call_kwargs: dict | None = Non
         rollout_every=rollout_every, record_batch=record_batch, seed=seed, resume=resume,
         checkpoint_every=checkpoint_every, mixed_precision=mixed_precision, progress=progress,
     )
-    return train(cfg, pipe=pipe, prompts=prompts, call_kwargs=call_kwargs).feedback_dir
+    from ..attached import RUNTIME_ATTR
+    from ..pipeline import remove_ilf
+
+    if getattr(pipe.transformer, RUNTIME_ATTR, None) is not None:
+        raise ILFError("a feedback or corrector is attached to this pipeline; remove_ilf(pipe) first: the corrector "
+                       "is trained on the stock pipeline's sampling")
+    try:
+        return train(cfg, pipe=pipe, prompts=prompts, call_kwargs=call_kwargs).feedback_dir
+    finally:  # the pipeline goes back as it came, whatever happened
+        if getattr(pipe.transformer, RUNTIME_ATTR, None) is not None:
+            remove_ilf(pipe)

@@ -202,7 +202,7 @@ def train(cfg: TrainConfig, pipe=None, prompts: list | None = None, call_kwargs:
             pipe=pipe, runtime=runtime, prompts=prompts, call_kwargs=call_kwargs, output_dir=cfg.output_dir,
             num_steps=cfg.student_steps, teacher_steps=cfg.teacher_steps, rollout_every=cfg.rollout_every,
             per_device=per_device, accelerator=accelerator, seed=cfg.seed,
-            record_batch=cfg.record_batch or min(16, per_device), log=accelerator.print)
+            record_batch=cfg.record_batch or min(16, per_device), log=accelerator.print, progress=cfg.progress)
     else:
         objective = build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per_device, accum,
                                     skipped)
@@ -280,6 +280,9 @@ def train(cfg: TrainConfig, pipe=None, prompts: list | None = None, call_kwargs:
 
             save_validation_grid(pipe, runtime, cfg, done)
     bar.close()
+    accelerator.wait_for_everyone()
+    if hasattr(objective, "finish"):  # drop what only the run needed (the corrector's rollout records)
+        objective.finish()
     if skipped[0]:
         accelerator.print(f"skipped {skipped[0]} unreadable samples (replaced by the next readable ones)")
     feedback_dir = cfg.output_dir / "feedback"

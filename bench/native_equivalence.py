@@ -1,0 +1,127 @@
+"""The pipeline-native trainer against the one it replaced, on the three worlds (issue 23).
+
+For each world, the corrector the study ships (`learned-i2`: TaylorSeer interval 2, warm-up 3, per-step forecast
+weights; trained by the retired trainer, which rebuilt each family's sampler by hand) against the same recipe
+trained through `ilf train --world W --distill corrector`, which now records the world's own pipeline (600
+iterations of 32, lr 3e-3, 128 train prompts). Both are scored on the report seeds (1000-1009, 16 prompts each):
+PSNR to plain:20 of the same item and the world's alignment / accuracy, paired per item, with a bootstrap 95%
+interval and seed-level wins. The same recipe from 8 and 32 prompts answers how many prompts are enough.
+
+    python bench/native_equivalence.py train --world shapes        # ~1-3 min per size on one CPU thread
+    python bench/native_equivalence.py report --world shapes
+    python bench/native_equivalence.py table                        # docs/native-equivalence/table.md
+
+Trained folders go to runs/native-equivalence/WORLD/pN (not committed); results to docs/native-equivalence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corrector_study import REPORT_SEEDS, TRAIN, VARIANTS, evaluate  # noqa: E402
+
+SIZES = (8, 32, 128)  # train prompts
+OUT = Path("docs/native-equivalence")
+
+
+def train_sizes(world: str, runs: Path) -> None:
+    import torch
+
+    from ilf.train.config import TrainConfig
+    from ilf.train.trainer import train
+
+    torch.set_num_threads(1)
+    for n in SIZES:
+        folder = runs / world / f"p{n}"
+        if (folder / "feedback" / "ilf_config.json").is_file():
+            continue
+        start = time.process_time()
+        cfg = TrainConfig(output_dir=folder, world=world, distill="corrector", checkpoint_every=200,
+                          resume="latest", progress=False, log_every=50,
+                          **{**TRAIN, **VARIANTS["learned-i2"], "rollout_size": n})
+        torch.manual_seed(0)
+        train(cfg)
+        seconds = time.process_time() - start
+        (folder / "cpu_seconds.txt").write_text(f"{seconds:.1f}\n")
+        print(f"{world} p{n}: trained in {seconds:.0f} s CPU", flush=True)
+
+
+def report(world: str, runs: Path) -> None:
+    import numpy as np
+
+    from ilf.bench.paired import compare
+    from ilf.worlds import paths
+
+    shipped = f"corrector:20,feedback={paths.feedback(world)},label=retired-trainer-shipped"
+    natives = {n: f"corrector:20,feedback={runs / world / f'p{n}' / 'feedback'},label=pipeline-native-{n}-prompts"
+               for n in SIZES}
+    start = time.time()
+    ev = evaluate(world, [shipped, *natives.values()], REPORT_SEEDS, (20, 20))
+    view, q = ev["view"], ev["quality"]
+    seeds = [it.seed for it in view]
+    base = ev["rows"][shipped]
+    rows = [{"method": "retired trainer (shipped learned-i2)", "prompts": 128, "blocks": base["blocks"],
+             "psnr": float(np.mean(base["psnr"])), q: float(np.mean(base[q]))}]
+    for n, text in natives.items():
+        r = ev["rows"][text]
+        dp, dq = compare(r["psnr"], base["psnr"], seeds, "psnr"), compare(r[q], base[q], seeds, q)
+        cpu = runs / world / f"p{n}" / "cpu_seconds.txt"
+        rows.append({"method": f"pipeline-native, {n} prompts", "prompts": n, "blocks": r["blocks"],
+                     "psnr": float(np.mean(r["psnr"])), q: float(np.mean(r[q])),
+                     "d_psnr": [dp.delta, *dp.ci], "psnr_wins": [dp.wins, dp.n_seeds],
+                     "d_quality": [dq.delta, *dq.ci], "quality_wins": [dq.wins, dq.n_seeds],
+                     "train_cpu_seconds": float(cpu.read_text()) if cpu.is_file() else None})
+    OUT.mkdir(parents=True, exist_ok=True)
+    res = {"world": world, "quality": q, "seeds": REPORT_SEEDS, "items": len(view), "rows": rows,
+           "seconds": round(time.time() - start),
+           "command": f"python bench/native_equivalence.py train --world {world} && "
+                      f"python bench/native_equivalence.py report --world {world}"}
+    (OUT / f"{world}.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(rows, indent=1))
+
+
+def table() -> None:
+    lines = ["# The pipeline-native trainer vs the retired trainer (report seeds 1000-1009, 160 items per world)", "",
+             "Δ: pipeline-native − retired, paired per item, bootstrap 95% interval, (seeds where native is ahead "
+             "/ seeds). Quality: alignment (shapes, shapes-flow) or accuracy (digits). "
+             "Script: `bench/native_equivalence.py`.", "",
+             "| world | trainer | train prompts | block fwd / img | PSNR to plain:20 | Δ PSNR dB [95% CI] (wins) | "
+             "quality | Δ quality | train CPU s |", "|---|---|---:|---:|---:|---|---:|---|---:|"]
+    for path in sorted(OUT.glob("*.json")):
+        res = json.loads(path.read_text())
+        q = res["quality"]
+        for r in res["rows"]:
+            d = (f"{r['d_psnr'][0]:+.2f} [{r['d_psnr'][1]:+.2f}, {r['d_psnr'][2]:+.2f}] ({r['psnr_wins'][0]}/"
+                 f"{r['psnr_wins'][1]})") if "d_psnr" in r else "–"
+            dq = (f"{r['d_quality'][0]:+.3f} [{r['d_quality'][1]:+.3f}, {r['d_quality'][2]:+.3f}]"
+                  if "d_quality" in r else "–")
+            cpu = f"{r['train_cpu_seconds']:.0f}" if r.get("train_cpu_seconds") else "–"
+            lines.append(f"| {res['world']} | {r['method']} | {r['prompts']} | {r['blocks']:.0f} | {r['psnr']:.2f} | "
+                         f"{d} | {r[q]:.3f} | {dq} | {cpu} |")
+    (OUT / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("phase", choices=("train", "report", "table"))
+    p.add_argument("--world", choices=("digits", "shapes", "shapes-flow"))
+    p.add_argument("--runs", type=Path, default=Path("runs/native-equivalence"))
+    a = p.parse_args(argv)
+    if a.phase == "table":
+        table()
+    elif a.phase == "train":
+        train_sizes(a.world, a.runs)
+    else:
+        report(a.world, a.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""The pipeline-native corrector trainer on every family's real tiny pipeline.
+
+What must hold for a corrector trained from the pipeline's own sampling:
+* a replayed forecast step (the recorded transformer arguments, forecasts rebuilt from full steps only, the
+  recovered guidance combination, the scheduler replayed from its template) lands on the state the pipeline
+  itself reached with the same corrector — for a corrector whose forecast weights are not zero;
+* a trained corrector beats the untrained one (TaylorSeer) on noises and prompts it never saw, at the same
+  block forwards;
+* what it cannot reproduce is refused with the cause.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from ilf import CorrectorConfig, apply_ilf, count_block_forwards, remove_ilf
+from ilf.errors import ILFError
+from ilf.tiny import call_kwargs
+from ilf.train.native import PipelineCorrectorObjective
+from ilf.train.record import unpack
+
+from tiny_runs import CASES, make_pipe
+
+STEPS = 6
+CONFIG = dict(interval=2, warmup=2, num_inference_steps=STEPS)
+TRAIN_PROMPTS = ["a red cat", "a blue square above a dog", "the small circle", "a large green dog",
+                 "a cat left of a square", "the blue circle", "a small red square", "an photo of a dog"]
+HELD_OUT = ["a green cat below the circle", "a large blue square"]
+
+
+def prompts_for(pipe, n: int, held_out: bool = False) -> list:
+    if pipe.kind == "dit":
+        return [5, 9][:n] if held_out else [1, 7, 3, 2, 0, 4, 6, 8][:n]
+    return (HELD_OUT if held_out else TRAIN_PROMPTS)[:n]
+
+
+def call_for(pipe, n: int) -> dict:
+    """The case's call options, one negative prompt for every prompt (the trainer sizes it to each batch)."""
+    opts = {k: (v[0] if k.startswith("negative_prompt") and isinstance(v, list) else v)
+            for k, v in pipe.options.items()}
+    return {**call_kwargs(pipe.kind), **opts}
+
+
+def objective(pipe, runtime, tmp_path, n: int):
+    return PipelineCorrectorObjective(
+        pipe=pipe, runtime=runtime, prompts=prompts_for(pipe, n), call_kwargs=call_for(pipe, n),
+        output_dir=tmp_path, num_steps=STEPS, teacher_steps=None, rollout_every=10, per_device=n,
+        accelerator=Accelerator(cpu=True), seed=0, record_batch=n, log=lambda *a: None, progress=False)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_replayed_forecast_step_lands_on_the_pipelines_own_next_state(case, tmp_path):
+    pipe = make_pipe(case)
+    runtime = apply_ilf(pipe, CorrectorConfig(**CONFIG))
+    with torch.no_grad():
+        runtime.feedback.mix.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))  # a non-trivial forecast
+    obj = objective(pipe, runtime, tmp_path, 2)
+    obj.prepare()
+    obj.refresh(0)
+    skel, tensors = obj.cache.get(obj._rank_file(obj.rollout_dir, 0))
+    assert obj.forecast_steps == [2, 4]  # TaylorSeer interval 2, warm-up 2: steps 0, 1, 3, 5 compute
+    for k in obj.forecast_steps:
+        recorded = unpack(skel["steps"][k + 1]["x"] if k + 1 < len(skel["steps"]) else skel["after"], tensors)
+        with torch.no_grad():
+            replayed = obj.replay_step(pipe.transformer, 0, k)
+            runtime.feedback.mix.zero_()  # the control: TaylorSeer's own forecast lands elsewhere
+            control = obj.replay_step(pipe.transformer, 0, k)
+            runtime.feedback.mix.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+        scale = recorded.abs().max()
+        assert (replayed - recorded).abs().max() <= 1e-6 * scale, f"step {k}"  # fp32 rounding (seen: ≤ 1e-7)
+        assert (control - recorded).abs().max() > 1e-5 * scale, f"step {k}: the forecast weights did not act"
+
+
+def _final(pipe, prompts, seeds, call) -> torch.Tensor:
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    kw = {"class_labels": prompts} if pipe.kind == "dit" else {"prompt": prompts}
+    out = pipe(**kw, generator=gens, num_inference_steps=STEPS, output_type="latent", **call)
+    return torch.as_tensor(out.frames if hasattr(out, "frames") else out.images).float()  # video: .frames
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_trained_corrector_beats_taylorseer_on_held_out_noises_and_prompts(case, tmp_path):
+    import ilf
+
+    pipe = make_pipe(case)
+    n = len(TRAIN_PROMPTS)
+    folder = ilf.train_corrector(pipe, prompts_for(pipe, n), tmp_path / "run", call_kwargs=call_for(pipe, n),
+                                 num_inference_steps=STEPS, interval=2, warmup=2, max_steps=60, batch_size=8,
+                                 record_batch=4, rollout_every=30, lr=1e-2, progress=False)
+    held, seeds, call = prompts_for(pipe, 2, held_out=True), [5001, 5002], call_for(pipe, 2)
+    stock = _final(pipe, held, seeds, call)
+    apply_ilf(pipe, CorrectorConfig(**CONFIG))  # untrained: TaylorSeer exactly (tests/test_corrector.py)
+    with count_block_forwards(pipe) as counter:
+        untrained = _final(pipe, held, seeds, call)
+    remove_ilf(pipe)
+    apply_ilf(pipe, folder)
+    with count_block_forwards(pipe) as counter_trained:
+        trained = _final(pipe, held, seeds, call)
+    remove_ilf(pipe)
+    assert counter_trained.total == counter.total  # the same block forwards: the learned forecast costs none
+    err_untrained = (untrained - stock).pow(2).mean()
+    err_trained = (trained - stock).pow(2).mean()
+    assert err_trained < err_untrained, (float(err_trained), float(err_untrained))
+    assert not list((folder.parent / "record").glob("rollout-*"))  # the run's rollouts are gone, the teacher stays
+    assert list((folder.parent / "record").glob("teacher-*"))
+
+
+def test_a_stochastic_scheduler_is_refused_with_the_cause(tmp_path):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    pipe = make_pipe("pixart-alpha")
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    runtime = apply_ilf(pipe, CorrectorConfig(**CONFIG))
+    with pytest.raises(ILFError, match="stochastic"):
+        objective(pipe, runtime, tmp_path, 2).prepare()
+    assert not list(tmp_path.rglob("*.safetensors"))  # nothing recorded from a run that cannot be replayed
+
+
+def test_skip_layer_guidance_is_refused_naming_the_combination(tmp_path):
+    pipe = make_pipe("sd3")
+    pipe.options = {**pipe.options, "skip_guidance_layers": [1], "skip_layer_guidance_start": 0.0}
+    runtime = apply_ilf(pipe, CorrectorConfig(**CONFIG))
+    with pytest.raises(ILFError, match="skip-layer guidance"):
+        objective(pipe, runtime, tmp_path, 2).prepare()
+
+
+def test_the_record_size_and_time_are_printed_before_training(tmp_path):
+    pipe = make_pipe("pixart-alpha")
+    runtime = apply_ilf(pipe, CorrectorConfig(**CONFIG))
+    lines = []
+    obj = objective(pipe, runtime, tmp_path, 2)
+    obj.log = lines.append
+    obj.prepare()
+    obj.refresh(0)
+    assert any("teacher record takes" in ln and "s per prompt" in ln for ln in lines)
+    assert any("rollout record takes" in ln and "MiB" in ln for ln in lines)
