@@ -98,3 +98,71 @@ def test_a_grid_with_long_prompts_grows_its_header(tmp_path):
     make_grid({"items": [short], "rows": rows}, tmp_path, tmp_path / "s.png")
     tall, low = Image.open(tmp_path / "g.png").size[1], Image.open(tmp_path / "s.png").size[1]
     assert tall > low  # the long caption took more lines instead of being cut
+
+
+def test_the_grid_shows_each_rows_error_against_the_reference(tmp_path):
+    # issue 25: the corrector's row did not visibly support the verdict; every non-reference row now has an error
+    # map |image − reference| beside its zoom: white where the images agree, red where they differ
+    from PIL import Image
+
+    from ilf.bench.grids import HEADER_HEIGHT, LABEL_WIDTH, make_grid
+
+    ref = np.full((16, 16, 3), 128, np.uint8)
+    changed = ref.copy()
+    changed[:8, :8] = 255  # the top-left quadrant differs
+    for name, arr in (("ref", ref), ("same", ref), ("changed", changed)):
+        (tmp_path / name).mkdir()
+        Image.fromarray(arr).save(tmp_path / name / "0.png")
+    rows = [{"display": "plain:20", "reference": True, "images": "ref"},
+            {"display": "same", "reference": False, "images": "same"},
+            {"display": "corrector", "reference": False, "images": "changed"}]
+    make_grid({"items": [{"id": "0", "seed": 0, "prompt": "a cat"}], "rows": rows}, tmp_path, tmp_path / "g.png")
+    grid = np.asarray(Image.open(tmp_path / "g.png").convert("RGB")).astype(int)
+    cell = 128
+
+    def error_cell(row):
+        top, left = HEADER_HEIGHT + row * cell, LABEL_WIDTH + 2 * cell
+        return grid[top:top + cell, left:left + cell]
+
+    assert grid.shape[1] == LABEL_WIDTH + 3 * cell
+    assert (error_cell(1) == 255).all()  # identical to the reference: a white map
+    hot, cold = error_cell(2)[: cell // 2 - 2, : cell // 2 - 2], error_cell(2)[cell // 2 + 2:, cell // 2 + 2:]
+    assert (cold == 255).all()
+    assert (hot[..., 0] > 100).all() and (hot[..., 1] < 40).all() and (hot[..., 2] < 40).all()  # the changed part
+
+
+def test_pareto_gives_each_method_its_own_look_and_joins_only_one_methods_steps(tmp_path, monkeypatch):
+    # issue 25: the corrector and ILF shared a colour, a dotted line joined the front's different methods, and
+    # labels drifted off their points
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import ilf.bench.plots as plots
+
+    results = json.loads((DOCS / "demo-shapes" / "results.json").read_text())
+    figs, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    assert pareto_plot(results, tmp_path / "p.png")
+    (fig,) = figs
+    by_point = {}
+    for r in results["rows"]:
+        by_point.setdefault(("block_forwards", r["block_forwards"]), set()).add(r["display"])
+    ax = fig.axes[1]  # PSNR vs block forwards
+    styles = {}
+    for line in ax.get_lines():
+        xs = list(line.get_xdata())
+        if line.get_linestyle() not in ("None", "none", "") and len(xs) > 1:
+            methods = {r["display"].split(":")[0] for r in results["rows"] if r["block_forwards"] in xs
+                       and r["family"] == "plain"}
+            assert line.get_color() == plots.FAMILY_COLORS["plain"] and methods == {"plain"}, xs  # only plain:N
+        if line.get_label() in {r["family"] for r in results["rows"]}:
+            styles[line.get_label()] = (line.get_color(), line.get_marker())
+    assert {"corrector", "ilf", "taylorseer", "paper-cache", "plain"} <= set(styles)
+    assert len(set(styles.values())) == len(styles)  # no two families look alike
+    anns = [c for c in ax.get_children() if isinstance(c, matplotlib.text.Annotation)]
+    assert len(anns) == len(results["rows"]) - 1  # every non-reference point labelled (the reference has no PSNR)
+    assert all(a.arrow_patch is not None for a in anns)  # anchored to its point by a leader
+    assert {a.get_text() for a in anns} >= {"corrector", "ILF paper mode", "TaylorSeer (diffusers)"}
+    close(fig)

@@ -127,7 +127,7 @@ def test_grid_layout(run):
 
     w, h = Image.open(out / "grid.png").size
     cell = 128  # 16 px images are shown at 128 px
-    assert (w, h) == (LABEL_WIDTH + 2 * 2 * cell, HEADER_HEIGHT + len(METHODS) * cell)
+    assert (w, h) == (LABEL_WIDTH + 2 * 3 * cell, HEADER_HEIGHT + len(METHODS) * cell)  # image, zoom, error map
 
 
 def test_diagnostics_maps(run):

@@ -1,5 +1,6 @@
 """Image grids like the paper's Fig. 13-14: rows = methods, columns = items (same seeds), each image with a
-zoomed crop beneath it.
+zoomed crop beside it and an error map: |image − reference| (mean over RGB), white = none, dark red = the
+largest error of that column, one scale shared by every row of the column so rows compare at a glance.
 
 `crop="auto"` picks, per column, the square window where the methods differ most from the reference (mean
 absolute difference over the non-reference rows), so the zoom shows what changed; `crop="CX,CY,S"` fixes a
@@ -21,6 +22,7 @@ LABEL_WIDTH = 190
 HEADER_HEIGHT = 30  # seed line + one caption line; each further caption line adds LINE_HEIGHT
 LINE_HEIGHT = 12
 OUTLINE = (255, 60, 60)
+COLUMNS = 3  # per item: the image, its zoomed window, its error map against the reference
 
 
 def parse_crop(crop: str) -> tuple[float, float, float] | None:
@@ -67,10 +69,19 @@ def _to_pil(img: torch.Tensor, size: int):
     return pil.resize((size, size), resample)
 
 
+def error_map(img: torch.Tensor, ref: torch.Tensor, vmax: float) -> torch.Tensor:
+    """|img − ref| averaged over channels, scaled by `vmax` (1 = the column's largest error), as an RGB image in
+    [0, 1]: white where equal, through red to dark red."""
+    e = ((img - ref).abs().mean(dim=0) / max(vmax, 1e-8)).clamp(0, 1)  # [H, W]
+    red = 1 - 0.45 * (2 * e - 1).clamp(min=0)  # full red up to half the scale, then darker
+    return torch.stack([red, 1 - e, 1 - e])
+
+
 def make_grid(results: dict, root: Path, path: Path, *, num_items: int = 4, crop: str = "auto",
               cell: int | None = None) -> Path:
     """Write the grid of the first `num_items` items for every row of `results` (images under `root`): each
-    item is a column pair, the image (window outlined) and its zoomed window."""
+    item is three columns, the image (window outlined), its zoomed window and its error map against the
+    reference row (`error_map`; the reference row's cell says what the maps are measured against)."""
     from PIL import Image, ImageDraw
 
     window = parse_crop(crop)
@@ -81,10 +92,10 @@ def make_grid(results: dict, root: Path, path: Path, *, num_items: int = 4, crop
     h, w = images[0][0].shape[-2:]
     cell = cell or int(min(256, max(128, 2 * max(h, w))))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
-    captions = [wrap_caption(str(it.get("prompt", f"class {it.get('class_label')}")), 2 * cell - 8, measure)
+    captions = [wrap_caption(str(it.get("prompt", f"class {it.get('class_label')}")), COLUMNS * cell - 8, measure)
                 for it in items]
     header = HEADER_HEIGHT + LINE_HEIGHT * max(0, max((len(c) for c in captions), default=1) - 1)
-    width = LABEL_WIDTH + 2 * cell * len(items)
+    width = LABEL_WIDTH + COLUMNS * cell * len(items)
     height = header + cell * len(rows)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -93,8 +104,10 @@ def make_grid(results: dict, root: Path, path: Path, *, num_items: int = 4, crop
         others = [images[r][c] for r in range(len(rows)) if r != ref_row]
         stack = torch.stack(others) if others else torch.zeros(0, 3, h, w)
         y0, x0, side = _window(h, w, window, stack, images[ref_row][c])
-        left = LABEL_WIDTH + 2 * c * cell
-        draw.text((left + 4, 4), f"seed {it['seed']}  (right: zoom)", fill="black")
+        ref = images[ref_row][c]
+        vmax = max((float((o - ref).abs().mean(dim=0).max()) for o in others), default=0.0)
+        left = LABEL_WIDTH + COLUMNS * c * cell
+        draw.text((left + 4, 4), f"seed {it['seed']}  (zoom; |x - ref|, max {vmax * 255:.0f}/255)", fill="black")
         for k, line in enumerate(captions[c]):
             draw.text((left + 4, 16 + k * LINE_HEIGHT), line, fill="gray")
         scale = cell / w
@@ -107,6 +120,10 @@ def make_grid(results: dict, root: Path, path: Path, *, num_items: int = 4, crop
             top = header + r * cell
             canvas.paste(full, (left, top))
             canvas.paste(zoom, (left + cell, top))
+            if r == ref_row:
+                draw.text((left + 2 * cell + 6, top + cell // 2 - 12), "error maps:\n|x - this row|", fill="gray")
+            else:
+                canvas.paste(_to_pil(error_map(img, ref, vmax), cell), (left + 2 * cell, top))
         draw.line([(left, 0), (left, height)], fill="white", width=3)
     for r, row in enumerate(rows):
         top = header + r * cell

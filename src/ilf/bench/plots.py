@@ -8,11 +8,39 @@ import numpy as np
 
 from ilf.eval.score import METRICS
 
-# One colour per family, shared by every plot.
+# One colour and one marker per family, shared by every plot: no two families look alike.
 FAMILY_COLORS = {
     "plain": "#4d4d4d", "paper-cache": "#d62728", "ilf": "#1f77b4", "fbc": "#ff7f0e", "taylorseer": "#2ca02c",
     "magcache": "#9467bd", "pab": "#8c564b", "fastercache": "#e377c2", "cache-dit": "#17becf",
+    "corrector": "#b8860b",
 }
+FAMILY_MARKERS = {
+    "plain": "o", "paper-cache": "s", "ilf": "D", "fbc": "v", "taylorseer": "^", "magcache": "P", "pab": "X",
+    "fastercache": "h", "cache-dit": "<", "corrector": "*",
+}
+# Families without an entry take these, in order of appearance: never a colour or marker another family has.
+_SPARE_COLORS = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+_SPARE_MARKERS = (">", "p", "d", "H", "8", "1")
+
+
+def family_styles(families) -> dict[str, tuple[str, str]]:
+    """(colour, marker) of each family: its own, or a spare one no other family uses."""
+    out, spare = {}, 0
+    for fam in dict.fromkeys(families):
+        if fam in FAMILY_COLORS:
+            out[fam] = (FAMILY_COLORS[fam], FAMILY_MARKERS.get(fam, "o"))
+        else:
+            out[fam] = (_SPARE_COLORS[spare % len(_SPARE_COLORS)], _SPARE_MARKERS[spare % len(_SPARE_MARKERS)])
+            spare += 1
+    return out
+
+
+def method_line(row: dict) -> str:
+    """Rows of one method at several step counts share a line (plain:10, plain:11, plain:20); rows of different
+    methods, or of one family at different settings (the paper cache at ~1.5x and ~1.8x), never do."""
+    spec = str((row.get("method") or {}).get("spec", row.get("display", "")))
+    head, _, opts = spec.partition(",")
+    return row["family"] + "|" + head.split(":")[0] + "|" + opts
 # Preferred y metric: the paper's headline (ImageReward), then the worlds', then what any run has.
 PARETO_PREFERENCE = ("imagereward", "alignment", "accuracy", "clip_score", "fid", "world_fd", "psnr", "ssim")
 # The axis that separates methods at a fixed budget: closeness to the reference image (plotted first when measured).
@@ -101,7 +129,8 @@ def place_labels(ax, points: list[tuple[float, float]], texts: list[str], colors
             for (dx, dy), ha, va in _LABEL_SPOTS:
                 ann = ax.annotate(text, xy, textcoords="offset points", xytext=(dx * scale, dy * scale), ha=ha,
                                   va=va, fontsize=fontsize, color=color,
-                                  arrowprops=dict(arrowstyle="-", color=color, lw=0.5, alpha=0.6) if scale > 1 else None)
+                                  arrowprops=dict(arrowstyle="-", color=color, lw=0.6, alpha=0.7, shrinkA=0,
+                                                  shrinkB=3))  # anchored: a leader to its point
                 ann.update_positions(renderer)  # else the text's extent is measured at the offset alone
                 box = Text.get_window_extent(ann, renderer)  # the text alone, not its leader line
                 c = cost(box, i)
@@ -160,20 +189,23 @@ def pareto_plot(results: dict, path: Path, metric: str | None = None) -> bool:
             pts = [(r[xkey], values[id(r)]) for r in rows]
             front = sorted(pareto_front(pts, info.higher_is_better), key=lambda i: pts[i][0])
             texts, colors, where = [], [], []
-            for fam in dict.fromkeys(r["family"] for r in rows):
-                members = sorted((r for r in rows if r["family"] == fam), key=lambda r: r[xkey])
-                color = FAMILY_COLORS.get(fam, None)
-                ax.plot([r[xkey] for r in members], [values[id(r)] for r in members], "-o", color=color, label=fam,
-                        lw=1.5, ms=6)
+            styles = family_styles(r["family"] for r in rows)
+            labelled = set()
+            for key in dict.fromkeys(method_line(r) for r in rows):
+                members = sorted((r for r in rows if method_line(r) == key), key=lambda r: r[xkey])
+                fam = members[0]["family"]
+                color, marker = styles[fam]
+                ax.plot([r[xkey] for r in members], [values[id(r)] for r in members], "-", color=color, lw=1.5,
+                        marker=marker, ms=9 if marker == "*" else 6, label=None if fam in labelled else fam)
+                labelled.add(fam)
                 for r in members:
                     where.append((r[xkey], values[id(r)]))
-                    texts.append(f"{r['steps']}" + ("" if np.isfinite(r["metrics"][m]) else " (=ref, ∞)"))
+                    texts.append(r["display"] + ("" if np.isfinite(r["metrics"][m]) else " (=ref, ∞)"))
                     colors.append(color)
+            # the front is marked by rings only: a line through it would join different methods
             fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
-            ax.plot(fx, fy, "o", ms=11, mfc="none", mec="black", mew=1.2,
+            ax.plot(fx, fy, "o", ms=13, mfc="none", mec="black", mew=1.0, ls="none",
                     label="Pareto front (nothing both cheaper and better)")
-            if len(front) > 1:
-                ax.plot(fx, fy, ":", color="black", lw=1.2, alpha=0.7)
             ax.set_xlabel(xlabel)
             ylabel = info.label + (f" to {results.get('reference', 'the reference')}" if m == FIDELITY_METRIC else "")
             ax.set_ylabel(ylabel + ("" if info.higher_is_better else " (lower is better)"), fontsize=9)
@@ -181,7 +213,7 @@ def pareto_plot(results: dict, path: Path, metric: str | None = None) -> bool:
             labels.append((ax, where, texts, colors))
     axes[0][0].legend(fontsize=7, loc="best")
     names = " and ".join(METRICS[m].label for m in metrics)
-    fig.suptitle(f"{results['source']['name']}: {names} vs cost (numbers beside points: steps)", fontsize=10)
+    fig.suptitle(f"{results['source']['name']}: {names} vs cost (each point labelled with its method)", fontsize=10)
     for ax, *_ in labels:
         ax.margins(x=0.06, y=0.1)  # room for the labels of the outermost points inside the frame
     fig.tight_layout()

@@ -46,19 +46,35 @@ def best_rows(results: dict, key: str) -> set[int]:
     return {i for i, v in vals if v == best or math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12)}
 
 
+def _peaks(results: dict) -> list[float]:
+    return [p for p in ((r.get("peak_memory") or {}).get("peak_mib") for r in results["rows"]) if p is not None]
+
+
+def show_peak_memory(results: dict) -> bool:
+    """Whether the Peak MiB column says anything: it is measured and differs between the methods. On a CPU the
+    process's resident-set high-water mark often reads the same on every row (memory freed by one method is
+    not returned to the system before the next): where every row is within 1 % of the largest, the column is
+    left out and a note says why."""
+    peaks = _peaks(results)
+    return len(peaks) > 1 and max(peaks) - min(peaks) > 0.01 * max(peaks)  # within 1 %: noise, not a method
+
+
 def markdown_table(results: dict) -> str:
     """Rows = methods; latency (steps, block forwards, s/img with speedups vs the reference row), peak memory,
     then every metric. The best non-reference value of each metric is bold, as in the paper's Table 1."""
     metrics = [k for k in results["metrics"] if k in METRICS]
-    head = ["Method", "# Steps", "# Blocks", "s / img", "Peak MiB"] + [METRICS[k].label for k in metrics]
+    peak = show_peak_memory(results)
+    head = ["Method", "# Steps", "# Blocks", "s / img"] + (["Peak MiB"] if peak else []) + \
+        [METRICS[k].label for k in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     best = {k: best_rows(results, k) for k in metrics}
     for i, r in enumerate(results["rows"]):
         name = r["display"] + (" (reference)" if r["reference"] else "")
         sec = r.get("seconds_per_image")
         cells = [name, str(r["steps"]), _fmt_count(r["block_forwards"]) + _speedup(r.get("block_speedup")),
-                 ("–" if sec is None else f"{sec:.3g}") + _speedup(r.get("speedup")),
-                 _fmt_count((r.get("peak_memory") or {}).get("peak_mib"))]
+                 ("–" if sec is None else f"{sec:.3g}") + _speedup(r.get("speedup"))]
+        if peak:
+            cells.append(_fmt_count((r.get("peak_memory") or {}).get("peak_mib")))
         for k in metrics:
             v = _fmt_metric(k, r["metrics"].get(k))
             cells.append(f"**{v}**" if i in best[k] else v)
@@ -68,6 +84,15 @@ def markdown_table(results: dict) -> str:
 
 def table_notes(results: dict) -> list[str]:
     s, src = results["settings"], results["source"]
+    peak_note = []
+    peaks = _peaks(results)
+    if peaks and not show_peak_memory(results):
+        kind = next(((r.get("peak_memory") or {}).get("kind") for r in results["rows"] if r.get("peak_memory")), None)
+        lo, hi = min(peaks), max(peaks)
+        value = f"{_fmt_count(lo)} MiB" if _fmt_count(lo) == _fmt_count(hi) else f"{_fmt_count(lo)}–{_fmt_count(hi)} MiB"
+        peak_note.append(f"Peak memory left out: every method read the same {(kind or 'peak').replace('_', ' ')} "
+                         f"within 1 % ({value}), which does not separate them (on a CPU the process keeps memory it "
+                         "freed); a GPU run reports each method's CUDA peak.")
     notes = [
         f"{src['name']} ({src['transformer_class']}, {src['num_blocks']} blocks, {src['dtype']} on {src['device']}); "
         f"{s['num_images']} images, the same seeds for every method; batch {s['batch_size']}.",
@@ -76,6 +101,7 @@ def table_notes(results: dict) -> list[str]:
         f"s / img: median of {s['repeats']} timed calls of {s['time_batch']} image(s) after {s['warmup']} warm-up "
         "call(s), methods interleaved. Bold: the best non-reference value of each metric.",
     ]
+    notes += peak_note
     if "psnr" in results["metrics"]:
         ref = next((r["display"] for r in results["rows"] if r["reference"]), results["reference"])
         notes.append(f"PSNR / SSIM: against the reference ({ref}) image of the same seed "
