@@ -17,7 +17,7 @@ from accelerate import Accelerator
 
 from ilf import CorrectorConfig, apply_ilf, count_block_forwards, remove_ilf
 from ilf.errors import ILFError
-from ilf.tiny import call_kwargs
+from ilf.tiny import call_kwargs, tiny_pipeline
 from ilf.train.native import PipelineCorrectorObjective
 from ilf.train.record import unpack
 
@@ -28,6 +28,21 @@ CONFIG = dict(interval=2, warmup=2, num_inference_steps=STEPS)
 TRAIN_PROMPTS = ["a red cat", "a blue square above a dog", "the small circle", "a large green dog",
                  "a cat left of a square", "the blue circle", "a small red square", "an photo of a dog"]
 HELD_OUT = ["a green cat below the circle", "a large blue square"]
+
+
+# the shared family cases (tests/tiny_runs.py) and the image families with their own tiny pipelines
+IMAGE_CASES = {"qwen-image": ("qwen-image", {}), "flux2": ("flux2", {}), "z-image": ("z-image", {})}
+ALL_CASES = [*CASES, *IMAGE_CASES]
+
+
+def make(case: str):
+    if case in CASES:
+        return make_pipe(case)
+    kind, options = IMAGE_CASES[case]
+    pipe = tiny_pipeline(kind)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.kind, pipe.options = kind, options
+    return pipe
 
 
 def prompts_for(pipe, n: int, held_out: bool = False) -> list:
@@ -50,9 +65,9 @@ def objective(pipe, runtime, tmp_path, n: int):
         accelerator=Accelerator(cpu=True), seed=0, record_batch=n, log=lambda *a: None, progress=False)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", ALL_CASES)
 def test_a_replayed_forecast_step_lands_on_the_pipelines_own_next_state(case, tmp_path):
-    pipe = make_pipe(case)
+    pipe = make(case)
     runtime = apply_ilf(pipe, CorrectorConfig(**CONFIG))
     with torch.no_grad():
         runtime.feedback.mix.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))  # a non-trivial forecast
@@ -75,17 +90,17 @@ def test_a_replayed_forecast_step_lands_on_the_pipelines_own_next_state(case, tm
 
 def _final(pipe, prompts, seeds, call) -> torch.Tensor:
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    kw = {"class_labels": prompts} if pipe.kind == "dit" else {"prompt": prompts}
+    kw = {"class_labels": list(prompts)} if pipe.kind == "dit" else {"prompt": list(prompts)}  # Z-Image edits lists
     out = pipe(**kw, generator=gens, num_inference_steps=STEPS, output_type="latent", **call)
     return torch.as_tensor(out.frames if hasattr(out, "frames") else out.images).float()  # video: .frames
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", ALL_CASES)
 def test_a_trained_corrector_beats_taylorseer_on_held_out_noises_and_prompts(case, tmp_path):
     import ilf
 
-    pipe = make_pipe(case)
+    pipe = make(case)
     n = len(TRAIN_PROMPTS)
     folder = ilf.train_corrector(pipe, prompts_for(pipe, n), tmp_path / "run", call_kwargs=call_for(pipe, n),
                                  num_inference_steps=STEPS, interval=2, warmup=2, max_steps=60, batch_size=8,
@@ -117,6 +132,16 @@ def test_a_stochastic_scheduler_is_refused_with_the_cause(tmp_path):
     with pytest.raises(ILFError, match="stochastic"):
         objective(pipe, runtime, tmp_path, 2).prepare()
     assert not list(tmp_path.rglob("*.safetensors"))  # nothing recorded from a run that cannot be replayed
+
+
+def test_qwen_images_norm_rescaled_true_cfg_is_refused_naming_the_combination(tmp_path):
+    """Qwen-Image's true CFG rescales the guided output to the conditional one's norm, per token: no linear
+    combination of the two outputs rebuilds it, so training on it would train on a wrong path."""
+    pipe = make("qwen-image")
+    pipe.options = {"negative_prompt": "a dog", "true_cfg_scale": 4.0}
+    runtime = apply_ilf(pipe, CorrectorConfig(**CONFIG))
+    with pytest.raises(ILFError, match="norm-rescaled"):
+        objective(pipe, runtime, tmp_path, 2).prepare()
 
 
 def test_skip_layer_guidance_is_refused_naming_the_combination(tmp_path):

@@ -124,6 +124,8 @@ class PipelineCorrectorObjective:
         # negative prompt only where they repeat it themselves)
         negatives = {k: [v] * len(idx) for k, v in self.call.items() if k.startswith("negative_prompt")
                      and isinstance(v, str) and "prompt" in kwargs}
+        kwargs = {k: list(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # fresh lists: Z-Image's
+        # encode_prompt rewrites the caller's prompt list in place
         return {**self.call, **negatives, **kwargs, "num_inference_steps": num_steps,
                 "generator": generators(idx, self.seed), "output_type": self.call.get("output_type", "latent")}
 

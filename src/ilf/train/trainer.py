@@ -374,7 +374,9 @@ def resolve_guidance(pipe, guidance_scale: float | None = None, world: str | Non
     import inspect
 
     param = inspect.signature(type(pipe).__call__).parameters.get("guidance_scale")
-    return float(param.default) if param is not None and param.default is not inspect.Parameter.empty else 1.0
+    if param is None or param.default is inspect.Parameter.empty or param.default is None:
+        return 1.0  # no guidance argument, or none by default (Qwen-Image: true_cfg_scale guides instead)
+    return float(param.default)
 
 
 def _stop_non_finite(cfg: TrainConfig, step: int, terms) -> None:
