@@ -1,7 +1,7 @@
 """Paths as records should hold them: relative to the output, the working directory or the package.
 
 A results file, a report or a training record is read on other machines; an absolute path of the machine that
-wrote it (`/tmp/run-3/feedback`, a home folder) means nothing there. Every writer records paths through
+wrote it (a scratch folder's `.../run-3/feedback`, a home folder) means nothing there. Every writer records paths through
 `portable_path` / `portable_text`: a path inside the output folder relative to it, one inside the working
 directory (a repository checkout, usually) relative to that, one inside the installed package as `ilf/...`,
 one under the home folder as `~/...`; anything else is kept as the user gave it.
@@ -55,7 +55,7 @@ def portable_path(path: str | os.PathLike | None, base: str | os.PathLike | None
 
 def portable_text(text: str, base: str | os.PathLike | None = None) -> str:
     """Every occurrence of an absolute path under one of the roots inside `text` (a method spec such as
-    `corrector:20,feedback=/tmp/x/feedback`) rewritten as `portable_path` would."""
+    `corrector:20,feedback=OUT/x/feedback` with OUT absolute) rewritten as `portable_path` would."""
     for prefix, repl in _roots(base):
         pattern = re.compile(r"(?<![\w.~-])" + re.escape(prefix) + r"(?P<rest>/[^\s,\"'=)]*)?(?![\w.-])")
 
