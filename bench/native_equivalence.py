@@ -64,7 +64,7 @@ def report(world: str, runs: Path) -> None:
     start = time.time()
     ev = evaluate(world, [shipped, *natives.values()], REPORT_SEEDS, (20, 20))
     view, q = ev["view"], ev["quality"]
-    seeds = [it.seed for it in view]
+    seeds = view.seeds
     base = ev["rows"][shipped]
     rows = [{"method": "retired trainer (shipped learned-i2)", "prompts": 128, "blocks": base["blocks"],
              "psnr": float(np.mean(base["psnr"])), q: float(np.mean(base[q]))}]
@@ -74,11 +74,11 @@ def report(world: str, runs: Path) -> None:
         cpu = runs / world / f"p{n}" / "cpu_seconds.txt"
         rows.append({"method": f"pipeline-native, {n} prompts", "prompts": n, "blocks": r["blocks"],
                      "psnr": float(np.mean(r["psnr"])), q: float(np.mean(r[q])),
-                     "d_psnr": [dp.delta, *dp.ci], "psnr_wins": [dp.wins, dp.n_seeds],
-                     "d_quality": [dq.delta, *dq.ci], "quality_wins": [dq.wins, dq.n_seeds],
+                     "d_psnr": [dp.diff, *dp.ci], "psnr_wins": [dp.seed_wins, dp.num_seeds],
+                     "d_quality": [dq.diff, *dq.ci], "quality_wins": [dq.seed_wins, dq.num_seeds],
                      "train_cpu_seconds": float(cpu.read_text()) if cpu.is_file() else None})
     OUT.mkdir(parents=True, exist_ok=True)
-    res = {"world": world, "quality": q, "seeds": REPORT_SEEDS, "items": len(view), "rows": rows,
+    res = {"world": world, "quality": q, "seeds": REPORT_SEEDS, "items": len(view.seeds), "rows": rows,
            "seconds": round(time.time() - start),
            "command": f"python bench/native_equivalence.py train --world {world} && "
                       f"python bench/native_equivalence.py report --world {world}"}

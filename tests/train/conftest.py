@@ -22,6 +22,8 @@ def tiny_world(tmp_path_factory):
         small = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
         Image.fromarray(small).resize((16, 16), Image.BICUBIC).save(cap / f"img{i:02d}.png")
         (cap / f"img{i:02d}.txt").write_text("a " + WORDS[i % 4])
+    # prompts for --distill corrector, which records the pipeline's own sampling instead of reading data
+    (root / "prompts.txt").write_text("\n".join(f"a {w}" for w in WORDS * 2) + "\n")
     for c in ("3", "7"):
         d = root / "classes" / c
         d.mkdir(parents=True)

@@ -16,12 +16,15 @@ from ilf.train import checkpoint as ckpt
 TRAJECTORY = ["--distill", "trajectory", "--student-steps", "4", "--feedback-steps", "last:2", "--rollout-size", "8",
               "--rollout-every", "3", "--inference-t-post", "none"]
 CORRECTOR = ["--distill", "corrector", "--student-steps", "6", "--cache-interval", "2", "--cache-warmup", "2",
-             "--fresh-blocks", "1", "--correct-steps", "all", "--rollout-size", "8", "--rollout-every", "3"]
+             "--fresh-blocks", "1", "--correct-steps", "all", "--rollout-every", "3"]
 OBJECTIVES = {"fad": ["--distill", "fad"], "trajectory": TRAJECTORY, "corrector": CORRECTOR}
 
 
 def _args(tiny_world, out, steps, every, objective="fad"):
-    return OBJECTIVES[objective] + ["--pipeline", str(tiny_world / "pixart-alpha"), "--data", str(tiny_world / "captions"), "--loop", "2", "4",
+    # the corrector records the pipeline's own sampling of prompts; the other objectives read data
+    data = ["--prompts", str(tiny_world / "prompts.txt")] if objective == "corrector" else \
+        ["--data", str(tiny_world / "captions")]
+    return OBJECTIVES[objective] + ["--pipeline", str(tiny_world / "pixart-alpha"), *data, "--loop", "2", "4",
             "--lr", "1e-3", "--batch-size", "4", "--max-steps", str(steps), "--checkpoint-every", str(every),
             "--max-sequence-length", "16", "--output-dir", str(out), "--no-progress"]
 

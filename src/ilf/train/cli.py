@@ -37,6 +37,19 @@ examples:
 """
 
 
+def json_object(text: str) -> dict:
+    """--call-kwargs: a JSON object."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg}); write an object such as '{{\"height\": 512}}'")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object such as '{\"height\": 512}'")
+    return value
+
+
 def _loop(values):
     return None if values is None else tuple(int(v) for v in values)
 
@@ -59,7 +72,16 @@ def add_train_parser(sub) -> None:
     src.add_argument("--world", choices=BACKBONE_WORLDS, help="an embedded offline world (tiny shipped backbone, "
                      "data generated on the fly)")
     g.add_argument("--data", type=Path, help="training data: images with same-name .txt captions, class folders "
-                   "(ImageFolder layout), or shards from `ilf precompute` (needed with --pipeline)")
+                   "(ImageFolder layout), or shards from `ilf precompute` (needed with --pipeline, except by "
+                   "--distill corrector)")
+    g.add_argument("--prompts", type=Path, help="--distill corrector: a text file, one prompt per line (a line of "
+                   "digits is a class id); the pipeline's own sampling of them is recorded and trained on, no "
+                   "--data (default with --world: --rollout-size prompts of the world's train split)")
+    g.add_argument("--call-kwargs", type=json_object, default={},
+                   help="--distill corrector: JSON of keyword arguments for every pipeline call, as at inference, "
+                   "e.g. '{\"height\": 1024, \"width\": 1024, \"true_cfg_scale\": 4.0, \"negative_prompt\": \"\"}'")
+    g.add_argument("--record-batch", type=COUNT,
+                   help="--distill corrector: prompts per recorded pipeline call (default: min(16, per-device batch))")
     g.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes", "shards"],
                    help="how to read --data (default: detect)")
     g.add_argument("--resolution", type=COUNT, help="image side for raw image folders (default: the backbone's)")
@@ -192,6 +214,7 @@ def cmd_train(args) -> int:
         rerun_loop=args.feedback_mode == "loop", feed_text=args.feed_text, student_steps=args.student_steps,
         guidance_scale=args.guidance_scale, scheduler=args.scheduler, rollout_every=args.rollout_every,
         rollout_size=args.rollout_size, rollout_noise=args.rollout_noise, cache_interval=args.cache_interval,
+        prompts=args.prompts, call_kwargs=args.call_kwargs, record_batch=args.record_batch,
         cache_warmup=args.cache_warmup, cache_order=args.cache_order, fresh_blocks=args.fresh_blocks,
         correct_steps=args.correct_steps, corrector_forecast=args.corrector_forecast,
         corrector_feed=args.corrector_feed, learned_forecast=not args.no_learned_forecast,

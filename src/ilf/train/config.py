@@ -37,6 +37,7 @@ class TrainConfig:
     world: str | None = None  # an embedded world (worlds.paths.BACKBONE_WORLDS): the offline default
     data: Path | None = None
     prompts: Path | None = None  # --distill corrector: a text file, one prompt (or class id) per line
+    call_kwargs: dict = field(default_factory=dict)  # --distill corrector: every pipeline call's kwargs
     data_type: str = "auto"  # auto | captions | classes | shards
     resolution: int | None = None  # image side for raw folders; default: the backbone's
     max_sequence_length: int | None = None
@@ -117,8 +118,8 @@ class TrainConfig:
         if self.distill == "corrector" and self.data is not None:
             raise ILFError("--distill corrector records the pipeline's own sampling and reads no --data; give "
                            "--prompts FILE (or --world NAME) instead")
-        if self.prompts is not None and self.distill != "corrector":
-            raise ILFError("--prompts is for --distill corrector; the other objectives read --data")
+        if (self.prompts is not None or self.call_kwargs) and self.distill != "corrector":
+            raise ILFError("--prompts and --call-kwargs are for --distill corrector; the other objectives read --data")
         if self.rollout_noise == "fresh" and self.distill == "corrector":
             raise ILFError("--rollout-noise fresh is not available with --distill corrector (its recordings are of "
                            "one noise per prompt); give more prompts instead")

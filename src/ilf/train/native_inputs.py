@@ -42,7 +42,7 @@ def native_inputs(cfg, pipe=None, prompts=None, call_kwargs=None) -> tuple:
         use_scheduler(pipe, cfg.scheduler)
     elif cfg.scheduler is not None:
         raise ILFError("scheduler= swaps the scheduler of a pipeline ilf loads; set pipe.scheduler yourself")
-    call = dict(world_call if call_kwargs is None else call_kwargs)
+    call = {**(world_call if call_kwargs is None else call_kwargs), **cfg.call_kwargs}
     steps = call.pop("num_inference_steps", cfg.student_steps)
     if steps != cfg.student_steps:
         raise ILFError(f"call_kwargs say num_inference_steps={steps} but the corrector is trained for "
