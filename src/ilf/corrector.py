@@ -117,7 +117,6 @@ class CacheCorrector:
         self.plan: CallPlan | None = None
         self.branches: list[BranchCache] = []  # per branch of a step: its cache state
         self.last: tuple[int, int] | None = None  # (step, branch) of the previous scheduled call
-        self.record: list | None = None  # set by a rollout: forecast steps append the forecasts they used
         # set by the pipeline-native trainer: called on every full step with (step, branch, block e's output
         # streams, block a's input streams), what it needs to rebuild every forecast (`corrector_state`)
         self.on_full = None
@@ -214,10 +213,7 @@ class CacheCorrector:
         `BranchCache.forecasts`)."""
         if plan.given is not None:
             return plan.given
-        out = plan.branch.forecasts(plan.step)
-        if self.record is not None:
-            self.record.append({k: v.detach() for k, v in out.items() if k != "step"})
-        return out
+        return plan.branch.forecasts(plan.step)
 
     def learned_forecast(self, fc: dict, stream: str, x_a: dict) -> torch.Tensor:
         """ĥ_e = TaylorSeer's forecast + Σ_j mix[step, j] · b_j, b_3 = the innovation x_a − x̂_a of the stream

@@ -2,8 +2,8 @@
 
 Shape of the loop (accelerate's nlp_example / PixArt's train.py idiom): `accelerator.accumulate`, clip and
 step under `sync_gradients`, `accelerator.gather` for logging, `save_state`/`load_state` for resume. What is
-minimised is an *objective* object: the corrector of TaylorSeer (`correct.py`, trained on the pipeline's own
-sampling), trajectory distillation (`trajectory.py`) or the data-driven FAD / multistep / none (`fad.py`).
+minimised is an *objective* object: the corrector of TaylorSeer (`native.py`, trained on recordings of the
+pipeline's own sampling), trajectory distillation (`trajectory.py`) or the data-driven FAD / multistep / none (`fad.py`).
 Each draws its micro-batch as a pure function of (seed, step, micro, rank) and saves what it needs beside each
 checkpoint, so a resumed run ends bit-identical.
 """
@@ -336,12 +336,6 @@ def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per
 
         max_len = CALL_KWARGS[cfg.world].get("max_sequence_length")
     encoder, null_text, null_class = unconditional_inputs(pipe, source, max_len, world_text_fn(cfg.world))
-    if cfg.distill == "corrector":
-        from .correct import build_corrector_objective
-
-        return build_corrector_objective(cfg, pipe, model, adapter, runtime, source, encoder, null_text, null_class,
-                                         accelerator, per_device, resolve_guidance(pipe, cfg.guidance_scale,
-                                                                                   cfg.world), skipped)
     if cfg.distill == "trajectory":
         from .trajectory import build_trajectory
 
