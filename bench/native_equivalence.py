@@ -1,11 +1,12 @@
 """The pipeline-native trainer against the one it replaced, on the three worlds (issue 23).
 
 For each world, the corrector the study ships (`learned-i2`: TaylorSeer interval 2, warm-up 3, per-step forecast
-weights; trained by the retired trainer, which rebuilt each family's sampler by hand) against the same recipe
+weights, per channel on digits; trained by the retired trainer, which rebuilt each family's sampler by hand) against the same recipe
 trained through `ilf train --world W --distill corrector`, which now records the world's own pipeline (600
 iterations of 32, lr 3e-3, 128 train prompts). Both are scored on the report seeds (1000-1009, 16 prompts each):
 PSNR to plain:20 of the same item and the world's alignment / accuracy, paired per item, with a bootstrap 95%
-interval and seed-level wins. The same recipe from 8 and 32 prompts answers how many prompts are enough.
+interval and seed-level wins. The same recipe from 8 and 32 prompts answers how many prompts are enough; three
+training seeds of each trainer (`seeds`, `report-seeds`) show the spread one run hides.
 
     python bench/native_equivalence.py train --world shapes        # ~1-3 min per size on one CPU thread
     python bench/native_equivalence.py report --world shapes
@@ -27,7 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corrector_study import REPORT_SEEDS, TRAIN, VARIANTS, evaluate  # noqa: E402
 
 SIZES = (8, 32, 128)  # train prompts
+SEEDS = (0, 1, 2)  # training seeds of each trainer (the run-to-run spread a single run hides)
 OUT = Path("docs/native-equivalence")
+
+
+def recipe(world: str) -> dict:
+    """The study's recipe of the world's shipped corrector (`learned-i2`, per-channel weights where it ships them:
+    digits)."""
+    from ilf.feedback import read_feedback_config
+    from ilf.worlds import paths
+
+    shipped = read_feedback_config(paths.feedback(world))["config"]
+    return {**TRAIN, **VARIANTS["learned-i2"], "mix_per_channel": bool(shipped.get("mix_per_channel"))}
 
 
 def train_sizes(world: str, runs: Path) -> None:
@@ -44,12 +56,81 @@ def train_sizes(world: str, runs: Path) -> None:
         start = time.process_time()
         cfg = TrainConfig(output_dir=folder, world=world, distill="corrector", checkpoint_every=200,
                           resume="latest", progress=False, log_every=50,
-                          **{**TRAIN, **VARIANTS["learned-i2"], "rollout_size": n})
+                          **{**recipe(world), "rollout_size": n})
         torch.manual_seed(0)
         train(cfg)
         seconds = time.process_time() - start
         (folder / "cpu_seconds.txt").write_text(f"{seconds:.1f}\n")
         print(f"{world} p{n}: trained in {seconds:.0f} s CPU", flush=True)
+
+
+OLD_TRAIN = """
+import sys, torch
+from pathlib import Path
+from ilf.train.config import TrainConfig
+from ilf.train.trainer import train
+torch.set_num_threads(1)
+torch.manual_seed(0)
+train(TrainConfig(output_dir=Path(sys.argv[1]), world=sys.argv[2], distill="corrector", checkpoint_every=0,
+                  progress=False, log_every=50, seed=int(sys.argv[3]), **eval(sys.argv[4])))
+"""
+
+
+def train_seeds(world: str, runs: Path, old_src: Path) -> None:
+    """The recipe at 128 prompts with seeds 0, 1, 2 through both trainers (the retired one's seed 0 is the shipped);
+    the retired trainer runs from `old_src`, the `src` folder of a checkout of commit 9b90374."""
+    import os
+    import subprocess
+
+    import torch
+
+    from ilf.train.config import TrainConfig
+    from ilf.train.trainer import train
+
+    torch.set_num_threads(1)
+    settings = recipe(world)
+    for seed in SEEDS:
+        new, old = runs / world / (f"p128-seed{seed}" if seed else "p128"), runs / world / f"retired-seed{seed}"
+        if not (new / "feedback" / "ilf_config.json").is_file():
+            torch.manual_seed(0)
+            train(TrainConfig(output_dir=new, world=world, distill="corrector", checkpoint_every=0, progress=False,
+                              log_every=50, seed=seed, **settings))
+        if seed and not (old / "feedback" / "ilf_config.json").is_file():  # seed 0: the shipped corrector
+            env = {**os.environ, "PYTHONPATH": str(Path(old_src).resolve())}
+            subprocess.run([sys.executable, "-c", OLD_TRAIN, str(old), world, str(seed), repr(settings)], env=env,
+                           check=True)
+        print(f"{world} seed {seed}: both trained", flush=True)
+
+
+def report_seeds(world: str, runs: Path) -> None:
+    """Both trainers over three training seeds on the report seeds: per item, each trainer's PSNR averaged over
+    its seeds, then paired (native − retired) with a bootstrap interval over items."""
+    import numpy as np
+
+    from ilf.bench.paired import compare
+    from ilf.worlds import paths
+
+    folders = {("retired", 0): paths.feedback(world), ("native", 0): runs / world / "p128" / "feedback"}
+    for seed in SEEDS[1:]:
+        folders[("retired", seed)] = runs / world / f"retired-seed{seed}" / "feedback"
+        folders[("native", seed)] = runs / world / f"p128-seed{seed}" / "feedback"
+    texts = {key: f"corrector:20,feedback={f},label={key[0]}-seed{key[1]}" for key, f in folders.items()}
+    ev = evaluate(world, list(texts.values()), REPORT_SEEDS, (20, 20))
+    view, q = ev["view"], ev["quality"]
+    per = {key: ev["rows"][t] for key, t in texts.items()}
+    mean = {who: {m: np.mean([per[(who, s)][m] for s in SEEDS], 0) for m in ("psnr", q)}
+            for who in ("retired", "native")}
+    dp = compare(mean["native"]["psnr"], mean["retired"]["psnr"], view.seeds, "psnr")
+    dq = compare(mean["native"][q], mean["retired"][q], view.seeds, q)
+    res = {"world": world, "quality": q, "seeds": REPORT_SEEDS, "training_seeds": list(SEEDS),
+           "runs": {f"{k[0]}-seed{k[1]}": {"psnr": float(np.mean(r["psnr"])), q: float(np.mean(r[q]))}
+                    for k, r in per.items()},
+           "native_minus_retired_seed_mean": {"psnr": dp.to_dict(), q: dq.to_dict()},
+           "command": f"python bench/native_equivalence.py seeds --world {world} --old-src OLD/src && "
+                      f"python bench/native_equivalence.py report-seeds --world {world}"}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{world}-seeds.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1))
 
 
 def report(world: str, runs: Path) -> None:
@@ -110,7 +191,9 @@ def table() -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("train", "report", "table"))
+    p.add_argument("phase", choices=("train", "report", "seeds", "report-seeds", "table"))
+    p.add_argument("--old-src", type=Path, help="seeds: the src folder of a checkout of commit 9b90374 (the retired "
+                   "trainer)")
     p.add_argument("--world", choices=("digits", "shapes", "shapes-flow"))
     p.add_argument("--runs", type=Path, default=Path("runs/native-equivalence"))
     a = p.parse_args(argv)
@@ -118,6 +201,10 @@ def main(argv=None) -> int:
         table()
     elif a.phase == "train":
         train_sizes(a.world, a.runs)
+    elif a.phase == "seeds":
+        train_seeds(a.world, a.runs, a.old_src)
+    elif a.phase == "report-seeds":
+        report_seeds(a.world, a.runs)
     else:
         report(a.world, a.runs)
     return 0
