@@ -299,7 +299,9 @@ class ILFRuntime:
         step, from_schedule = None, False  # from_schedule: t_post is read off the schedule
         if t_post is not None or feedback is not None:  # explicit control (training, custom loops)
             on = True if feedback is None else bool(feedback)
-            if on and t_post is None:
+            if on and t_post is None and self.config.t_post == "none":
+                t_post = t  # t_post = the call's own timestep: nothing to locate (a replayed training call)
+            elif on and t_post is None:
                 if self.clock is None:
                     raise ScheduleError("ilf_feedback=True on a bare transformer also needs ilf_t_post=")
                 # an explicit call may be made outside the pipeline's loop: its value decides (one read)

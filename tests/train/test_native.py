@@ -18,7 +18,8 @@ from accelerate import Accelerator
 from ilf import CorrectorConfig, apply_ilf, count_block_forwards, remove_ilf
 from ilf.errors import ILFError
 from ilf.tiny import call_kwargs, tiny_pipeline
-from ilf.train.native import PipelineCorrectorObjective
+from ilf.config import ILFConfig
+from ilf.train.native import PipelineObjective
 from ilf.train.record import unpack
 
 from tiny_runs import CASES, make_pipe
@@ -58,10 +59,10 @@ def call_for(pipe, n: int) -> dict:
     return {**call_kwargs(pipe.kind), **opts}
 
 
-def objective(pipe, runtime, tmp_path, n: int):
-    return PipelineCorrectorObjective(
+def objective(pipe, runtime, tmp_path, n: int, teacher_steps=None):
+    return PipelineObjective(
         pipe=pipe, runtime=runtime, prompts=prompts_for(pipe, n), call_kwargs=call_for(pipe, n),
-        output_dir=tmp_path, num_steps=STEPS, teacher_steps=None, rollout_every=10, per_device=n,
+        output_dir=tmp_path, num_steps=STEPS, teacher_steps=teacher_steps, rollout_every=10, per_device=n,
         accelerator=Accelerator(cpu=True), seed=0, record_batch=n, log=lambda *a: None, progress=False)
 
 
@@ -86,6 +87,50 @@ def test_a_replayed_forecast_step_lands_on_the_pipelines_own_next_state(case, tm
         scale = recorded.abs().max()
         assert (replayed - recorded).abs().max() <= 1e-6 * scale, f"step {k}"  # fp32 rounding (seen: ≤ 1e-7)
         assert (control - recorded).abs().max() > 1e-5 * scale, f"step {k}: the forecast weights did not act"
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+def test_a_replayed_ilf_step_lands_on_the_pipelines_own_next_state(case, tmp_path):
+    """The same recorder trains the paper's ILF (`--distill trajectory`): a replayed feedback step, with the
+    feedback block and scales of the run and t_post read off the pipeline's schedule, lands where the pipeline
+    went; with the scales zeroed (the stock model) it does not."""
+    pipe = make(case)
+    runtime = apply_ilf(pipe, ILFConfig(loop=(1, 2), feedback_steps="last:2", t_post="none"))
+    with torch.no_grad():
+        runtime.feedback.scales.fill_(1.0)
+    obj = objective(pipe, runtime, tmp_path, 2, teacher_steps=STEPS)
+    obj.prepare()
+    obj.refresh(0)
+    skel, tensors = obj.cache.get(obj._rank_file(obj.rollout_dir, 0))
+    assert obj.forecast_steps == [STEPS - 2, STEPS - 1]
+    for k in obj.forecast_steps:
+        recorded = unpack(skel["steps"][k + 1]["x"] if k + 1 < len(skel["steps"]) else skel["after"], tensors)
+        with torch.no_grad():
+            replayed = obj.replay_step(pipe.transformer, 0, k)
+            runtime.feedback.scales.zero_()
+            control = obj.replay_step(pipe.transformer, 0, k)
+            runtime.feedback.scales.fill_(1.0)
+        scale = recorded.abs().max()
+        assert (replayed - recorded).abs().max() <= 1e-6 * scale, f"step {k}"
+        assert (control - recorded).abs().max() > 4e-6 * scale, f"step {k}: the feedback did not act"
+
+
+def test_the_trajectory_teacher_is_the_first_finer_grid_holding_the_students(tmp_path):
+    """ILF learns from a finer stock path: the smallest M >= 2N whose timesteps contain the student's, found on
+    the pipeline's own schedules (DPM-Solver++'s leading spacing: 2N; FlowMatch Euler's: 3N - 2 for N = 6? no:
+    whatever holds), and the targets are the teacher's states at the student's next timesteps."""
+    pipe = make("pixart-alpha")
+    runtime = apply_ilf(pipe, ILFConfig(loop=(1, 2), feedback_steps="last:2", t_post="none"))
+    obj = objective(pipe, runtime, tmp_path, 2)
+    m = obj._teacher_steps()
+    student = obj._student_timesteps(0)
+    from ilf.train.record import capture_template
+
+    for fewer in range(2 * STEPS, m):  # every smaller grid misses a student timestep
+        tt = torch.as_tensor(capture_template(pipe, obj._call(0, fewer), {"ilf_feedback": False}).timesteps)
+        assert not all(bool((torch.abs(tt.double() - t) < 1e-3).any()) for t in student[1:])
+    tt = torch.as_tensor(capture_template(pipe, obj._call(0, m), {"ilf_feedback": False}).timesteps).double()
+    assert all(bool((torch.abs(tt - t) < 1e-3).any()) for t in student[1:])
 
 
 def _final(pipe, prompts, seeds, call) -> torch.Tensor:

@@ -26,83 +26,53 @@ import copy
 import json
 import shutil
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..clock import StepInfo
+from ..corrector import CacheCorrector
 from ..corrector_state import BranchCache
 from ..errors import ILFError
 from .checkpoint import rank_generator
-from .guidance import Combination, combine, fit, tolerance
+from .guidance import Combination, combine, fit
 from .objective import LossTerms
 from .prompts import generators, prompt_batches
-from .record import PipelineRecorder, capture_template, pack, primary_output, read_shard, unpack, write_shard
+from .record import (
+    PipelineRecorder, ShardCache, capture_template, pack, primary_output, replay_check, unpack, write_shard,
+)
 
 STATE_FILE = "native_state.json"
 STOCK = {"ilf_feedback": False}  # the control kwarg that makes an attached corrector run the stock model
 
 
-def replay_check(run, step_kwargs: dict) -> None:
-    """The scheduler, replayed from its template with the recorded inputs, must land on every recorded state."""
-    if step_kwargs.get("generator"):
-        raise ILFError("the pipeline passes a generator to scheduler.step: its solver is stochastic (e.g. ancestral or "
-                       "SDE sampling), so a replayed step cannot land on the recorded state. Train with a "
-                       "deterministic scheduler (DPM-Solver++, UniPC, Euler, flow matching Euler)")
-    sched = copy.deepcopy(run.template)
-    for k, s in enumerate(run.steps):
-        out = sched.step(s.model_output, s.t, s.sample, return_dict=False, **step_kwargs)[0]
-        err = float((out.float() - s.prev.float()).pow(2).mean().sqrt() / (s.prev.float().pow(2).mean().sqrt() + 1e-12))
-        if err > tolerance(s.prev.dtype):
-            raise ILFError(f"step {k}: replaying {type(sched).__name__}.step from the recorded inputs does not land on "
-                           f"the recorded state (relative error {err:.2g}); a stochastic or stateful solver cannot "
-                           "be replayed. Train with a deterministic scheduler (DPM-Solver++, UniPC, Euler)")
-
-
-class ShardCache:
-    """Shards read from disk, the most recent kept in RAM up to `max_bytes`."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes, self.items, self.size = max_bytes, OrderedDict(), 0
-
-    def get(self, path: Path):
-        key = str(path)
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key][0]
-        value = read_shard(path)
-        nbytes = sum(t.numel() * t.element_size() for t in value[1].values())
-        self.items[key] = (value, nbytes)
-        self.size += nbytes
-        while self.size > self.max_bytes and len(self.items) > 1:
-            _, (_, n) = self.items.popitem(last=False)
-            self.size -= n
-        return value
-
-    def clear(self) -> None:
-        self.items.clear()
-        self.size = 0
-
-
-class PipelineCorrectorObjective:
-    """The corrector's loss on recordings of `pipe` (see the module docstring); the trainer's objective API:
-    `prepare`, `refresh(step)`, `loss(ddp_model, step, micro)`, `save(folder)`, `restore(folder)`."""
+class PipelineObjective:
+    """The loss on recordings of `pipe` (see the module docstring) for the corrector or, with an ILF runtime, the
+    trajectory objective; the trainer's objective API: `prepare`, `refresh(step)`, `loss(ddp_model, step,
+    micro)`, `save(folder)`, `restore(folder)`, `finish()`."""
 
     def __init__(self, *, pipe, runtime, prompts: list, call_kwargs: dict, output_dir: Path, num_steps: int,
                  teacher_steps: int | None, rollout_every: int, per_device: int, accelerator, seed: int,
                  record_batch: int, max_ram_bytes: int = 2 << 30, log=print, progress: bool = True):
         self.pipe, self.runtime, self.prompts, self.call = pipe, runtime, prompts, dict(call_kwargs)
-        self.n, self.m = num_steps, teacher_steps or num_steps
-        if self.m < self.n:
-            raise ILFError(f"--teacher-steps {self.m} must be at least the {self.n} steps the corrector is trained for")
+        self.corrector = isinstance(runtime, CacheCorrector)  # else ILF: the trajectory objective
+        self.n, self.m = num_steps, teacher_steps
+        if self.m is not None and self.m < self.n:
+            raise ILFError(f"--teacher-steps {self.m} must be at least the {self.n} steps it is trained for")
         self.rollout_every, self.acc, self.seed, self.log = rollout_every, accelerator, seed, log
         self.show_progress = progress
         self.root = Path(output_dir) / "record"
-        self.forecast_steps = sorted(set(range(num_steps)) - set(runtime.config.compute_steps(num_steps)))
-        if not self.forecast_steps:
-            raise ILFError(f"the cache's schedule computes every one of the {num_steps} steps: nothing to correct; "
-                           "choose a larger --cache-interval or fewer --cache-warmup steps")
+        if self.corrector:  # the steps trained: the cache's forecast steps, or the ILF plan's feedback steps
+            self.forecast_steps = sorted(set(range(num_steps)) - set(runtime.config.compute_steps(num_steps)))
+            if not self.forecast_steps:
+                raise ILFError(f"the cache's schedule computes every one of the {num_steps} steps: nothing to "
+                               "correct; choose a larger --cache-interval or fewer --cache-warmup steps")
+        else:
+            self.forecast_steps = sorted(runtime.feedback_plan(num_steps))
+            if not self.forecast_steps:
+                raise ILFError(f"the feedback plan has no step in a {num_steps}-step schedule: nothing to train; "
+                               "choose --feedback-steps")
         rank, world = accelerator.process_index, accelerator.num_processes
         batches = prompt_batches(prompts, record_batch)
         self.batches = [b for i, b in enumerate(batches) if i % world == rank]  # this rank's shards
@@ -132,7 +102,26 @@ class PipelineCorrectorObjective:
     def _rank_file(self, folder: Path, j: int) -> Path:
         return folder / f"rank{self.acc.process_index:03d}-shard{j:05d}.safetensors"
 
+    def _teacher_steps(self) -> int:
+        """The stock run's step count: the corrector's own N (its target is plain N's image); ILF's, the
+        smallest M ≥ 2N whose timesteps hold the student's (a finer path to learn from), found on the pipeline's
+        own schedules."""
+        if self.m is None and self.corrector:
+            self.m = self.n
+        if self.m is None:
+            student = self._student_timesteps(0)
+            for m in range(2 * self.n, 8 * self.n + 1):
+                tt = torch.as_tensor(capture_template(self.pipe, self._call(0, m), STOCK).timesteps).double().cpu()
+                if all(bool((torch.abs(tt - t) < 1e-3).any()) for t in student[1:]):
+                    self.m = m
+                    break
+            else:
+                raise ILFError(f"no teacher grid of {2 * self.n} to {8 * self.n} steps holds the student's "
+                               f"{self.n} timesteps; give --teacher-steps")
+        return self.m
+
     def _record_teacher(self) -> None:
+        self._teacher_steps()
         folder = self.root / f"teacher-{self.m}"
         manifest = folder / f"rank{self.acc.process_index:03d}.json"
         ident = {"prompts": repr(self.prompts), "call": repr(sorted(self.call.items())), "steps": self.m,
@@ -185,7 +174,8 @@ class PipelineCorrectorObjective:
         folder = self.root / f"rollout-{step:08d}"
         start, total, fulls = time.perf_counter(), 0, []
         keep = set(self.forecast_steps)
-        self.runtime.on_full = lambda k, b, out_e, x_a: fulls.append((k, b, dict(out_e), dict(x_a)))
+        if self.corrector:  # what the forecasts are rebuilt from
+            self.runtime.on_full = lambda k, b, out_e, x_a: fulls.append((k, b, dict(out_e), dict(x_a)))
         try:
             for j in self._progress(range(len(self.batches)), f"record rollout @{step}"):
                 fulls.clear()
@@ -197,7 +187,8 @@ class PipelineCorrectorObjective:
                 if j == 0 and step == 0:
                     self._report("rollout", j, start, total)
         finally:
-            self.runtime.on_full = None
+            if self.corrector:
+                self.runtime.on_full = None
         self.rollout_dir, self.rollout_step = folder, step
         self.cache.clear()
         return time.perf_counter() - start
@@ -282,11 +273,21 @@ class PipelineCorrectorObjective:
         entry = steps[k]
         outs = []
         for b, call in enumerate(entry["calls"]):
-            given = caches[b].forecasts(k)
-            outs.append(primary_output(ddp_model(**unpack(call, tensors, device), ilf_forecast=given)))
+            control = {"ilf_forecast": caches[b].forecasts(k)} if self.corrector else self._ilf_control(j, k)
+            outs.append(primary_output(ddp_model(**unpack(call, tensors, device), **control)))
         y_rec, x_k = unpack(entry["y"], tensors, device), unpack(entry["x"], tensors, device)
         y = combine(outs, tuple(y_rec.shape), Combination.from_dict(entry["comb"])).to(y_rec.dtype)
         return sched.step(y, unpack(entry["t"], tensors, device), x_k, return_dict=False, **extra)[0]
+
+    def _ilf_control(self, j: int, k: int) -> dict:
+        """ILF on step k, with the t_post inference would give it (read off the pipeline's own schedule; with
+        t_post "none" the call's own timestep, as the runtime takes it)."""
+        if self.runtime.config.t_post == "none":
+            return {"ilf_feedback": True}
+        ts = torch.as_tensor(self.templates[j].timesteps).double().cpu()
+        info = StepInfo(index=k, num_steps=len(ts), t=float(ts[k]), t_next=float(ts[k + 1]) if k + 1 < len(ts) else 0.0,
+                        num_train_timesteps=int(self.templates[j].config.get("num_train_timesteps", 1000)))
+        return {"ilf_feedback": True, "ilf_t_post": self.runtime.model_t_post(info)}
 
     def _branch_cache(self) -> BranchCache:
         cfg = self.runtime.config
@@ -322,3 +323,6 @@ class PipelineCorrectorObjective:
         folder = self.root / f"rollout-{step:08d}"
         if all(self._rank_file(folder, j).is_file() for j in range(len(self.batches))):
             self.rollout_dir, self.rollout_step = folder, step  # the rollout this checkpoint trained on
+
+
+PipelineCorrectorObjective = PipelineObjective  # the name it had when only the corrector trained this way

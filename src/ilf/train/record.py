@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from diffusers.hooks import ModelHook
 
 from ..errors import ILFError
 from ..hooks import ArgBinder, register, unregister
+from .guidance import tolerance
 
 RECORD_HOOK = "ilf_record"
 CONTROL_PREFIX = "ilf_"  # our own control kwargs (a rollout's planner pops them): never recorded
@@ -237,3 +239,43 @@ def read_shard(path: Path, device=None):
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return skeleton, tensors
 
+
+def replay_check(run, step_kwargs: dict) -> None:
+    """The scheduler, replayed from its template with the recorded inputs, must land on every recorded state."""
+    if step_kwargs.get("generator"):
+        raise ILFError("the pipeline passes a generator to scheduler.step: its solver is stochastic (e.g. ancestral or "
+                       "SDE sampling), so a replayed step cannot land on the recorded state. Train with a "
+                       "deterministic scheduler (DPM-Solver++, UniPC, Euler, flow matching Euler)")
+    sched = copy.deepcopy(run.template)
+    for k, s in enumerate(run.steps):
+        out = sched.step(s.model_output, s.t, s.sample, return_dict=False, **step_kwargs)[0]
+        err = float((out.float() - s.prev.float()).pow(2).mean().sqrt() / (s.prev.float().pow(2).mean().sqrt() + 1e-12))
+        if err > tolerance(s.prev.dtype):
+            raise ILFError(f"step {k}: replaying {type(sched).__name__}.step from the recorded inputs does not land on "
+                           f"the recorded state (relative error {err:.2g}); a stochastic or stateful solver cannot "
+                           "be replayed. Train with a deterministic scheduler (DPM-Solver++, UniPC, Euler)")
+
+
+class ShardCache:
+    """Shards read from disk, the most recent kept in RAM up to `max_bytes`."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.items, self.size = max_bytes, OrderedDict(), 0
+
+    def get(self, path: Path):
+        key = str(path)
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key][0]
+        value = read_shard(path)
+        nbytes = sum(t.numel() * t.element_size() for t in value[1].values())
+        self.items[key] = (value, nbytes)
+        self.size += nbytes
+        while self.size > self.max_bytes and len(self.items) > 1:
+            _, (_, n) = self.items.popitem(last=False)
+            self.size -= n
+        return value
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.size = 0
