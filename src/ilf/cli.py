@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ilf",
         description="Faster sampling for diffusion transformers in diffusers: train a corrector of diffusers' "
-        "TaylorSeer cache (the shipped, measured-best mode: `ilf train --distill corrector`, docs/corrector.md) or "
-        "the paper's Inner Loop Feedback, generate with it, and measure it against plain fewer steps and caches. "
+        "TaylorSeer cache (the shipped, measured-best mode and `ilf train`'s default objective, `--distill "
+        "corrector`: docs/corrector.md) or the paper's Inner Loop Feedback (`ilf train --distill trajectory`), "
+        "generate with it, and measure it against plain fewer steps and caches. "
         "`ilf demo` runs the whole job offline on an embedded world (~90 s on one CPU thread).",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)

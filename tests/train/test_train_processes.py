@@ -21,10 +21,10 @@ OBJECTIVES = {"fad": ["--distill", "fad"], "trajectory": TRAJECTORY, "corrector"
 
 
 def _args(tiny_world, out, steps, every, objective="fad"):
-    # the corrector records the pipeline's own sampling of prompts; the other objectives read data
+    # the corrector records the pipeline's own sampling of prompts and has no loop; the other objectives read data
     data = ["--prompts", str(tiny_world / "prompts.txt")] if objective == "corrector" else \
-        ["--data", str(tiny_world / "captions")]
-    return OBJECTIVES[objective] + ["--pipeline", str(tiny_world / "pixart-alpha"), *data, "--loop", "2", "4",
+        ["--data", str(tiny_world / "captions"), "--loop", "2", "4"]
+    return OBJECTIVES[objective] + ["--pipeline", str(tiny_world / "pixart-alpha"), *data,
             "--lr", "1e-3", "--batch-size", "4", "--max-steps", str(steps), "--checkpoint-every", str(every),
             "--max-sequence-length", "16", "--output-dir", str(out), "--no-progress"]
 

@@ -213,12 +213,13 @@ def test_config_errors_name_the_fix(tmp_path):
     with pytest.raises(ILFError, match="exactly one backbone"):
         TrainConfig(output_dir=tmp_path)
     with pytest.raises(ILFError, match="--preset paper-t2i"):
-        TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, max_steps=3)
+        TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, distill="fad", max_steps=3)
     with pytest.raises(ILFError, match="not a multiple"):
-        TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, lr=1, batch_size=6, per_device_batch=4,
-                    max_steps=1).accumulation(1)
-    assert TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, preset="paper-t2i").lr == 1e-6
-    assert TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, preset="paper-c2i").batch_size == 8192
+        TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, distill="fad", lr=1, batch_size=6,
+                    per_device_batch=4, max_steps=1).accumulation(1)
+    assert TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, distill="fad", preset="paper-t2i").lr == 1e-6
+    c2i = TrainConfig(output_dir=tmp_path, pipeline="x", data=tmp_path, distill="fad", preset="paper-c2i")
+    assert c2i.batch_size == 8192
 
 
 def test_validation_grid_and_ema(tiny_world, tmp_path):

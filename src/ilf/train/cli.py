@@ -9,20 +9,26 @@ from ..argtypes import (COUNT, INDEX, add_loop_arg, add_threads_arg, fraction, g
                         positive_float, set_threads)
 from ..choices import DTYPE_NAMES, INIT_MODES, MIXED_PRECISION, T_POST_STRATEGIES
 from ..worlds.paths import BACKBONE_WORLDS
+from .config import DEFAULT_DISTILL, DISTILL_MODES
 
 TRAIN_EPILOG = """\
 examples:
-  # the shipped, measured-best method: a corrector of diffusers' TaylorSeer (~1 min on one CPU thread)
-  ilf train --world shapes --distill corrector --output-dir runs/shapes-corrector
+  # the default objective, the shipped, measured-best method: a corrector of diffusers' TaylorSeer, trained on
+  # the world pipeline's own 20-step sampling (~1 min on one CPU thread)
+  ilf train --world shapes --output-dir runs/shapes-corrector
 
-  # the default objective, the paper's inner loop trained by trajectory distillation (~5 min on one CPU
-  # thread): 10 DPM-Solver++ steps, feedback on the last one, t_post none, loop 3-8 (8-19 of 28 scaled)
-  ilf train --world digits --output-dir runs/digits-fb
+  # a corrector for your pipeline: its own sampling of your prompts (one a line), with your call's settings
+  ilf train --pipeline PixArt-alpha/PixArt-XL-2-512x512 --prompts prompts.txt \
+      --call-kwargs '{"guidance_scale": 4.5}' --output-dir runs/pixart-corrector
 
-  # the paper's FAD objective and schedule (outer 2+2, t_post rescale) instead
+  # the paper's mode, Inner Loop Feedback, trained by trajectory distillation (~5 min on one CPU thread):
+  # 10 DPM-Solver++ steps, feedback on the last one, t_post none, loop 3-8 (8-19 of 28 scaled)
+  ilf train --world digits --distill trajectory --output-dir runs/digits-fb
+
+  # ILF with the paper's FAD objective and schedule (outer 2+2, t_post rescale) instead
   ilf train --world shapes --distill fad --output-dir runs/shapes-fad
 
-  # a real checkpoint on one GPU: encode the data once, then train FAD with the paper's defaults
+  # ILF on a real checkpoint on one GPU: encode the data once, then train FAD with the paper's defaults
   ilf precompute --pipeline PixArt-alpha/PixArt-XL-2-512x512 --data my-images/ --out shards/
   ilf train --pipeline PixArt-alpha/PixArt-XL-2-512x512 --data shards/ --distill fad --preset paper-t2i \\
       --per-device-batch 32 --mixed-precision bf16 --gradient-checkpointing --output-dir runs/pixart-fb
@@ -56,12 +62,13 @@ def _loop(values):
 
 def add_train_parser(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a corrector of TaylorSeer (--distill corrector, the shipped method) or an inner-loop "
-        "feedback (trajectory, the default; the paper's FAD) on a frozen backbone",
+        "train", help="train a corrector of TaylorSeer (--distill corrector, the default: the shipped method) or "
+        "the paper's inner-loop feedback (--distill trajectory, or the paper's FAD) on a frozen backbone",
         description="Train on a frozen diffusion transformer: a corrector of diffusers' TaylorSeer cache "
-        "(--distill corrector: the shipped, measured-best method, docs/corrector.md), or the feedback block and "
-        "scales of the paper's Inner Loop Feedback, by trajectory distillation for an inference schedule "
-        "(--distill trajectory, the default objective) or the paper's Fast Approximate Distillation (--distill "
+        "(--distill corrector, the default objective: the shipped, measured-best method, docs/corrector.md; it "
+        "records the pipeline's own sampling of --prompts and needs no --data), or the feedback block and "
+        "scales of the paper's Inner Loop Feedback (the paper's mode), by trajectory distillation for an "
+        "inference schedule (--distill trajectory) or the paper's Fast Approximate Distillation (--distill "
         "fad, §3.2). Runs on one CPU/GPU or many GPUs through `accelerate launch`. Writes OUTPUT_DIR/feedback "
         "(the adapter folder), periodic checkpoints, train_log.jsonl and optional validation grids.",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -72,8 +79,8 @@ def add_train_parser(sub) -> None:
     src.add_argument("--world", choices=BACKBONE_WORLDS, help="an embedded offline world (tiny shipped backbone, "
                      "data generated on the fly)")
     g.add_argument("--data", type=Path, help="training data: images with same-name .txt captions, class folders "
-                   "(ImageFolder layout), or shards from `ilf precompute` (needed with --pipeline, except by "
-                   "--distill corrector)")
+                   "(ImageFolder layout), or shards from `ilf precompute`, for the inner-loop objectives (needed "
+                   "with --pipeline and --distill trajectory/fad/multistep/none; the corrector reads --prompts)")
     g.add_argument("--prompts", type=Path, help="--distill corrector: a text file, one prompt per line (a line of "
                    "digits is a class id); the pipeline's own sampling of them is recorded and trained on, no "
                    "--data (default with --world: --rollout-size prompts of the world's train split)")
@@ -86,11 +93,13 @@ def add_train_parser(sub) -> None:
                    help="how to read --data (default: detect)")
     g.add_argument("--resolution", type=COUNT, help="image side for raw image folders (default: the backbone's)")
     g.add_argument("--max-sequence-length", type=COUNT, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
-    g = p.add_argument_group("inner loop")
+    g = p.add_argument_group("inner loop (ILF: --distill trajectory, fad, multistep, none; the corrector refuses all "
+                             "but --init)")
     add_loop_arg(g, help="first and last loop block, inclusive, 0 <= B <= E < the backbone's blocks (default: the "
                  "paper's 8 19 of 28 blocks scaled to the backbone's depth: 3 8 on the 12-block worlds)")
     g.add_argument("--init", choices=INIT_MODES, default="copy",
-                   help="feedback block initialisation: a copy of a backbone block's weights, or fresh (default: copy)")
+                   help="feedback block initialisation: a copy of a backbone block's weights, or fresh; the corrector's F "
+                   "copies its block e (default: copy)")
     g.add_argument("--init-block", type=INDEX, help="backbone block copied by --init copy (default: E)")
     g.add_argument("--t-post", default="none", choices=T_POST_STRATEGIES,
                    help="the student's post-feedback time conditioning during training, with the gap to the "
@@ -108,22 +117,24 @@ def add_train_parser(sub) -> None:
     g.add_argument("--feed-text", action="store_true",
                    help="MMDiT backbones (SD3): also feed F's text-stream output back into the loop's text stream "
                    "(default: image stream only, as measured in the README)")
-    g.add_argument("--distill", default="trajectory", choices=["fad", "trajectory", "multistep", "none", "corrector"],
-                   help="fad: one teacher forward at t/2 (the paper's Fast Approximate Distillation); trajectory: "
-                   "train for an inference schedule — the student's own guided --student-steps path, each "
-                   "feedback step's solver update matched to a --teacher-steps teacher path from the same noise "
-                   "(beats plain steps on digits; see docs/results.md); multistep: the teacher target reached by "
-                   "--teacher-steps DDIM steps (standard distillation); none: diffusion loss only; corrector: a trained "
-                   "corrector of diffusers' TaylorSeer cache, on the sampler's own path (the corrector group below; "
-                   "docs/corrector.md; the shipped, measured-best method) (default: trajectory; fad reproduces the paper)")
+    g.add_argument("--distill", default=DEFAULT_DISTILL, choices=DISTILL_MODES,
+                   help="corrector: a trained corrector of diffusers' TaylorSeer cache, on the pipeline's own "
+                   "sampling (the corrector group below; docs/corrector.md; the shipped, measured-best method); "
+                   "the paper's mode, ILF: trajectory: train the inner loop for an inference schedule — the "
+                   "student's own guided --student-steps path, each feedback step's solver update matched to a "
+                   "--teacher-steps teacher path from the same noise (beats plain steps on digits; see "
+                   "docs/results.md); fad: one teacher forward at t/2 (the paper's Fast Approximate "
+                   "Distillation); multistep: the teacher target reached by --teacher-steps DDIM steps (standard "
+                   "distillation); none: diffusion loss only (default: corrector; trajectory trains ILF, fad "
+                   "reproduces the paper)")
     g.add_argument("--teacher-steps", type=COUNT,
                    help="teacher solver steps: multistep's DDIM steps (default: 8); trajectory's finer grid "
                    "(default: 2 × --student-steps, or the next count whose grid holds the student's, e.g. 3N − 2 "
                    "for FlowMatchEuler)")
-    g = p.add_argument_group("trajectory distillation (--distill trajectory)")
+    g = p.add_argument_group("trajectory distillation (--distill trajectory) and the corrector's sampling")
     g.add_argument("--student-steps", type=COUNT,
-                   help="the inference step count the feedback is trained for; recorded in the adapter (default: 10; "
-                   "20 with --distill corrector)")
+                   help="the inference step count the feedback is trained for; recorded in the adapter (default: 20 "
+                   "with the corrector; 10 with --distill trajectory)")
     g.add_argument("--guidance-scale", type=guidance_scale,
                    help="classifier-free guidance of the student and teacher paths (default: the world's, else the "
                    "pipeline class's own default: PixArt 4.5, DiT 4.0)")
@@ -133,7 +144,9 @@ def add_train_parser(sub) -> None:
     g.add_argument("--rollout-every", type=COUNT, default=100,
                    help="iterations between re-runs of the student's sampler that refresh its states (default: 100)")
     g.add_argument("--rollout-size", type=COUNT,
-                   help="fixed noises (with conditions drawn once from the data) whose paths are trained on (default: 256; 128 with --world and --distill corrector)")
+                   help="fixed noises (with conditions drawn once from the data) whose paths are trained on; with "
+                   "the corrector and --world, the number of the world's train prompts recorded (default: 128 with "
+                   "the corrector and --world, else 256)")
     g.add_argument("--rollout-noise", default="fixed", choices=["fixed", "fresh"],
                    help="fixed: the same --rollout-size noises throughout; fresh: new noises (and their teacher paths) "
                    "at every rollout (default: fixed)")
@@ -162,8 +175,9 @@ def add_train_parser(sub) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--preset", choices=["paper-t2i", "paper-c2i", "world"],
                    help="hyper-parameter defaults: paper-t2i (lr 1e-6, batch 2048, 5 epochs), paper-c2i (lr 5e-6, "
-                   "batch 8192, 10 epochs), world (the default with --world: lr 1e-3, batch 32, 1000 steps with trajectory; "
-                   "lr 1e-4, batch 32, 300 steps with the others)")
+                   "batch 8192, 10 epochs), world (the default with --world: lr 3e-3, batch 32, 600 steps with the "
+                   "corrector; lr 1e-3, batch 32, 1000 steps with trajectory; lr 1e-4, batch 32, 300 steps with the "
+                   "others)")
     g.add_argument("--lr", type=positive_float, help="learning rate (AdamW)")
     g.add_argument("--batch-size", type=COUNT, help="global batch = per-device batch × processes × accumulation")
     g.add_argument("--per-device-batch", type=COUNT, help="micro-batch per process (default: batch size / processes); "

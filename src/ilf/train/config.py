@@ -16,16 +16,19 @@ PRESETS = {
     # The embedded worlds: small backbones learn fast; a few hundred steps on a CPU.
     "world": dict(lr=1e-4, batch_size=32, max_steps=300),
 }
-# The embedded worlds with trajectory distillation (the default objective): the recipe of the shipped feedbacks.
-WORLD_TRAJECTORY = dict(lr=1e-3, batch_size=32, max_steps=1000)
-# ... and with the corrector (bench/corrector_study.py's recipe: ~1 min of one CPU thread per world).
+# The embedded worlds with the corrector (the default objective; bench/corrector_study.py's recipe, that of the
+# shipped correctors: ~1 min of one CPU thread per world; lr, batch and steps are also a pipeline's corrector
+# defaults without --preset, as in ilf.train_corrector) ...
 WORLD_CORRECTOR = dict(lr=3e-3, batch_size=32, max_steps=600, rollout_size=128)
-# Per objective, the inference schedule stored with the feedback when --feedback-steps / --inference-t-post are
-# not given: trajectory's is the measured best (feedback on the last step, t_post none; docs/results.md), FAD's
-# the paper's (outer 2+2, eq. 4's rescale).
+# ... and with trajectory distillation (the paper's inner loop): the recipe of the shipped paper-mode feedbacks.
+WORLD_TRAJECTORY = dict(lr=1e-3, batch_size=32, max_steps=1000)
+# Per inner-loop objective, the inference schedule stored with the feedback when --feedback-steps /
+# --inference-t-post are not given: trajectory's is the measured best (feedback on the last step, t_post none;
+# docs/results.md), FAD's the paper's (outer 2+2, eq. 4's rescale). The corrector stores its cache's schedule.
 SCHEDULE_DEFAULTS = {"trajectory": dict(feedback_steps="last:1", inference_t_post="none")}
 PAPER_SCHEDULE = dict(feedback_steps="outer:2", inference_t_post="rescale")
 DISTILL_MODES = ("fad", "trajectory", "multistep", "none", "corrector")
+DEFAULT_DISTILL = "corrector"  # the measured winner (README verdict, docs/corrector-study.md)
 ROLLOUT_NOISES = ("fixed", "fresh")
 
 
@@ -51,7 +54,7 @@ class TrainConfig:
     rerun_loop: bool = True  # False: the same-size control without an inner loop
     feed_text: bool = False  # MMDiT: feed F's text stream back too
     # objective
-    distill: str = "trajectory"  # the measured recipe; "fad" is the paper's
+    distill: str = DEFAULT_DISTILL  # the corrector; "trajectory" trains the paper's inner loop, "fad" is the paper's
     teacher_steps: int | None = None  # multistep: 8; trajectory: 2 × student_steps (or the next aligned count)
     student_steps: int | None = None  # the inference step count trained for (trajectory: 10, corrector: 20)
     guidance_scale: float | None = None  # trajectory: default the world's / the pipeline's own
@@ -123,6 +126,8 @@ class TrainConfig:
         if self.rollout_noise == "fresh" and self.distill == "corrector":
             raise ILFError("--rollout-noise fresh is not available with --distill corrector (its recordings are of "
                            "one noise per prompt); give more prompts instead")
+        if self.distill == "corrector":
+            self._refuse_inner_loop_flags()
         if self.student_steps is None:
             self.student_steps = 20 if self.distill == "corrector" else 10
         if self.rollout_noise not in ROLLOUT_NOISES:
@@ -146,7 +151,8 @@ class TrainConfig:
                 raise ILFError(f"{flag} must be an integer >= {lo}, got {value}")
         if self.epochs is not None and not self.epochs > 0:
             raise ILFError(f"--epochs must be a number > 0, got {self.epochs}")
-        for k, v in SCHEDULE_DEFAULTS.get(self.distill, PAPER_SCHEDULE).items():
+        schedule = {} if self.distill == "corrector" else SCHEDULE_DEFAULTS.get(self.distill, PAPER_SCHEDULE)
+        for k, v in schedule.items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
         if self.distill == "trajectory":  # the plan may name only steps the trained schedule has
@@ -172,6 +178,10 @@ class TrainConfig:
             for k, v in values.items():
                 if getattr(self, k) is None:
                     setattr(self, k, v)
+        if self.distill == "corrector" and preset is None:  # a pipeline's corrector: the recipe train_corrector uses
+            for k in ("lr", "batch_size") + (("max_steps",) if self.epochs is None else ()):
+                if getattr(self, k) is None:
+                    setattr(self, k, WORLD_CORRECTOR[k])
         if self.lr is None or self.batch_size is None:
             raise ILFError(
                 "no --lr/--batch-size given and no preset; use --preset paper-t2i (PixArt), --preset paper-c2i "
@@ -181,6 +191,17 @@ class TrainConfig:
             raise ILFError("give --max-steps or --epochs")
         if self.rollout_size is None:
             self.rollout_size = 256
+
+    def _refuse_inner_loop_flags(self) -> None:
+        """The corrector has no inner loop: a loop, a feedback plan or a post-feedback time given with it would
+        do nothing, so each is refused with the fix instead of being silently dropped."""
+        given = [flag for flag, value in (("--loop", self.loop is not None), ("--feedback-steps",
+                 self.feedback_steps is not None), ("--inference-t-post", self.inference_t_post is not None),
+                 ("--t-post", self.t_post != "none"), ("--init-block", self.init_block is not None),
+                 ("--feedback-mode once", not self.rerun_loop), ("--feed-text", self.feed_text)) if value]
+        if given:
+            raise ILFError(f"{given[0]} is an inner-loop (ILF) flag and does nothing with --distill corrector (the "
+                           f"default objective); add --distill trajectory to train ILF, or drop {given[0]}")
 
     def accumulation(self, num_processes: int) -> int:
         per_device = self.per_device_batch or max(1, self.batch_size // num_processes)
