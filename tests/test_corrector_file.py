@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from ilf import FeedbackMismatchError, ILFConfig, apply_ilf, count_block_forwards, load_feedback, remove_ilf, save_feedback
 from ilf.bench.errors import MethodSpecError
@@ -49,7 +50,40 @@ def test_folder_records_the_mode_and_the_cache_schedule(saved):
                                            "num_inference_steps")} == {
         "cache": "taylorseer", "interval": 3, "warmup": 2, "order": 1, "fresh": 1, "correct_steps": "last:3",
         "num_inference_steps": STEPS}
-    assert meta["loop"] == [5, 5]  # F sits at the forecast block e = N - 1 of 6
+    # the block it corrects, e = N - 1 of 6, under its own name: a corrector has no inner loop (issue 25)
+    assert meta["block"] == 5 and "loop" not in meta
+    with safe_open(str(folder / "ilf_feedback.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"format": "ilf-feedback", "block": "5"}
+
+
+def test_a_folder_written_with_the_old_loop_field_still_loads_and_runs_the_same(saved, tmp_path, capsys):
+    """Corrector folders saved before "block" recorded e as "loop": [e, e] (the ones shipped before issue 25)."""
+    import shutil
+
+    from ilf.cli import main
+    from ilf.feedback import feedback_loop, read_feedback_config
+
+    pipe, folder, images, cfg = saved
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    meta = json.loads((old / "ilf_config.json").read_text())
+    meta["loop"] = [meta.pop("block")] * 2
+    (old / "ilf_config.json").write_text(json.dumps(meta))  # the weights' checksum is unchanged
+    assert feedback_loop(read_feedback_config(old)) == feedback_loop(read_feedback_config(folder)) == (5, 5)
+    feedback, config = load_feedback(old, pipe.transformer)
+    assert isinstance(feedback, CorrectorModule) and feedback.loop == (5, 5) and config == cfg
+    apply_ilf(pipe, old)
+    try:
+        assert torch.equal(_run(pipe), images)
+    finally:
+        remove_ilf(pipe)
+    assert main(["inspect", str(old)]) == 0 and main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == out[4] and out[0].endswith("(6 blocks), corrector at block 5"), out
+    del meta["loop"]
+    (old / "ilf_config.json").write_text(json.dumps(meta))
+    with pytest.raises(ILFError, match='has no "block"; re-save'):
+        load_feedback(old, pipe.transformer)
 
 
 def test_apply_ilf_on_the_folder_attaches_cache_and_corrector_at_the_recorded_schedule(saved):

@@ -12,12 +12,14 @@ def cmd_inspect(args) -> int:
     from .folders import check_feedback_folder
 
     check_feedback_folder(args.path)  # a wrong path is said before torch is imported (seconds under load)
-    from .feedback import read_feedback
+    from .feedback import feedback_loop, read_feedback
 
     meta, tensors = read_feedback(args.path)
     n_params = sum(t.numel() for t in tensors.values())
     fp = meta["backbone"]["fingerprint"]
-    print(f"feedback for {fp['class']} ({fp['num_blocks']} blocks), loop {tuple(meta['loop'])}")
+    where = f"loop {feedback_loop(meta)}" if meta.get("mode", "ilf") == "ilf" else \
+        f"{meta['mode']} at block {feedback_loop(meta)[1]}"
+    print(f"feedback for {fp['class']} ({fp['num_blocks']} blocks), {where}")
     print(f"  {len(tensors)} tensors, {n_params:,} parameters, checksum ok")
     print(f"  scales: {[round(float(v), 4) for v in tensors['scales'].flatten()]}")
     print(f"  default schedule: {json.dumps(meta['config'])}")

@@ -120,10 +120,26 @@ def feedback_metadata(
             "digest": adapter.digest(model),
             "sample_size": model.config.get("sample_size"),
         },
-        "loop": list(feedback.loop),
+        **location(feedback, config),
         "mode": getattr(config, "mode", "ilf"),  # "ilf" (the paper's inner loop) or "corrector" (on a cache)
         "config": config.to_dict(),
     }
+
+
+def location(feedback: FeedbackModule, config) -> dict:
+    """Where the feedback sits, as the adapter file records it: an inner loop's `"loop": [b, e]`, a corrector's
+    `"block": e` (the block whose forecast it corrects; it has no loop)."""
+    if getattr(config, "mode", "ilf") == CorrectorConfig.mode:
+        return {"block": feedback.loop[1]}
+    return {"loop": list(feedback.loop)}
+
+
+def feedback_loop(meta: dict) -> tuple[int, int]:
+    """The (b, e) a saved feedback's module is built for: its loop, or (e, e) for a corrector at block e. Folders
+    written before correctors recorded "block" stored it as "loop": [e, e]; both read the same."""
+    if "block" in meta:
+        return (int(meta["block"]), int(meta["block"]))
+    return tuple(int(v) for v in meta["loop"])
 
 
 def write_feedback(
@@ -137,7 +153,9 @@ def write_feedback(
     tensors = {k: v.detach().contiguous().cpu() for k, v in feedback.state_dict().items()
                if getattr(config, "uses_feedback_block", True) or not k.startswith("block.")}  # only what runs
     with atomic_dir(path) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT, "loop": "%d,%d" % feedback.loop})
+        where = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+                 for k, v in location(feedback, config).items()}  # "loop": "b,e" or "block": "e"
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT, **where})
         meta["weights"] = {"file": WEIGHTS_NAME, "sha256": sha256_file(tmp / WEIGHTS_NAME)}
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return Path(path)
@@ -145,7 +163,8 @@ def write_feedback(
 
 def read_feedback_config(path: str | os.PathLike) -> dict:
     """Read and verify an adapter folder's ilf_config.json alone (no tensors loaded): its metadata, with "loop"
-    and "config" (the ILFConfig it was saved with). Raises `FeedbackNotFoundError` for a missing folder,
+    (an inner loop) or "block" (a corrector; `feedback_loop` reads either) and "config" (the config it was saved
+    with). Raises `FeedbackNotFoundError` for a missing folder,
     `CorruptFeedbackError` for anything else."""
     path = check_feedback_folder(path)
     cfg_file = path / CONFIG_NAME
@@ -160,8 +179,10 @@ def read_feedback_config(path: str | os.PathLike) -> dict:
             f"{path} uses feedback format {meta.get('format_version')}, newer than this ilf reads "
             f"({FORMAT_VERSION}); upgrade ilf"
         )
-    if "loop" not in meta:
-        raise CorruptFeedbackError(f"{cfg_file} has no \"loop\"; re-save the feedback with save_feedback")
+    corrector = meta.get("mode") == CorrectorConfig.mode
+    if "loop" not in meta and not (corrector and "block" in meta):
+        raise CorruptFeedbackError(f"{cfg_file} has no \"{'block' if corrector else 'loop'}\"; re-save the feedback "
+                                   "with save_feedback")
     return meta
 
 
@@ -198,7 +219,7 @@ def check_compatible(model: nn.Module, meta: dict, tensors: dict[str, torch.Tens
             f"this feedback was trained for another backbone ({detail}); load it onto the backbone it was "
             f"trained for, or train a feedback for this one with `ilf train`"
         )
-    loop = tuple(meta.get("loop", ()))
+    loop = feedback_loop(meta)
     ILFConfig(loop=loop).check_model(len(adapter.blocks(model)))
     adapter.check_loop(model, loop)
     if strict:
@@ -240,7 +261,7 @@ def load_feedback(
     adapter = get_adapter(model)
     if meta.get("mode", "ilf") == CorrectorConfig.mode:
         config = CorrectorConfig.from_dict(meta.get("config", {}))
-        loop, shape = tuple(meta["loop"]), config.mix_shape(model_width(model))
+        loop, shape = feedback_loop(meta), config.mix_shape(model_width(model))
         if not config.uses_feedback_block:  # F never runs: its weights, if a file has them, are not needed
             tensors = {k: v for k, v in tensors.items() if not k.startswith("block.")}
         check_compatible(model, meta, tensors, strict=strict, extra_shapes={"mix": torch.Size(shape)},
