@@ -32,13 +32,13 @@ def test_untrained_feedback_is_stock_counts_its_blocks_and_removes(case, dtype):
         ref = run(pipe, steps)
     rt = apply_ilf(pipe, ILFConfig(loop=LOOP, feedback_steps="outer:1", t_post="none"))
     seen = []
-    orig = rt.begin_call
+    orig = rt.plan_call
 
-    def spy(*a, **k):
-        orig(*a, **k)
-        seen.append(rt.state.step)
+    def spy(call):
+        orig(call)
+        seen.append(call.step())  # the step the planner located for the call
 
-    rt.begin_call = spy
+    rt.plan_call = spy
     with count_block_forwards(pipe) as fed:
         out = run(pipe, steps)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)  # zero scales, t_post = t: bit for bit
@@ -58,8 +58,8 @@ def test_a_28_step_flux_dev_schedule_in_half_precision(dtype):
     ref = run(pipe, 28)
     rt = apply_ilf(pipe, ILFConfig(loop=LOOP, feedback_steps="outer:2", t_post="none"))
     steps = []
-    orig = rt.begin_call
-    rt.begin_call = lambda *a, **k: (orig(*a, **k), steps.append((rt.state.step.index, rt.state.feedback_on)))
+    orig = rt.plan_call
+    rt.plan_call = lambda call: (orig(call), steps.append((call.step().index, rt.active is not None)))
     with count_block_forwards(pipe) as fed:
         torch.testing.assert_close(run(pipe, 28), ref, rtol=0, atol=0)
     assert steps == [(i, i in (0, 1, 26, 27)) for i in range(28)]

@@ -34,18 +34,18 @@ def _spy(pipe):
     seen = []
     rt = pipe.transformer._ilf_runtime
 
-    def hook(module, args, output):
-        st = rt.state_seen
-        seen.append((st.step.index, st.step.num_steps, st.feedback_on, st.step.t, st.step.t_next,
-                     None if st.t_post is None else float(torch.as_tensor(st.t_post).flatten()[0])))
+    def hook(module, args, output):  # after the call: what was decided for it
+        step, loop = rt.planned
+        seen.append((step.index, step.num_steps, loop is not None, step.t, step.t_next,
+                     None if loop is None else float(torch.as_tensor(loop.t_post).flatten()[0])))
 
-    orig = rt.begin_call
+    orig = rt.plan_call
 
-    def begin_call(*a, **k):
-        orig(*a, **k)
-        rt.state_seen = rt.state
+    def plan_call(call):
+        orig(call)
+        rt.planned = (call.step(), rt.active)  # the loop executor is armed only on a feedback call
 
-    rt.begin_call = begin_call
+    rt.plan_call = plan_call
     pipe.transformer.register_forward_hook(hook)
     return seen
 

@@ -40,15 +40,15 @@ def pipe(request):
 def _spy(pipe):
     """Per transformer call: (step, num_steps, feedback on, scheduler t, t_next, t_post in the model's units)."""
     seen, rt = [], pipe.transformer._ilf_runtime
-    orig = rt.begin_call
+    orig = rt.plan_call
 
-    def begin_call(*a, **k):
-        orig(*a, **k)
-        st = rt.state
-        seen.append((st.step.index, st.step.num_steps, st.feedback_on, st.step.t, st.step.t_next,
-                     None if st.t_post is None else float(torch.as_tensor(st.t_post).flatten()[0])))
+    def plan_call(call):
+        orig(call)
+        step, loop = call.step(), rt.active  # the loop executor is armed only on a feedback call
+        seen.append((step.index, step.num_steps, loop is not None, step.t, step.t_next,
+                     None if loop is None else float(torch.as_tensor(loop.t_post).flatten()[0])))
 
-    rt.begin_call = begin_call
+    rt.plan_call = plan_call
     return seen
 
 

@@ -33,15 +33,15 @@ def _pipe(kind, scheduler):
 
 def _record(rt):
     """Per transformer call: (located step, feedback on, the call's t, the step's gap, t_post)."""
-    seen, orig = [], rt.begin_call
+    seen, orig = [], rt.plan_call
 
-    def begin_call(*a, **k):
-        orig(*a, **k)
-        st = rt.state
-        t_post = None if st.t_post is None else float(torch.as_tensor(st.t_post).flatten()[0])
-        seen.append((st.step.index, st.feedback_on, st.step.t, st.step.gap, t_post))
+    def plan_call(call):
+        orig(call)
+        step, loop = call.step(), rt.active  # the loop executor is armed only on a feedback call
+        t_post = None if loop is None else float(torch.as_tensor(loop.t_post).flatten()[0])
+        seen.append((step.index, loop is not None, step.t, step.gap, t_post))
 
-    rt.begin_call = begin_call
+    rt.plan_call = plan_call
     return seen
 
 

@@ -12,6 +12,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.normalization import AdaLayerNormSingle
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, remove_cache, remove_ilf
+from ilf.planner import ModelCall
 from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
 LOOP = (2, 4)
@@ -146,7 +147,8 @@ def test_positional_block_call_through_a_generic_wrapper_is_refused_clearly(pipe
     wrap()
     rt = apply_ilf(pipe.transformer, ILFConfig(loop=LOOP))
     block = pipe.transformer.transformer_blocks[3]
-    rt.begin_call((), {"hidden_states": torch.zeros(1, 16, 16), "timestep": torch.tensor([500])}, t_post=100.0)
+    rt.plan_call(ModelCall(rt.planner, (), {"hidden_states": torch.zeros(1, 16, 16), "timestep": torch.tensor([500])},
+                           {"ilf_t_post": 100.0}))  # a feedback call armed, as the model hook would
     with pytest.raises(TypeError, match="by keyword"):
         block(torch.zeros(1, 16, 16), None, None, None, torch.zeros(1, 96))
 

@@ -32,7 +32,6 @@ read into Python.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import torch
 from diffusers.hooks import ModelHook
@@ -54,17 +53,8 @@ from .warn import warn_user
 CONTROL_KWARGS = ("ilf_t_post", "ilf_feedback")  # per-call controls the model hook pops
 
 
-@dataclass(frozen=True)
-class CallState:
-    """What the planner decided for the latest call (`ILFRuntime.state`): read by tests and diagnostics."""
-
-    feedback_on: bool
-    step: StepInfo | None  # None: an explicit call that needed no schedule
-    t_post: torch.Tensor | None  # in the model's units, on the timestep's device; None without feedback
-
-
 class FeedbackLoop:
-    """The loop executor of one feedback call: armed by `ILFRuntime.begin_call` only when the call has feedback
+    """The loop executor of one feedback call: armed by `ILFRuntime.plan_call` only when the call has feedback
     (`runtime.active`), disarmed when the call returns. Its methods are the only writers of its state: the
     block hooks hand it blocks b..N-1, the time hook hands it t_post's block conditioning."""
 
@@ -187,10 +177,8 @@ class ILFRuntime:
                 )
         self.model, self.adapter, self.feedback, self.clock = model, adapter, feedback, clock
         self.config = config
-        self.state: CallState | None = None  # the latest call's decision
         self.active: FeedbackLoop | None = None  # armed during a feedback call only
         self._hooked: list[HookHandle] = []
-        self.model_binder = ArgBinder(type(model).forward)
         self.planner: CallPlanner | None = None
         self.control_kwargs = CONTROL_KWARGS
         self._plans: dict[int, frozenset[int]] = {}
@@ -223,7 +211,7 @@ class ILFRuntime:
         unregister_all(self._hooked)  # refuses before anything changes
         del self.model._modules[FEEDBACK_ATTR]
         delattr(self.model, RUNTIME_ATTR)
-        self.state, self.active = None, None
+        self.active = None
         return self.feedback
 
     # ---- schedule ----
@@ -279,19 +267,18 @@ class ILFRuntime:
             )
 
     # ---- per call (the planner's executor protocol) ----
-    def plan_call(self, call: ModelCall) -> None:
-        self.begin_call(call.args, call.kwargs, call.controls.get("ilf_t_post"), call.controls.get("ilf_feedback"))
-
     def end_call(self) -> None:
         if self.active is not None:  # drop the call's saved activations (checkpointing captured what it needs)
             self.active.close()
             self.active = None
 
     @torch.compiler.disable  # host work once per call (reads the scheduler); compiled code sees only its result
-    def begin_call(self, args: tuple, kwargs: dict, t_post=None, feedback: bool | None = None) -> None:
+    def plan_call(self, call: ModelCall) -> None:
+        """Decide whether this call has feedback and arm the loop executor (`self.active`, with its t_post) if so."""
         self.end_call()  # a call that raised left its loop armed
         refuse_diffusers_cache(self.model, "ILF")  # enabled after apply_ilf: refuse before a block runs
-        inputs = self.adapter.call_inputs(self.model, args, kwargs, self.model_binder)
+        t_post, feedback = call.controls.get("ilf_t_post"), call.controls.get("ilf_feedback")
+        inputs = call.inputs
         t = inputs.get("timestep")
         if t is None:
             raise ScheduleError("the transformer was called without `timestep`; ILF conditions on it")
@@ -309,7 +296,7 @@ class ILFRuntime:
                 step = self.clock.locate(self.adapter.to_scheduler_units(self.model, t), dtype=dtype)
                 from_schedule = True
         elif self.clock is not None:
-            step = self.planner.locate(t)  # the scheduler's counter, on the host: no device read
+            step = call.step()  # the scheduler's counter, on the host: no device read
             self.warn_if_off_schedule(step)
             on = step.index in self.feedback_plan(step.num_steps)
             if on:
@@ -334,7 +321,6 @@ class ILFRuntime:
                 # synchronise the stream); its source stays referenced until the call ends
                 src = t_post.pin_memory() if t.device.type == "cuda" else t_post
                 keep, t_post = src, src.to(t.device, non_blocking=True)
-        self.state = CallState(feedback_on=on, step=step, t_post=t_post if on else None)
         if on:
             self.active = FeedbackLoop(self, inputs, t_post, keep)
 

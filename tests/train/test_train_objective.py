@@ -42,13 +42,14 @@ def test_fad_teacher_is_the_stock_backbone_at_half_the_timestep():
     rt = apply_ilf(model, ILFConfig(loop=(1, 2)))
     rt.feedback.scales.data.fill_(0.5)
     calls = []
-    orig = rt.begin_call
+    orig = rt.plan_call
 
-    def spy(args, kwargs, t_post=None, feedback=None):
-        calls.append((kwargs["timestep"].tolist(), feedback, None if t_post is None else t_post.tolist()))
-        return orig(args, kwargs, t_post, feedback)
+    def spy(call):
+        t_post, feedback = call.controls.get("ilf_t_post"), call.controls.get("ilf_feedback")
+        calls.append((call.kwargs["timestep"].tolist(), feedback, None if t_post is None else t_post.tolist()))
+        return orig(call)
 
-    rt.begin_call = spy
+    rt.plan_call = spy
     g = torch.Generator().manual_seed(2)
     x0, noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
     cond = dict(encoder_hidden_states=torch.randn(2, 3, 32, generator=g), encoder_attention_mask=torch.ones(2, 3),
@@ -70,13 +71,13 @@ def test_no_distill_has_only_the_diffusion_term_and_multistep_calls_the_teacher_
     model = tiny_pixart(num_layers=4)
     rt = apply_ilf(model, ILFConfig(loop=(1, 2)))
     n = {"teacher": 0}
-    orig = rt.begin_call
+    orig = rt.plan_call
 
-    def spy(args, kwargs, t_post=None, feedback=None):
-        n["teacher"] += feedback is False
-        return orig(args, kwargs, t_post, feedback)
+    def spy(call):
+        n["teacher"] += call.controls.get("ilf_feedback") is False
+        return orig(call)
 
-    rt.begin_call = spy
+    rt.plan_call = spy
     g = torch.Generator().manual_seed(3)
     x0, noise = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 4, 8, 8, generator=g)
     cond = dict(encoder_hidden_states=torch.randn(1, 3, 32, generator=g),
