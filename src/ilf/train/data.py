@@ -46,8 +46,9 @@ def load_image(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
-def cast_floats(tensors: dict, dtype) -> dict:
-    """The floating tensors of `tensors` in `dtype` (`None`: unchanged); integer ones (labels, masks) as they are."""
+def cast_float_tensors(tensors: dict, dtype) -> dict:
+    """A flat dict's floating tensors in `dtype` (`None`: unchanged); integer ones (labels, masks) as they are.
+    (Not `adapters.blocks.cast_floats`, which recurses through a call's nested arguments.)"""
     if dtype is None:
         return tensors
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -154,7 +155,7 @@ class Shards(Source):
 
     def null_text(self) -> dict:
         with safe_open(str(self.root / NULL_TEXT), framework="pt") as f:
-            return cast_floats({k: f.get_tensor(k) for k in f.keys()}, self.float_dtype)
+            return cast_float_tensors({k: f.get_tensor(k) for k in f.keys()}, self.float_dtype)
 
     def stored_dtypes(self) -> set:
         with safe_open(str(self.shards[0][0]), framework="pt") as f:
@@ -167,7 +168,7 @@ class Shards(Source):
             if s not in self._open:
                 self._open[s] = safe_open(str(path), framework="pt")
             f, row = self._open[s], index - int(self.offsets[s])
-            return cast_floats({k: f.get_slice(k)[row : row + 1][0] for k in f.keys()}, self.float_dtype)
+            return cast_float_tensors({k: f.get_slice(k)[row : row + 1][0] for k in f.keys()}, self.float_dtype)
         except Exception as err:  # noqa: BLE001 — a damaged shard must not end the run
             logger.warning("skipping unreadable row %d of %s (%s)", index, path, err)
             return None
