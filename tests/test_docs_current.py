@@ -53,3 +53,14 @@ def test_ilf_config_has_no_unread_properties_and_old_files_load():
     assert not hasattr(ILFConfig, "extra_blocks")  # computed, never read: removed
     old = {"loop": [3, 8], "feedback_steps": "last:1", "t_post": "none"}  # a config as older versions wrote it
     assert ILFConfig.from_dict(old).loop == (3, 8)
+
+
+def test_every_adapter_class_attribute_is_read_somewhere():
+    """A BackboneAdapter setting that no code reads is dead data every new family copies (issue 25: `time_arg`
+    was set in eight adapters and read nowhere)."""
+    base = (ROOT / "src" / "ilf" / "adapters" / "base.py").read_text()
+    names = re.findall(r"^    (\w+): ClassVar\[", base, re.M)
+    assert "image_stream" in names and "embed_scale" in names
+    code = "\n".join(p.read_text() for p in sorted((ROOT / "src" / "ilf").rglob("*.py")))
+    unread = [n for n in names if not re.search(rf"\.{n}\b|getattr\(\w+, \"{n}\"", code)]
+    assert unread == [], unread

@@ -35,8 +35,6 @@ class BackboneAdapter:
     stacks: ClassVar[tuple[BlockStack, ...]] = (BlockStack("transformer_blocks"),)
     # The stream the feedback output is added to (eq. 2-3): the image tokens.
     image_stream: ClassVar[str] = IMAGE_STREAM
-    # The block argument that carries the time conditioning (t_post's replaces t's after the feedback).
-    time_arg: ClassVar[str] = "timestep"
     # The model multiplies its `timestep` argument by this before embedding it (Flux: 1000).
     embed_scale: ClassVar[float] = 1.0
     noise: ClassVar[str] = "ddpm"

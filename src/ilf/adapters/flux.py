@@ -33,7 +33,6 @@ class FluxAdapter(BackboneAdapter):
         BlockStack("transformer_blocks", outputs=MMDIT_OUTPUTS),
         BlockStack("single_transformer_blocks", outputs=MMDIT_OUTPUTS, marker="norm"),
     )
-    time_arg = "temb"
     embed_scale = 1000.0
     noise = "flow"
     structure_keys = (

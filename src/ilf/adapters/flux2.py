@@ -46,7 +46,6 @@ class Flux2Adapter(NoTPostReembedding, BackboneAdapter):
         BlockStack("transformer_blocks", outputs=MMDIT_OUTPUTS),
         BlockStack("single_transformer_blocks", outputs=("hidden_states",), marker="norm"),
     )
-    time_arg = "temb_mod"  # dual blocks: temb_mod_img / temb_mod_txt; single blocks: temb_mod
     embed_scale = 1000.0
     noise = "flow"
     structure_keys = (

@@ -36,7 +36,6 @@ IMAGE_FIRST_OUTPUTS = (IMAGE_STREAM, "encoder_hidden_states")  # the block retur
 class HunyuanVideo15Adapter(BackboneAdapter):
     model_cls = HunyuanVideo15Transformer3DModel
     stacks = (BlockStack("transformer_blocks", outputs=IMAGE_FIRST_OUTPUTS),)
-    time_arg = "temb"
     noise = "flow"
     structure_keys = (
         "in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_refiner_layers",

@@ -37,7 +37,6 @@ ZERO_COND_REFUSAL = (
 class QwenImageAdapter(BackboneAdapter):
     model_cls = QwenImageTransformer2DModel
     stacks = (BlockStack("transformer_blocks", outputs=MMDIT_OUTPUTS, marker="img_mod"),)
-    time_arg = "temb"
     noise = "flow"
     structure_keys = (
         "patch_size", "in_channels", "out_channels", "num_layers", "attention_head_dim", "num_attention_heads",

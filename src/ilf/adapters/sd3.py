@@ -28,7 +28,6 @@ MMDIT_OUTPUTS = ("encoder_hidden_states", "hidden_states")  # SD3 and Flux block
 class SD3Adapter(BackboneAdapter):
     model_cls = SD3Transformer2DModel
     stacks = (BlockStack("transformer_blocks", outputs=MMDIT_OUTPUTS),)
-    time_arg = "temb"
     noise = "flow"
     structure_keys = (
         "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "patch_size",

@@ -44,7 +44,6 @@ T_POST_REFUSAL = (
 class WanAdapter(BackboneAdapter):
     model_cls = WanTransformer3DModel
     stacks = (BlockStack("blocks"),)
-    time_arg = "temb"
     noise = "flow"
     structure_keys = (
         "patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "text_dim",

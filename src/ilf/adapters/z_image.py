@@ -38,7 +38,6 @@ class ZImageAdapter(NoTPostReembedding, BackboneAdapter):
     model_cls = ZImageTransformer2DModel
     stacks = (BlockStack("layers", outputs=("x",), marker="attention_norm1"),)
     image_stream = "x"
-    time_arg = "adaln_input"
     cfg_uncond_first = False
     noise = "flow"
     structure_keys = (
