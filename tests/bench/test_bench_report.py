@@ -3,7 +3,7 @@
 import math
 
 from ilf.bench.plots import pareto_front, pareto_plot
-from ilf.bench.report import best_rows, markdown_table, merge_results
+from ilf.bench.report import best_rows, markdown_table, merge_results, time_noise_note, time_ties
 
 
 def _row(spec, steps, blocks, sec, metrics, reference=False, family="plain", peak=1000.0):
@@ -87,3 +87,54 @@ def test_pareto_front_by_hand():
 def test_pareto_plot_writes_a_png(tmp_path):
     assert pareto_plot(TABLE1, tmp_path / "p.png") is True  # ImageReward on the y axis
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def _timed(name, times, reference=False):
+    r = _row(name, 10, 280, sorted(times)[len(times) // 2], {"psnr": 30.0}, reference=reference)
+    r["times"] = times
+    return r
+
+
+def test_s_per_img_differences_within_the_run_to_run_spread_are_called_noise(tmp_path):
+    # issue 25: the s/img panel flipped between runs with no warning. The digits demo's corrector (0.15-0.19) and
+    # TaylorSeer (0.167-0.203) overlap; plain:20 (0.24-0.25) and plain:10 (0.134-0.137) stand apart from both
+    rows = [_timed("plain:20", [0.237, 0.249, 0.242], reference=True), _timed("plain:10", [0.134, 0.137, 0.135]),
+            _timed("TaylorSeer", [0.167, 0.203, 0.169]), _timed("corrector", [0.15, 0.19, 0.18])]
+    results = _results(rows, ["psnr"])
+    assert time_ties(results) == [["corrector", "TaylorSeer"]]  # fastest call first
+    table = markdown_table(results)
+    assert ("s / img within run-to-run noise (their timed calls' ranges overlap, so their order can flip between "
+            "runs): corrector, TaylorSeer.") in table
+    rows[3]["times"] = [0.150, 0.160, 0.165]  # now below TaylorSeer's fastest call: an order the run supports
+    assert time_ties(results) == [] and "run-to-run noise" not in markdown_table(results)
+    rows[3]["times"] = [0.16]  # a single timed call says nothing about noise: the table says so
+    assert "one timed call per method, so its run-to-run noise is not measured" in markdown_table(results)
+    rows[3]["times"] = [0.2, 0.23, 0.24]  # overlaps TaylorSeer's slowest call and plain:20's fastest
+    chain = time_ties(results)  # one group holds every row linked by overlaps, fastest first
+    assert chain == [["TaylorSeer", "corrector", "plain:20"]]
+    assert time_noise_note(results).endswith("TaylorSeer, corrector, plain:20.")
+
+
+def test_the_pareto_plot_says_which_s_per_img_differences_are_noise(tmp_path, monkeypatch):
+    import ilf.bench.plots as plots
+
+    said = []
+    real = plots._plt
+
+    def spy_plt():
+        plt = real()
+        orig = plt.Axes.text
+
+        def text(ax, x, y, s, *a, **k):
+            said.append(s)
+            return orig(ax, x, y, s, *a, **k)
+
+        monkeypatch.setattr(plt.Axes, "text", text)
+        return plt
+
+    monkeypatch.setattr(plots, "_plt", spy_plt)
+    rows = [_timed("plain:20", [0.237, 0.249, 0.242], reference=True), _timed("plain:10", [0.134, 0.137, 0.135]),
+            _timed("TaylorSeer", [0.167, 0.203, 0.169]), _timed("corrector", [0.15, 0.19, 0.18])]
+    rows[0]["metrics"]["psnr"] = math.inf
+    assert pareto_plot(_results(rows, ["psnr"]), tmp_path / "p.png")
+    assert any(s.startswith("within run-to-run noise") and "corrector, TaylorSeer" in s for s in said), said

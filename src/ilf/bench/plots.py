@@ -212,6 +212,15 @@ def pareto_plot(results: dict, path: Path, metric: str | None = None) -> bool:
             ax.grid(alpha=0.3)
             labels.append((ax, where, texts, colors))
     axes[0][0].legend(fontsize=7, loc="best")
+    if "seconds_per_image" in [a[0] for a in axes_spec]:
+        from .report import time_ties
+
+        ties = time_ties(results)
+        if ties:  # say so on the panel: the medians' order there is noise and can flip between runs
+            col = [a[0] for a in axes_spec].index("seconds_per_image")
+            text = "within run-to-run noise (timed calls overlap):\n" + "\n".join(", ".join(g) for g in ties)
+            axes[-1][col].text(0.01, 0.01, text, transform=axes[-1][col].transAxes, fontsize=6, va="bottom",
+                               ha="left", color="0.35", bbox=dict(facecolor="white", alpha=0.7, lw=0))
     names = " and ".join(METRICS[m].label for m in metrics)
     fig.suptitle(f"{results['source']['name']}: {names} vs cost (each point labelled with its method)", fontsize=10)
     for ax, *_ in labels:

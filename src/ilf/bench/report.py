@@ -59,6 +59,38 @@ def show_peak_memory(results: dict) -> bool:
     return len(peaks) > 1 and max(peaks) - min(peaks) > 0.01 * max(peaks)  # within 1 %: noise, not a method
 
 
+def time_ties(results: dict) -> list[list[str]]:
+    """Rows whose s/img the run cannot order: chains of rows whose timed calls' ranges (min to max over the
+    repeats) overlap. Within such a group the medians' order is run-to-run noise and can flip on the next run."""
+    spans = sorted((min(r["times"]), max(r["times"]), r["display"]) for r in results["rows"]
+                   if len(r.get("times") or ()) >= 2)
+    groups, hi = [], None
+    for lo, top, name in spans:
+        if hi is not None and lo <= hi:  # overlaps the group so far
+            groups[-1].append(name)
+            hi = max(hi, top)
+        else:
+            groups.append([name])
+            hi = top
+    return [g for g in groups if len(g) > 1]
+
+
+def time_noise_note(results: dict) -> str | None:
+    """What the s/img column (and the pareto plot's s/img panels) can and cannot say about the order of the
+    methods, or None where every difference exceeds the spread of the timed calls."""
+    timed = [r for r in results["rows"] if r.get("times")]
+    if not timed:
+        return None
+    if any(len(r["times"]) < 2 for r in timed):
+        return ("s / img: one timed call per method, so its run-to-run noise is not measured; small differences "
+                "may flip between runs.")
+    groups = time_ties(results)
+    if not groups:
+        return None
+    return ("s / img within run-to-run noise (their timed calls' ranges overlap, so their order can flip between "
+            "runs): " + "; ".join(", ".join(g) for g in groups) + ".")
+
+
 def markdown_table(results: dict) -> str:
     """Rows = methods; latency (steps, block forwards, s/img with speedups vs the reference row), peak memory,
     then every metric. The best non-reference value of each metric is bold, as in the paper's Table 1."""
@@ -102,6 +134,9 @@ def table_notes(results: dict) -> list[str]:
         "call(s), methods interleaved. Bold: the best non-reference value of each metric.",
     ]
     notes += peak_note
+    noise = time_noise_note(results)
+    if noise:
+        notes.append(noise)
     if "psnr" in results["metrics"]:
         ref = next((r["display"] for r in results["rows"] if r["reference"]), results["reference"])
         notes.append(f"PSNR / SSIM: against the reference ({ref}) image of the same seed "
