@@ -36,7 +36,7 @@ def test_the_trainer_names_every_objective_module():
     from ilf.train import trainer
 
     doc = " ".join(trainer.__doc__.split())
-    assert "corrector" in doc and "`trajectory.py`" in doc and "`fad.py`" in doc
+    assert "corrector" in doc and "trajectory" in doc and "`native.py`" in doc and "`fad.py`" in doc
 
 
 def test_apply_ilf_docstring_names_the_families_without_a_closed_list():

@@ -78,7 +78,7 @@ def test_a_replayed_forecast_step_lands_on_the_pipelines_own_next_state(case, tm
     skel, tensors = obj.cache.get(obj._rank_file(obj.rollout_dir, 0))
     assert obj.forecast_steps == [2, 4]  # TaylorSeer interval 2, warm-up 2: steps 0, 1, 3, 5 compute
     for k in obj.forecast_steps:
-        recorded = unpack(skel["steps"][k + 1]["x"] if k + 1 < len(skel["steps"]) else skel["after"], tensors)
+        recorded = unpack(skel["steps"][k]["prev"], tensors)  # what the pipeline's solver returned
         with torch.no_grad():
             replayed = obj.replay_step(pipe.transformer, 0, k)
             runtime.feedback.mix.zero_()  # the control: TaylorSeer's own forecast lands elsewhere
@@ -104,7 +104,7 @@ def test_a_replayed_ilf_step_lands_on_the_pipelines_own_next_state(case, tmp_pat
     skel, tensors = obj.cache.get(obj._rank_file(obj.rollout_dir, 0))
     assert obj.forecast_steps == [STEPS - 2, STEPS - 1]
     for k in obj.forecast_steps:
-        recorded = unpack(skel["steps"][k + 1]["x"] if k + 1 < len(skel["steps"]) else skel["after"], tensors)
+        recorded = unpack(skel["steps"][k]["prev"], tensors)  # what the pipeline's solver returned
         with torch.no_grad():
             replayed = obj.replay_step(pipe.transformer, 0, k)
             runtime.feedback.scales.zero_()

@@ -3,14 +3,11 @@
 import json
 
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 
 from ilf import apply_ilf
-from ilf.adapters import get_adapter
-from ilf.tiny import tiny_pipeline
 from ilf.train.config import TrainConfig
-from ilf.train.paths import Conditions, replay, sample_paths
 from ilf.train.trainer import train
 
 
@@ -22,34 +19,9 @@ def _cfg(tiny_world, out, **kw):
     return TrainConfig(**base)
 
 
-def _sd3_conds(model, n=3):
-    g = torch.Generator().manual_seed(2)
-    c = model.config
-    cond = {"encoder_hidden_states": torch.randn(n, 5, c.joint_attention_dim, generator=g),
-            "pooled_projections": torch.randn(n, c.pooled_projection_dim, generator=g)}
-    return Conditions(cond, {k: v[:1] * 0 for k, v in cond.items()})
-
-
-def test_replayed_flow_match_euler_update_is_the_schedulers_step():
-    pipe = tiny_pipeline("sd3")
-    model, n = pipe.transformer, 5
-    template = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    noise = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    path = sample_paths(model, get_adapter(model), template, noise, _sd3_conds(model), n, 4.0)
-    nxt = torch.cat([path.states[:, 1:], path.final[:, None]], 1)
-    for k in range(n):
-        sched = replay(template, n, k, path.states[:, :k], path.outputs[:, :k])
-        t = sched.timesteps[k]
-        v = path.outputs[:, k].clone().requires_grad_(True)
-        x_next = sched.step(v, t, path.states[:, k]).prev_sample
-        assert (x_next - nxt[:, k]).abs().max() <= 1e-6, f"step {k}"
-        x_next.sum().backward()
-        assert v.grad.abs().sum() > 0
-
-
 def test_trajectory_distillation_trains_an_sd3_feedback_with_the_flow_scheduler(tiny_world, tmp_path):
     result = train(_cfg(tiny_world, tmp_path / "traj", distill="trajectory", student_steps=4, feedback_steps="last:2",
-                        rollout_size=8, rollout_every=2, guidance_scale=3.0))
+                        data=None, prompts=tiny_world / "prompts.txt", rollout_every=2, guidance_scale=3.0))
     meta = json.loads((result.feedback_dir / "ilf_config.json").read_text())
     assert meta["config"]["scheduler"] == "FlowMatchEulerDiscreteScheduler"
     assert meta["backbone"]["fingerprint"]["class"] == "SD3Transformer2DModel"
@@ -75,12 +47,21 @@ def test_fad_trains_an_sd3_feedback_on_captioned_images(tiny_world, tmp_path):
     assert load_file(str(result.feedback_dir / "ilf_feedback.safetensors"))["scales"].abs().sum() > 0
 
 
-def test_flow_match_grids_align_at_k_times_n_minus_1_plus_1_and_the_default_picks_one():
-    from ilf.train.paths import aligned_teacher_steps, default_teacher_steps
+def test_the_flow_teacher_grid_is_the_first_that_holds_the_students(tiny_world, tmp_path):
+    """FlowMatch Euler (shift 3) puts both ends on every grid, so its grids nest at k·(N − 1) + 1 steps: for a
+    4-step student the trajectory's teacher is 10 steps (not 8 or 9), found on the pipeline's own schedules."""
+    from accelerate import Accelerator
 
-    sched = tiny_pipeline("sd3").scheduler  # FlowMatchEuler, shift 3: both ends on every grid
-    assert aligned_teacher_steps(sched, 4)[:3] == [7, 10, 13]
-    assert default_teacher_steps(sched, 4) == 10
+    from ilf import ILFConfig
+    from ilf.train.native import PipelineObjective
+
+    pipe = DiffusionPipeline.from_pretrained(tiny_world / "sd3")
+    pipe.set_progress_bar_config(disable=True)
+    runtime = apply_ilf(pipe, ILFConfig(loop=(2, 4), feedback_steps="last:2", t_post="none"))
+    obj = PipelineObjective(pipe=pipe, runtime=runtime, prompts=["a red cat"], call_kwargs={"max_sequence_length": 16},
+                            output_dir=tmp_path, num_steps=4, teacher_steps=None, rollout_every=2, per_device=1,
+                            accelerator=Accelerator(cpu=True), seed=0, record_batch=1, progress=False)
+    assert obj._teacher_steps() == 10
 
 
 def test_validation_grid_runs_on_an_sd3_backbone(tiny_world, tmp_path):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from ilf.train import checkpoint as ckpt
 
 
-TRAJECTORY = ["--distill", "trajectory", "--student-steps", "4", "--feedback-steps", "last:2", "--rollout-size", "8",
+TRAJECTORY = ["--distill", "trajectory", "--student-steps", "4", "--feedback-steps", "last:2", "--loop", "2", "4",
               "--rollout-every", "3", "--inference-t-post", "none"]
 CORRECTOR = ["--distill", "corrector", "--student-steps", "6", "--cache-interval", "2", "--cache-warmup", "2",
              "--fresh-blocks", "1", "--correct-steps", "all", "--rollout-every", "3"]
@@ -21,8 +21,8 @@ OBJECTIVES = {"fad": ["--distill", "fad"], "trajectory": TRAJECTORY, "corrector"
 
 
 def _args(tiny_world, out, steps, every, objective="fad"):
-    # the corrector records the pipeline's own sampling of prompts and has no loop; the other objectives read data
-    data = ["--prompts", str(tiny_world / "prompts.txt")] if objective == "corrector" else \
+    # the corrector and trajectory record the pipeline's own sampling of prompts; FAD reads data
+    data = ["--prompts", str(tiny_world / "prompts.txt")] if objective in ("corrector", "trajectory") else \
         ["--data", str(tiny_world / "captions"), "--loop", "2", "4"]
     return OBJECTIVES[objective] + ["--pipeline", str(tiny_world / "pixart-alpha"), *data,
             "--lr", "1e-3", "--batch-size", "4", "--max-steps", str(steps), "--checkpoint-every", str(every),

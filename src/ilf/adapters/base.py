@@ -41,9 +41,6 @@ class BackboneAdapter:
     conditioning: ClassVar[str] = "text"  # what the backbone is conditioned on: "text" (captions) or "class"
     # Config fields that must match for a feedback to fit a backbone.
     structure_keys: ClassVar[tuple[str, ...]] = ()
-    # How the family's pipeline batches classifier-free guidance in one model call: PixArt puts the
-    # unconditional half first (`cat([negative, prompt])`), DiT second (`cat([labels, null])`).
-    cfg_uncond_first: ClassVar[bool] = True
 
     # ---- structure ----
     def sites(self, model: nn.Module) -> list[BlockSite]:

@@ -39,7 +39,6 @@ class _DiTOutputTimeHook(ModelHook):
 class DiTAdapter(BackboneAdapter):
     model_cls = DiTTransformer2DModel
     conditioning = "class"
-    cfg_uncond_first = False  # DiTPipeline: class_labels_input = cat([class_labels, class_null])
     structure_keys = (
         "num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "patch_size",
         "num_embeds_ada_norm", "norm_type", "activation_fn", "attention_bias", "norm_elementwise_affine",

@@ -38,7 +38,6 @@ class ZImageAdapter(NoTPostReembedding, BackboneAdapter):
     model_cls = ZImageTransformer2DModel
     stacks = (BlockStack("layers", outputs=("x",), marker="attention_norm1"),)
     image_stream = "x"
-    cfg_uncond_first = False
     noise = "flow"
     structure_keys = (
         "all_patch_size", "all_f_patch_size", "in_channels", "dim", "n_layers", "n_refiner_layers", "n_heads",

@@ -79,16 +79,18 @@ def add_train_parser(sub) -> None:
     src.add_argument("--world", choices=BACKBONE_WORLDS, help="an embedded offline world (tiny shipped backbone, "
                      "data generated on the fly)")
     g.add_argument("--data", type=Path, help="training data: images with same-name .txt captions, class folders "
-                   "(ImageFolder layout), or shards from `ilf precompute`, for the inner-loop objectives (needed "
-                   "with --pipeline and --distill trajectory/fad/multistep/none; the corrector reads --prompts)")
-    g.add_argument("--prompts", type=Path, help="--distill corrector: a text file, one prompt per line (a line of "
+                   "(ImageFolder layout), or shards from `ilf precompute`, for the data-driven objectives (needed "
+                   "with --pipeline and --distill fad/multistep/none; the corrector and trajectory read --prompts)")
+    g.add_argument("--prompts", type=Path, help="--distill corrector or trajectory: a text file, one prompt per line (a line of "
                    "digits is a class id); the pipeline's own sampling of them is recorded and trained on, no "
                    "--data (default with --world: --rollout-size prompts of the world's train split)")
     g.add_argument("--call-kwargs", type=json_object, default={},
-                   help="--distill corrector: JSON of keyword arguments for every pipeline call, as at inference, "
+                   help="--distill corrector or trajectory: JSON of keyword arguments for every pipeline call, as at "
+                   "inference, "
                    "e.g. '{\"height\": 1024, \"width\": 1024, \"true_cfg_scale\": 4.0, \"negative_prompt\": \"\"}'")
     g.add_argument("--record-batch", type=COUNT,
-                   help="--distill corrector: prompts per recorded pipeline call (default: min(16, per-device batch))")
+                   help="--distill corrector or trajectory: prompts per recorded pipeline call (default: min(16, "
+                   "per-device batch))")
     g.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes", "shards"],
                    help="how to read --data (default: detect)")
     g.add_argument("--resolution", type=COUNT, help="image side for raw image folders (default: the backbone's)")
@@ -144,12 +146,8 @@ def add_train_parser(sub) -> None:
     g.add_argument("--rollout-every", type=COUNT, default=100,
                    help="iterations between re-runs of the student's sampler that refresh its states (default: 100)")
     g.add_argument("--rollout-size", type=COUNT,
-                   help="fixed noises (with conditions drawn once from the data) whose paths are trained on; with "
-                   "the corrector and --world, the number of the world's train prompts recorded (default: 128 with "
-                   "the corrector and --world, else 256)")
-    g.add_argument("--rollout-noise", default="fixed", choices=["fixed", "fresh"],
-                   help="fixed: the same --rollout-size noises throughout; fresh: new noises (and their teacher paths) "
-                   "at every rollout (default: fixed)")
+                   help="with --world: the number of the world's train prompts recorded, one seeded noise each "
+                   "(default: 128 with the corrector, 256 with trajectory)")
     g.add_argument("--diffusion-weight", type=non_negative_float, default=1.0, help="weight of the diffusion loss (default: 1)")
     g.add_argument("--distill-weight", type=non_negative_float, default=1.0, help="weight of the distillation MSE (default: 1)")
     g.add_argument("--caption-dropout", type=fraction, default=0.1, help="probability of the empty caption (default: 0.1)")
@@ -227,7 +225,7 @@ def cmd_train(args) -> int:
         feedback_steps=args.feedback_steps, inference_t_post=args.inference_t_post, distill=args.distill,
         rerun_loop=args.feedback_mode == "loop", feed_text=args.feed_text, student_steps=args.student_steps,
         guidance_scale=args.guidance_scale, scheduler=args.scheduler, rollout_every=args.rollout_every,
-        rollout_size=args.rollout_size, rollout_noise=args.rollout_noise, cache_interval=args.cache_interval,
+        rollout_size=args.rollout_size, cache_interval=args.cache_interval,
         prompts=args.prompts, call_kwargs=args.call_kwargs, record_batch=args.record_batch,
         cache_warmup=args.cache_warmup, cache_order=args.cache_order, fresh_blocks=args.fresh_blocks,
         correct_steps=args.correct_steps, corrector_forecast=args.corrector_forecast,
@@ -258,46 +256,27 @@ def add_precompute_parser(sub) -> None:
     p = sub.add_parser(
         "precompute", help="encode a data set once (VAE latents + caption embeddings) into safetensors shards",
         description="Encode images (with .txt captions, or in class folders) with a pipeline's frozen VAE and "
-        "text encoder into safetensors shards for `ilf train --data SHARDS` (the fast path for real runs).",
+        "text encoder into safetensors shards for `ilf train --distill fad --data SHARDS` (the fast path for real "
+        "runs of the data-driven objectives; the corrector and trajectory record the pipeline's own sampling "
+        "instead).",
     )
     p.add_argument("--pipeline", required=True, help="diffusers pipeline folder or hub id whose VAE/text encoder encode")
     p.add_argument("--data", type=Path, required=True, help="image folder with .txt captions, or class folders")
     p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
-    p.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes", "shards"],
-                   help="how to read --data (shards: only with --teacher-paths, whose conditions they give)")
+    p.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes"],
+                   help="how to read --data (default: detect)")
     p.add_argument("--resolution", type=COUNT, help="image side (default: the backbone's native size)")
     p.add_argument("--batch-size", type=COUNT, default=32, help="images encoded at once (default: 32)")
     p.add_argument("--shard-size", type=COUNT, default=4096, help="rows per shard file (default: 4096)")
     p.add_argument("--max-sequence-length", type=COUNT, help="caption tokens (default: 120 PixArt-α, 300 PixArt-Σ)")
     p.add_argument("--device", help="cuda, cpu, … (default: cuda when available)")
     p.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="encoder dtype (default: fp32)")
-    g = p.add_argument_group("teacher paths for --distill trajectory (instead of latent shards)")
-    g.add_argument("--teacher-paths", type=COUNT, metavar="S",
-                   help="write S guided teacher paths (the run's fixed noises, conditions from --data) instead of "
-                   "latent shards; train on them with `ilf train --distill trajectory --data OUT`")
-    g.add_argument("--student-steps", type=COUNT, default=10, help="the student's step count the paths serve (default: 10)")
-    g.add_argument("--teacher-steps", type=COUNT, help="the teacher's finer grid (default: 2 × --student-steps, or the "
-                   "next count whose grid holds the student's, e.g. 3N − 2 for FlowMatchEuler)")
-    g.add_argument("--guidance-scale", type=guidance_scale, help="guidance of the paths (default: the pipeline class's own)")
-    g.add_argument("--scheduler", help="a diffusers scheduler class instead of the pipeline's (default: the pipeline's)")
-    g.add_argument("--seed", type=INDEX, default=0, help="the training run's --seed: fixes noises and conditions (default: 0)")
     add_threads_arg(p)
     p.set_defaults(func=cmd_precompute)
 
 
 def cmd_precompute(args) -> int:
     set_threads(args.threads)
-    if args.teacher_paths:
-        from .precompute import precompute_teacher_paths
-
-        meta = precompute_teacher_paths(
-            args.pipeline, args.data, args.out, num_paths=args.teacher_paths, student_steps=args.student_steps,
-            teacher_steps=args.teacher_steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
-            seed=args.seed, batch_size=args.batch_size, max_sequence_length=args.max_sequence_length,
-            data_type=args.data_type, device=args.device, dtype=args.dtype)
-        print(f"wrote {meta['rows']} teacher paths ({meta['teacher_steps']} steps each, "
-              f"{meta['cpu_seconds']:.0f} s CPU) to {args.out}")
-        return 0
     from .precompute import precompute
 
     meta = precompute(args.pipeline, args.data, args.out, data_type=args.data_type, resolution=args.resolution,

@@ -28,6 +28,7 @@ WORLD_TRAJECTORY = dict(lr=1e-3, batch_size=32, max_steps=1000)
 SCHEDULE_DEFAULTS = {"trajectory": dict(feedback_steps="last:1", inference_t_post="none")}
 PAPER_SCHEDULE = dict(feedback_steps="outer:2", inference_t_post="rescale")
 DISTILL_MODES = ("fad", "trajectory", "multistep", "none", "corrector")
+RECORDED = ("corrector", "trajectory")  # objectives trained on recordings of the pipeline (train/native.py)
 DEFAULT_DISTILL = "corrector"  # the measured winner (README verdict, docs/corrector-study.md)
 ROLLOUT_NOISES = ("fixed", "fresh")
 
@@ -39,8 +40,8 @@ class TrainConfig:
     pipeline: str | None = None  # a diffusers pipeline folder or hub id
     world: str | None = None  # an embedded world (worlds.paths.BACKBONE_WORLDS): the offline default
     data: Path | None = None
-    prompts: Path | None = None  # --distill corrector: a text file, one prompt (or class id) per line
-    call_kwargs: dict = field(default_factory=dict)  # --distill corrector: every pipeline call's kwargs
+    prompts: Path | None = None  # corrector / trajectory: a text file, one prompt (or class id) per line
+    call_kwargs: dict = field(default_factory=dict)  # corrector / trajectory: every pipeline call's kwargs
     data_type: str = "auto"  # auto | captions | classes | shards
     resolution: int | None = None  # image side for raw folders; default: the backbone's
     max_sequence_length: int | None = None
@@ -62,7 +63,7 @@ class TrainConfig:
     rollout_every: int = 100
     rollout_size: int | None = None  # default 256 (the world recipe of --distill corrector: 128)
     rollout_noise: str = "fixed"  # fixed: one set of noises; fresh: new noises (and teacher paths) every rollout
-    record_batch: int | None = None  # corrector: prompts per recorded pipeline call (default: min(16, per-device batch))
+    record_batch: int | None = None  # prompts per recorded pipeline call (default: min(16, per-device batch))
     # corrector (--distill corrector): the TaylorSeer cache it stacks on, and what runs fresh
     cache_interval: int = 2
     cache_warmup: int = 3
@@ -115,17 +116,19 @@ class TrainConfig:
             raise ILFError(f"--world must be one of {BACKBONE_WORLDS}, got {self.world!r}")
         if self.distill not in DISTILL_MODES:
             raise ILFError(f"--distill must be one of {DISTILL_MODES}, got {self.distill!r}")
-        if self.pipeline is not None and self.data is None and self.distill != "corrector":
-            raise ILFError("--pipeline needs --data (an image folder, class folders, or shards from `ilf precompute`); "
-                           "--distill corrector needs only --prompts")
-        if self.distill == "corrector" and self.data is not None:
-            raise ILFError("--distill corrector records the pipeline's own sampling and reads no --data; give "
+        recorded = self.distill in RECORDED  # trained on recordings of the pipeline's own sampling (native.py)
+        if self.pipeline is not None and self.data is None and not recorded:
+            raise ILFError(f"--pipeline with --distill {self.distill} needs --data (an image folder, class folders, or "
+                           "shards from `ilf precompute`); --distill corrector and trajectory need only --prompts")
+        if recorded and self.data is not None:
+            raise ILFError(f"--distill {self.distill} records the pipeline's own sampling and reads no --data; give "
                            "--prompts FILE (or --world NAME) instead")
-        if (self.prompts is not None or self.call_kwargs) and self.distill != "corrector":
-            raise ILFError("--prompts and --call-kwargs are for --distill corrector; the other objectives read --data")
-        if self.rollout_noise == "fresh" and self.distill == "corrector":
-            raise ILFError("--rollout-noise fresh is not available with --distill corrector (its recordings are of "
-                           "one noise per prompt); give more prompts instead")
+        if (self.prompts is not None or self.call_kwargs) and not recorded:
+            raise ILFError("--prompts and --call-kwargs are for --distill corrector and trajectory; the other "
+                           "objectives read --data")
+        if self.rollout_noise == "fresh" and recorded:
+            raise ILFError(f"--rollout-noise fresh is not available with --distill {self.distill} (its recordings are "
+                           "of one noise per prompt); give more prompts instead")
         if self.distill == "corrector":
             self._refuse_inner_loop_flags()
         if self.student_steps is None:

@@ -224,10 +224,6 @@ def open_source(data: Path | None, data_type: str, resolution: int | None, world
     data = Path(data)
     if not data.exists():
         raise ILFError(f"--data {data} does not exist")
-    from .teacher_paths import TeacherPaths, is_teacher_paths
-
-    if is_teacher_paths(data):  # `ilf precompute --teacher-paths`: for --distill trajectory
-        return TeacherPaths(data)
     if data_type == "auto":
         if (data / SHARD_META).is_file():
             data_type = "shards"

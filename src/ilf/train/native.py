@@ -155,10 +155,11 @@ class PipelineObjective:
         return torch.as_tensor(self.templates[j].timesteps).double().cpu()
 
     def _targets(self, run, student_ts: torch.Tensor) -> list[torch.Tensor]:
-        """The teacher's state at each student step's next timestep (its final state after the last step)."""
-        states = [s.sample for s in run.steps] + [run.steps[-1].prev]
+        """The teacher's state at each student step's next timestep (its final state after the last step): what
+        its solver returned (the next step's sample may differ: DiT's pipeline steps the scaled model input)."""
+        prevs = [s.prev for s in run.steps]
         if self.m == self.n:
-            return states[1:]
+            return prevs
         tt = torch.as_tensor(run.template.timesteps).double().cpu()
         out = []
         for k in range(1, len(student_ts)):
@@ -167,8 +168,8 @@ class PipelineObjective:
                 raise ILFError(f"the student's {self.n}-step grid does not lie on the teacher's {self.m}-step grid; "
                                "choose --teacher-steps whose timesteps include the student's (e.g. 2N for "
                                "DDPM-style spacing) or leave it unset")
-            out.append(states[int(hit[0])])
-        return out + [states[-1]]
+            out.append(prevs[int(hit[0]) - 1])  # the state the teacher's step before that timestep returned
+        return out + [prevs[-1]]
 
     def _record_rollout(self, step: int) -> float:
         folder = self.root / f"rollout-{step:08d}"
@@ -203,13 +204,13 @@ class PipelineObjective:
             if k in self.forecast_steps:
                 entry["comb"] = fit([c["output"] for c in s.calls], s.model_output, k).to_dict()
                 entry["calls"] = [pack(c["kwargs"], tensors, seen) for c in s.calls]
+                entry["prev"] = pack(s.prev, tensors, seen)  # where the pipeline went (replay checks)
             else:
                 fit([c["output"] for c in s.calls], s.model_output, k)  # every step's combination is checked
             steps.append(entry)
         full = [{"step": k, "branch": b, "h": pack(h, tensors, seen), "x": pack(x, tensors, seen)}
                 for k, b, h, x in fulls if k < last]
-        after = pack(run.steps[last].prev, tensors, seen)  # x after the last forecast step (replay checks)
-        return {"steps": steps, "full": full, "extra": run.extra_step_kwargs, "after": after}, tensors
+        return {"steps": steps, "full": full, "extra": run.extra_step_kwargs}, tensors
 
     def _report(self, what: str, j: int, start: float, nbytes: int) -> None:
         n = len(self.batches[j][0])

@@ -42,10 +42,11 @@ def native_inputs(cfg, pipe=None, prompts=None, call_kwargs=None) -> tuple:
         use_scheduler(pipe, cfg.scheduler)
     elif cfg.scheduler is not None:
         raise ILFError("scheduler= swaps the scheduler of a pipeline ilf loads; set pipe.scheduler yourself")
+    world_call.pop("num_inference_steps", None)  # a world's default run length: the trained one replaces it
     call = {**(world_call if call_kwargs is None else call_kwargs), **cfg.call_kwargs}
     steps = call.pop("num_inference_steps", cfg.student_steps)
     if steps != cfg.student_steps:
-        raise ILFError(f"call_kwargs say num_inference_steps={steps} but the corrector is trained for "
+        raise ILFError(f"call_kwargs say num_inference_steps={steps} but --distill {cfg.distill} trains for "
                        f"{cfg.student_steps} steps; pass num_inference_steps={steps} to train_corrector "
                        "(--student-steps) instead")
     for key in ("generator", "latents"):
@@ -67,6 +68,6 @@ def native_inputs(cfg, pipe=None, prompts=None, call_kwargs=None) -> tuple:
     if prompts is None and cfg.world is not None:
         prompts = world_prompts(cfg.world, cfg.rollout_size, cfg.seed)
     if prompts is None:
-        raise ILFError("--distill corrector records the pipeline's own sampling of your prompts: give --prompts FILE "
-                       "(one prompt per line; 32 to 128 are enough, docs/train-your-corrector.md)")
+        raise ILFError(f"--distill {cfg.distill} records the pipeline's own sampling of your prompts: give --prompts "
+                       "FILE (one prompt per line; 128 are enough, docs/train-your-corrector.md)")
     return pipe, check_prompts(prompts), call

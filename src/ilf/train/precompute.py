@@ -18,7 +18,7 @@ from ..errors import ILFError
 from ..io import atomic_write_text
 from ..loading import load_pipeline
 from .data import NULL_TEXT, SHARD_META, open_source
-from .encode import Encoder, default_resolution, unconditional_inputs
+from .encode import Encoder, default_resolution
 
 
 def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto", resolution: int | None = None,
@@ -91,34 +91,3 @@ def precompute(pipeline: str, data: Path, out: Path, *, data_type: str = "auto",
     if skipped[0]:
         print(f"skipped {skipped[0]} unreadable samples")
     return meta
-
-
-
-def precompute_teacher_paths(pipeline: str, data: Path, out: Path, *, num_paths: int, student_steps: int = 10,
-                             teacher_steps: int | None = None, guidance_scale: float | None = None,
-                             scheduler: str | None = None, seed: int = 0, batch_size: int = 32,
-                             max_sequence_length: int | None = None, data_type: str = "auto",
-                             device: str | None = None, dtype: str = "fp32", progress: bool = True) -> dict:
-    """The teacher half of `--distill trajectory`: `num_paths` guided teacher paths from the run's fixed noises,
-    conditions drawn from `data` (captions, class folders or shards) exactly as a training run draws them."""
-    from ..adapters import get_adapter
-    from .paths import default_teacher_steps
-    from .teacher_paths import write_teacher_paths
-    from ..dtypes import torch_dtype
-    from .trainer import resolve_guidance, use_scheduler
-    from .trajectory import fixed_noise, trajectory_conditions
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe, _ = load_pipeline(pipeline=pipeline, device=device, dtype=torch_dtype(dtype))
-    use_scheduler(pipe, scheduler)
-    model = pipe.transformer.eval()
-    source = open_source(data, data_type, None, None, seed)
-    default_resolution(source, pipe)  # images are read (for their captions) at the backbone's size
-    encoder, null_text, null_class = unconditional_inputs(pipe, source, max_sequence_length)
-    conds = trajectory_conditions(source, encoder, num_paths, seed, null_text, null_class, [0], device)
-    adapter = get_adapter(model)
-    return write_teacher_paths(
-        out, model=model, adapter=adapter, template=pipe.scheduler, noise=fixed_noise(model, num_paths, seed, device),
-        conds=conds, student_steps=student_steps, teacher_steps=teacher_steps or default_teacher_steps(pipe.scheduler, student_steps),
-        guidance_scale=resolve_guidance(pipe, guidance_scale), kind=source.kind, fingerprint=adapter.fingerprint(model),
-        batch_size=batch_size, progress=progress)

@@ -2,8 +2,9 @@
 
 Shape of the loop (accelerate's nlp_example / PixArt's train.py idiom): `accelerator.accumulate`, clip and
 step under `sync_gradients`, `accelerator.gather` for logging, `save_state`/`load_state` for resume. What is
-minimised is an *objective* object: the corrector of TaylorSeer (`native.py`, trained on recordings of the
-pipeline's own sampling), trajectory distillation (`trajectory.py`) or the data-driven FAD / multistep / none (`fad.py`).
+minimised is an *objective* object: the corrector of TaylorSeer or the inner loop's trajectory distillation,
+both trained on recordings of the pipeline's own sampling (`native.py`), or the data-driven FAD / multistep /
+none (`fad.py`).
 Each draws its micro-batch as a pure function of (seed, step, micro, rank) and saves what it needs beside each
 checkpoint, so a resumed run ends bit-identical.
 """
@@ -33,10 +34,9 @@ from ..portable import portable_tree
 from ..pipeline import apply_ilf
 from ..schedule import loop_ratio
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from .config import RECORDED, TrainConfig
 from .data import StepSampler, open_source, world_text_fn
 from .encode import default_resolution, unconditional_inputs
-from .teacher_paths import TeacherPaths
 
 logger = logging.getLogger("ilf.train")
 
@@ -152,10 +152,12 @@ def train(cfg: TrainConfig, pipe=None, prompts: list | None = None, call_kwargs:
     per_device = cfg.batch_size // (world_size * accum)
 
     source = None
-    if cfg.distill == "corrector":
+    if cfg.distill in RECORDED:
         from .native_inputs import native_inputs
 
         pipe, prompts, call_kwargs = native_inputs(cfg, pipe, prompts, call_kwargs)
+        if cfg.distill == "trajectory":
+            resolve_loop(cfg, pipe.transformer)
     else:
         source = open_source(cfg.data, cfg.data_type, cfg.resolution, cfg.world, cfg.seed)
         pipe = _data_pipeline(cfg, accelerator, source)
@@ -195,7 +197,7 @@ def train(cfg: TrainConfig, pipe=None, prompts: list | None = None, call_kwargs:
     ckpt.CheckpointHooks(accelerator, feedback, ema)
 
     skipped = [0]
-    if source is None:  # the corrector, on recordings of the pipeline's own sampling
+    if source is None:  # the corrector or ILF's trajectory, on recordings of the pipeline's own sampling
         from .native import PipelineCorrectorObjective
 
         objective = PipelineCorrectorObjective(
@@ -226,7 +228,7 @@ def train(cfg: TrainConfig, pipe=None, prompts: list | None = None, call_kwargs:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    prep = objective.prepare()  # e.g. the trajectory teacher's paths: logged with their cost
+    prep = objective.prepare()  # e.g. the stock run's record: logged with its cost
     if prep:
         write_log({"step": start_step, "event": "prepare", **prep})
 
@@ -308,9 +310,6 @@ def train(cfg: TrainConfig, pipe=None, prompts: list | None = None, call_kwargs:
 
 def _data_pipeline(cfg: TrainConfig, accelerator, source):
     """The pipeline of a data-driven objective, checked against its data (what it is conditioned on, dtypes)."""
-    if isinstance(source, TeacherPaths) and cfg.distill != "trajectory":
-        raise ILFError(f"{cfg.data} holds precomputed teacher paths, which only --distill trajectory trains on; "
-                       "pass image folders or `ilf precompute` shards for the other objectives")
     pipe, _ = load_pipeline(cfg.world, cfg.pipeline, dtype=torch_dtype(cfg.backbone_dtype),
                             skip=("text_encoder", "tokenizer", "vae") if source.encoded else ())
     use_scheduler(pipe, cfg.scheduler)
@@ -329,18 +328,13 @@ def _data_pipeline(cfg: TrainConfig, accelerator, source):
 
 
 def build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per_device, accum, skipped):
-    """The objective the loop minimises: trajectory distillation, or one of the data-driven ones."""
+    """The data-driven objective the loop minimises: FAD, multistep or none."""
     max_len = cfg.max_sequence_length
     if max_len is None and cfg.world is not None:
         from ..worlds.registry import CALL_KWARGS
 
         max_len = CALL_KWARGS[cfg.world].get("max_sequence_length")
     encoder, null_text, null_class = unconditional_inputs(pipe, source, max_len, world_text_fn(cfg.world))
-    if cfg.distill == "trajectory":
-        from .trajectory import build_trajectory
-
-        return build_trajectory(cfg, pipe, model, adapter, runtime, source, encoder, null_text, null_class,
-                                accelerator, per_device, resolve_guidance(pipe, cfg.guidance_scale, cfg.world), skipped)
     from diffusers import DDPMScheduler
 
     from .fad import DataObjective
