@@ -207,3 +207,34 @@ def test_the_record_size_and_time_are_printed_before_training(tmp_path):
     obj.refresh(0)
     assert any("teacher record takes" in ln and "s per prompt" in ln for ln in lines)
     assert any("rollout record takes" in ln and "MiB" in ln for ln in lines)
+
+
+def test_one_prompt_per_call_records_a_video_pipeline(tmp_path):
+    """Wan passes `timestep = t.expand(B)`: with one prompt per call the recorded tensor is a view of another, which
+    safetensors refuses to write unless it is copied."""
+    pipe = make("wan")
+    runtime = apply_ilf(pipe, CorrectorConfig(**CONFIG))
+    obj = objective(pipe, runtime, tmp_path, 1)
+    obj.prepare()
+    obj.refresh(0)
+    assert obj._rank_file(obj.rollout_dir, 0).is_file()
+
+
+def test_at_most_two_rollouts_stay_on_disk(tmp_path):
+    """The rollout being trained on and the one the newest checkpoint trained on (for a resume); none at the end."""
+    pipe = make("pixart-alpha")
+    runtime = apply_ilf(pipe, CorrectorConfig(**CONFIG))
+    obj = objective(pipe, runtime, tmp_path, 2)
+    obj.rollout_every = 1
+    obj.prepare()
+    on_disk = lambda: sorted(int(p.name.split("-")[1]) for p in (tmp_path / "record").glob("rollout-*"))  # noqa: E731
+    obj.refresh(0)
+    obj.refresh(1)
+    assert on_disk() == [1]  # no checkpoint yet
+    (tmp_path / "ckpt").mkdir()
+    obj.save(tmp_path / "ckpt")
+    obj.refresh(2)
+    obj.refresh(3)
+    assert on_disk() == [1, 3]  # the checkpoint's rollout stays until the next checkpoint
+    obj.finish()
+    assert on_disk() == [] and list((tmp_path / "record").glob("teacher-*"))

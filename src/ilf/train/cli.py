@@ -89,8 +89,8 @@ def add_train_parser(sub) -> None:
                    "inference, "
                    "e.g. '{\"height\": 1024, \"width\": 1024, \"true_cfg_scale\": 4.0, \"negative_prompt\": \"\"}'")
     g.add_argument("--record-batch", type=COUNT,
-                   help="--distill corrector or trajectory: prompts per recorded pipeline call (default: min(16, "
-                   "per-device batch))")
+                   help="--distill corrector or trajectory: prompts per recorded pipeline call; a training batch "
+                   "is made of whole calls, so small calls keep it diverse (default: min(4, per-device batch))")
     g.add_argument("--data-type", default="auto", choices=["auto", "captions", "classes", "shards"],
                    help="how to read --data (default: detect)")
     g.add_argument("--resolution", type=COUNT, help="image side for raw image folders (default: the backbone's)")

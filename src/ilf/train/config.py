@@ -29,6 +29,10 @@ SCHEDULE_DEFAULTS = {"trajectory": dict(feedback_steps="last:1", inference_t_pos
 PAPER_SCHEDULE = dict(feedback_steps="outer:2", inference_t_post="rescale")
 DISTILL_MODES = ("fad", "trajectory", "multistep", "none", "corrector")
 RECORDED = ("corrector", "trajectory")  # objectives trained on recordings of the pipeline (train/native.py)
+# Prompts per recorded pipeline call. A training batch is made of whole recorded calls, so small calls keep it
+# diverse: on digits (report seeds, vs the retired trainer's row-sampled batches) 4 gave -0.12 dB [-0.47, +0.25],
+# 16 gave -1.22 [-1.38, -1.06], 32 gave -2.94 (bench/native_equivalence.py, docs/native-equivalence).
+RECORD_BATCH = 4
 DEFAULT_DISTILL = "corrector"  # the measured winner (README verdict, docs/corrector-study.md)
 ROLLOUT_NOISES = ("fixed", "fresh")
 
@@ -63,7 +67,7 @@ class TrainConfig:
     rollout_every: int = 100
     rollout_size: int | None = None  # default 256 (the world recipe of --distill corrector: 128)
     rollout_noise: str = "fixed"  # fixed: one set of noises; fresh: new noises (and teacher paths) every rollout
-    record_batch: int | None = None  # prompts per recorded pipeline call (default: min(16, per-device batch))
+    record_batch: int | None = None  # prompts per recorded pipeline call (default: min(RECORD_BATCH, per-device batch))
     # corrector (--distill corrector): the TaylorSeer cache it stacks on, and what runs fresh
     cache_interval: int = 2
     cache_warmup: int = 3

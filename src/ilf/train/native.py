@@ -85,6 +85,7 @@ class PipelineObjective:
         self.templates: dict[int, object] = {}
         self.rollout_dir: Path | None = None
         self.rollout_step = -1
+        self.saved_rollout = -1  # the rollout the newest checkpoint trains on (kept on disk for a resume)
         self.cost: dict = {}
 
     # ---- recording ----
@@ -192,6 +193,7 @@ class PipelineObjective:
                 self.runtime.on_full = None
         self.rollout_dir, self.rollout_step = folder, step
         self.cache.clear()
+        self._prune(keep={step, self.saved_rollout})  # at most two on disk: this one and the last checkpoint's
         return time.perf_counter() - start
 
     def _rollout_shard(self, run, fulls) -> tuple[dict, dict]:
@@ -302,18 +304,21 @@ class PipelineObjective:
         """With each checkpoint: the rollout it trains on. Older rollouts go now, not when a new one is recorded,
         so the newest checkpoint's rollout is on disk whenever a run is killed."""
         (Path(folder) / STATE_FILE).write_text(json.dumps({"rollout_step": self.rollout_step}))
-        self._prune(keep_from=self.rollout_step)
+        self.saved_rollout = self.rollout_step
+        self._prune(keep={self.rollout_step})
 
     def finish(self) -> None:
         """After the last step: the rollouts go; the teacher's record stays for another run on the same prompts."""
-        self._prune(keep_from=None)
+        self._prune(keep=set())
 
-    def _prune(self, keep_from: int | None) -> None:
-        if not self.acc.is_local_main_process:
-            return
-        for old in self.root.glob("rollout-*"):
-            if keep_from is None or int(old.name.split("-")[1]) < keep_from:
-                shutil.rmtree(old, ignore_errors=True)
+    def _prune(self, keep: set) -> None:
+        """Delete the rollouts not in `keep` (this rank's files only: ranks may share one folder)."""
+        for folder in self.root.glob("rollout-*"):
+            if int(folder.name.split("-")[1]) not in keep:
+                for j in range(len(self.batches)):
+                    self._rank_file(folder, j).unlink(missing_ok=True)
+                if not any(folder.iterdir()):
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def restore(self, folder: Path) -> None:
         path = Path(folder) / STATE_FILE
@@ -324,6 +329,7 @@ class PipelineObjective:
         folder = self.root / f"rollout-{step:08d}"
         if all(self._rank_file(folder, j).is_file() for j in range(len(self.batches))):
             self.rollout_dir, self.rollout_step = folder, step  # the rollout this checkpoint trained on
+            self.saved_rollout = step
 
 
 PipelineCorrectorObjective = PipelineObjective  # the name it had when only the corrector trained this way

@@ -190,7 +190,10 @@ def pack(value, tensors: dict, seen: dict | None = None, prefix: str = "t"):
         key = (value.data_ptr(), value.storage_offset(), tuple(value.shape), tuple(value.stride()), value.dtype)
         if key not in seen:
             seen[key] = f"{prefix}{len(tensors)}"
-            tensors[seen[key]] = value.detach().contiguous().cpu()
+            t = value.detach().contiguous().cpu()
+            if t.untyped_storage().nbytes() != t.numel() * t.element_size():  # a view (Wan's t.expand(1)):
+                t = t.clone()  # safetensors refuses tensors that share memory with another
+            tensors[seen[key]] = t
         return {"T": seen[key]}
     if isinstance(value, (list, tuple)):
         return {"L" if isinstance(value, list) else "U": [pack(v, tensors, seen, prefix) for v in value]}

@@ -34,7 +34,7 @@ from ..portable import portable_tree
 from ..pipeline import apply_ilf
 from ..schedule import loop_ratio
 from . import checkpoint as ckpt
-from .config import RECORDED, TrainConfig
+from .config import RECORD_BATCH, RECORDED, TrainConfig
 from .data import StepSampler, open_source, world_text_fn
 from .encode import default_resolution, unconditional_inputs
 
@@ -204,7 +204,8 @@ def train(cfg: TrainConfig, pipe=None, prompts: list | None = None, call_kwargs:
             pipe=pipe, runtime=runtime, prompts=prompts, call_kwargs=call_kwargs, output_dir=cfg.output_dir,
             num_steps=cfg.student_steps, teacher_steps=cfg.teacher_steps, rollout_every=cfg.rollout_every,
             per_device=per_device, accelerator=accelerator, seed=cfg.seed,
-            record_batch=cfg.record_batch or min(16, per_device), log=accelerator.print, progress=cfg.progress)
+            record_batch=cfg.record_batch or min(RECORD_BATCH, per_device), log=accelerator.print,
+            progress=cfg.progress)
     else:
         objective = build_objective(cfg, pipe, model, adapter, runtime, source, accelerator, per_device, accum,
                                     skipped)
