@@ -167,6 +167,51 @@ def report(world: str, runs: Path) -> None:
     print(json.dumps(rows, indent=1))
 
 
+def trajectory(world: str, runs: Path) -> None:
+    """The paper's ILF: the world's shipped paper-mode feedback (trained by the retired trajectory trainer) against
+    its recipe trained on recordings of the world's pipeline (`--distill trajectory`, 1000 iterations of 32, lr
+    1e-3, 256 train prompts, 10 steps, the shipped loop / plan / t_post), both on the report seeds, with plain:10
+    (what an untrained feedback gives) beside them."""
+    import numpy as np
+    import torch
+
+    from ilf.bench.paired import compare
+    from ilf.feedback import read_feedback_config
+    from ilf.train.config import WORLD_TRAJECTORY, TrainConfig
+    from ilf.train.trainer import train
+    from ilf.worlds import paths
+
+    torch.set_num_threads(1)
+    shipped = read_feedback_config(paths.paper_feedback(world))["config"]
+    folder = runs / world / "trajectory"
+    if not (folder / "feedback" / "ilf_config.json").is_file():
+        start = time.process_time()
+        torch.manual_seed(0)
+        train(TrainConfig(output_dir=folder, world=world, distill="trajectory", checkpoint_every=0, progress=False,
+                          log_every=50, loop=tuple(shipped["loop"]), feedback_steps=shipped["feedback_steps"],
+                          inference_t_post=shipped["t_post"], student_steps=shipped["num_inference_steps"],
+                          **WORLD_TRAJECTORY))
+        (folder / "cpu_seconds.txt").write_text(f"{time.process_time() - start:.1f}\n")
+    how = f"plan={shipped['feedback_steps']},t_post={shipped['t_post']}"
+    old = f"ilf:10,feedback={paths.paper_feedback(world)},{how},label=retired-trainer-shipped"
+    new = f"ilf:10,feedback={folder / 'feedback'},{how},label=pipeline-native"
+    ev = evaluate(world, ["plain:10", old, new], REPORT_SEEDS, (20, 20))
+    q, seeds = ev["quality"], ev["view"].seeds
+    rows = {name: ev["rows"][text] for name, text in (("retired", old), ("native", new), ("plain:10", "plain:10"))}
+    res = {"world": world, "quality": q, "seeds": REPORT_SEEDS,
+           "runs": {k: {"blocks": r["blocks"], "psnr": float(np.mean(r["psnr"])), q: float(np.mean(r[q]))}
+                    for k, r in rows.items()},
+           "native_minus_retired": {m: compare(rows["native"][m], rows["retired"][m], seeds, m).to_dict()
+                                    for m in ("psnr", q)},
+           "native_minus_plain10": {m: compare(rows["native"][m], rows["plain:10"][m], seeds, m).to_dict()
+                                    for m in ("psnr", q)},
+           "train_cpu_seconds": float((folder / "cpu_seconds.txt").read_text()),
+           "command": f"python bench/native_equivalence.py trajectory --world {world}"}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{world}-trajectory.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1))
+
+
 def table() -> None:
     lines = ["# The pipeline-native trainer vs the retired trainer (report seeds 1000-1009, 160 items per world)", "",
              "Δ: pipeline-native − retired, paired per item, bootstrap 95% interval, (seeds where native is ahead "
@@ -191,7 +236,7 @@ def table() -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("train", "report", "seeds", "report-seeds", "table"))
+    p.add_argument("phase", choices=("train", "report", "seeds", "report-seeds", "trajectory", "table"))
     p.add_argument("--old-src", type=Path, help="seeds: the src folder of a checkout of commit 9b90374 (the retired "
                    "trainer)")
     p.add_argument("--world", choices=("digits", "shapes", "shapes-flow"))
@@ -205,6 +250,8 @@ def main(argv=None) -> int:
         train_seeds(a.world, a.runs, a.old_src)
     elif a.phase == "report-seeds":
         report_seeds(a.world, a.runs)
+    elif a.phase == "trajectory":
+        trajectory(a.world, a.runs)
     else:
         report(a.world, a.runs)
     return 0
