@@ -52,6 +52,7 @@ class PaperCache:
     uncond, Heun's two evaluations) each reuse their own refresh call's residual."""
 
     control_kwargs = ("ilf_cache_refresh",)
+    feature = "the paper cache"  # the planner names it when it refuses a diffusers cache
 
     def __init__(self, model: nn.Module, config: CacheConfig, clock):
         self.model, self.config, self.clock = model, config, clock
@@ -81,7 +82,6 @@ class PaperCache:
 
     def plan_call(self, call: ModelCall) -> None:
         """Host work once per call: refresh or reuse, and which branch's residuals."""
-        refuse_diffusers_cache(self.model, "the paper cache")  # enabled after apply_cache
         refresh = call.controls.get("ilf_cache_refresh")
         if refresh is not None:
             self.refresh, self.branch = bool(refresh), 0

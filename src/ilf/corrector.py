@@ -88,13 +88,13 @@ class _SpanHook(ModelHook):
             if self.index == e:
                 rt.record_full(plan, streams_of(self.stack.as_streams(out)))
             return out
-        call = self.binder.bind(args, kwargs)
-        streams = {k: call.get(k) for k in self.stack.streams}  # what this block was given
         if self.index == a:  # forecast step: the correction, from this step's fresh x_a
-            plan.result = rt.correct(plan, streams, call)
+            call = self.binder.bind(args, kwargs)
+            plan.result = rt.correct(plan, {k: call.get(k) for k in self.stack.streams}, call)
         if self.index == e:
             return self.stack.as_output(plan.result)
-        return self.stack.as_output(streams)  # skipped: the streams pass on untouched, nothing computed
+        # skipped: the streams it was given pass on untouched (read by name, nothing else bound or computed)
+        return self.stack.as_output({k: self.binder.get(args, kwargs, k) for k in self.stack.streams})
 
 
 def streams_of(streams: dict) -> dict:
@@ -122,10 +122,12 @@ class CacheCorrector:
         self.on_full = None
         self._num_steps: int | None = None
         self.corrected: frozenset[int] = frozenset()  # the forecast steps F runs on, for this run's length
+        self.compute: frozenset[int] = frozenset()  # the full steps, for this run's length
         self.on_schedule, self.warned_off_schedule = True, False
         self._hooked: list[HookHandle] = []
 
     control_kwargs = ("ilf_feedback", "ilf_cache_step", "ilf_forecast")  # the planner pops these per call
+    feature = "the corrector"  # the planner names it when it refuses a diffusers cache
 
     # ---- attach / detach ----
     def attach(self) -> "CacheCorrector":
@@ -156,7 +158,6 @@ class CacheCorrector:
 
     def plan_call(self, call: ModelCall) -> None:
         """Host work once per call, no device read: full or forecast step, and the branch's cache state."""
-        refuse_diffusers_cache(self.model, "the corrector")
         c = call.controls
         feedback, cache_step, given = c.get("ilf_feedback"), c.get("ilf_cache_step"), c.get("ilf_forecast")
         if feedback is False:
@@ -185,7 +186,7 @@ class CacheCorrector:
             self.branches.append(BranchCache(self.config.order, dtype, self.config.uses_fresh_forecast))
         state = self.branches[branch]
         self.set_schedule(num_steps)
-        full = step in self.config.compute_steps(num_steps) or not state.ready
+        full = step in self.compute or not state.ready
         self.plan = CallPlan("full" if full else "forecast", step=step, branch=state, branch_index=branch)
 
     def set_schedule(self, num_steps: int) -> None:
@@ -193,6 +194,7 @@ class CacheCorrector:
         if num_steps == self._num_steps:
             return
         self._num_steps = num_steps
+        self.compute = frozenset(self.config.compute_steps(num_steps))  # the full steps of this run length
         self.corrected = self.config.corrected_steps(num_steps)
         self.on_schedule = num_steps == self.config.num_inference_steps
         if not self.on_schedule and not self.warned_off_schedule:
@@ -278,6 +280,11 @@ def apply_corrector(target, config: CorrectorConfig | None = None, *, feedback: 
     adapter = get_adapter(model)
     refuse_attached(model, "apply_corrector()")
     refuse_diffusers_cache(model, "the corrector")
-    config = config or CorrectorConfig()
+    return attach_corrector(model, adapter, config or CorrectorConfig(), feedback, clock)
+
+
+def attach_corrector(model: nn.Module, adapter: BackboneAdapter, config: CorrectorConfig,
+                     feedback: FeedbackModule | None, clock: SchedulerClock | None) -> CacheCorrector:
+    """Attach to a transformer already checked (`apply_corrector`, `apply_ilf`): nothing attached, no cache."""
     feedback = feedback if feedback is not None else build_corrector_feedback(model, config, adapter)
     return CacheCorrector(model, adapter, feedback, config, clock).attach()

@@ -10,7 +10,7 @@ from torch import nn
 from .adapters import get_adapter
 from .attached import get_runtime, refuse_attached, refuse_diffusers_cache, resolve_target
 from .config import INFERENCE_FIELDS, ILFConfig
-from .corrector import CacheCorrector, apply_corrector
+from .corrector import CacheCorrector, attach_corrector
 from .corrector_config import CORRECTOR_INFERENCE_FIELDS, CorrectorConfig
 from .errors import FeedbackMismatchError, ILFError
 from .feedback import FeedbackModule, build_feedback, load_feedback, write_feedback
@@ -77,7 +77,7 @@ def apply_ilf(
     refuse_diffusers_cache(model, "ILF")
     if isinstance(config, CorrectorConfig):  # a new, untrained corrector of a training-free cache
         config = dataclasses.replace(config, **overrides) if overrides else config
-        return apply_corrector(target, config, feedback=feedback, scheduler=scheduler)
+        return attach_corrector(model, adapter, config, feedback, clock)
     if isinstance(config, (str, os.PathLike)):
         fb, saved = load_feedback(config, model, strict=strict, revision=revision, cache_dir=cache_dir, token=token)
         if isinstance(saved, CorrectorConfig):  # the cache and its trained corrector, at the recorded schedule
@@ -87,8 +87,7 @@ def apply_ilf(
                     f"{sorted(bad)} cannot change for a trained corrector; only {sorted(CORRECTOR_INFERENCE_FIELDS)} "
                     "can be overridden (it was trained for the recorded cache schedule)"
                 )
-            return apply_corrector(target, dataclasses.replace(saved, **overrides), feedback=feedback or fb,
-                                   scheduler=scheduler)
+            return attach_corrector(model, adapter, dataclasses.replace(saved, **overrides), feedback or fb, clock)
         bad = {k for k in overrides if k not in INFERENCE_FIELDS}
         if bad:
             raise FeedbackMismatchError(

@@ -12,6 +12,7 @@ Writing another executor (a fourth mode under the planner)::
 
     class MyExecutor:
         control_kwargs = ("my_flag",)          # keyword arguments a caller may pass the model; popped
+        feature = "my mode"                    # named in the planner's refusal of a diffusers cache
 
         def plan_call(self, call: ModelCall) -> None:
             # host only, once per model call, outside any compiled region: read call.inputs (the model's
@@ -49,6 +50,7 @@ from diffusers.hooks import ModelHook
 from torch import nn
 
 from .adapters import BackboneAdapter, get_adapter
+from .attached import refuse_diffusers_cache
 from .clock import SchedulerClock, StepInfo
 from .errors import ScheduleError
 from .hooks import ArgBinder, HookHandle, register
@@ -121,6 +123,7 @@ class ModelCall:
 
 class CallExecutor(Protocol):
     control_kwargs: tuple[str, ...]
+    feature: str  # what the executor is, for messages ("ILF", "the corrector", …)
 
     def plan_call(self, call: ModelCall) -> None: ...
 
@@ -141,6 +144,9 @@ class PlannerHook(ModelHook):
 
     @torch.compiler.disable  # host work once per call; compiled code sees only the armed state
     def _plan(self, args, kwargs, controls) -> None:
+        # a diffusers cache enabled after attach keeps per-block state that follows no executor: refused here,
+        # for every executor, before a block runs (one attribute read)
+        refuse_diffusers_cache(self.planner.model, self.executor.feature)
         self.executor.plan_call(ModelCall(self.planner, args, kwargs, controls))
 
     def post_forward(self, module, output: Any):

@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .adapters import BackboneAdapter
 from .adapters.blocks import BlockSite, BlockStack
-from .attached import FEEDBACK_ATTR, RUNTIME_ATTR, refuse_diffusers_cache
+from .attached import FEEDBACK_ATTR, RUNTIME_ATTR
 from .clock import SchedulerClock, StepInfo
 from .config import INFERENCE_FIELDS, ILFConfig
 from .errors import FeedbackMismatchError, ILFError, LoopRangeError, ScheduleError
@@ -148,6 +148,7 @@ class _BlockHook(ModelHook):
 
 
 class ILFRuntime:
+    feature = "ILF"  # the planner names it when it refuses a diffusers cache
     """ILF attached to one transformer. Made by `apply_ilf`; undone by `remove_ilf`."""
 
     def __init__(
@@ -276,7 +277,6 @@ class ILFRuntime:
     def plan_call(self, call: ModelCall) -> None:
         """Decide whether this call has feedback and arm the loop executor (`self.active`, with its t_post) if so."""
         self.end_call()  # a call that raised left its loop armed
-        refuse_diffusers_cache(self.model, "ILF")  # enabled after apply_ilf: refuse before a block runs
         t_post, feedback = call.controls.get("ilf_t_post"), call.controls.get("ilf_feedback")
         inputs = call.inputs
         t = inputs.get("timestep")
