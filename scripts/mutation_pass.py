@@ -71,8 +71,7 @@ MUTANTS = [
     ("adapters/time_hooks.py", "adaLN-single output keeps t's embedding", "return cond, embedded_post", "return cond, embedded"),
     # the corrector (tests/test_corrector*.py)
     ("corrector.py", "learned forecast drops the first difference", "+ w[1] * fc[f\"b1.{stream}\"]", "+ 0 * fc[f\"b1.{stream}\"]"),
-    ("corrector.py", "forecast steps run the cache's full step", "full = step in self.config.compute_steps(num_steps) or",
-     "full = True or"),
+    ("corrector.py", "forecast steps run the cache's full step", "full = step in self.compute or", "full = True or"),
     ("corrector.py", "F's correction added without its scale", "base[img] + self.feedback.scales[0].to(z.dtype) * (fed",
      "base[img] + (fed"),
 ]
