@@ -238,3 +238,21 @@ def test_at_most_two_rollouts_stay_on_disk(tmp_path):
     assert on_disk() == [1, 3]  # the checkpoint's rollout stays until the next checkpoint
     obj.finish()
     assert on_disk() == [] and list((tmp_path / "record").glob("teacher-*"))
+
+
+def test_a_worlds_prompts_follow_its_training_distribution():
+    """The shapes worlds' prompts are the captions of their own train samples (scene kinds in the proportions the
+    backbone learned), not a uniform draw over the grammar's captions, ~90 % of which are relations."""
+    from ilf.train.native_inputs import world_prompts
+    from ilf.worlds import shapes
+
+    prompts = world_prompts("shapes", 300, seed=0)
+    kinds = [shapes.parse_caption(p).kind for p in prompts]
+    share = {k: kinds.count(k) / len(kinds) for k in ("single", "count", "relation")}
+    every = [shapes.parse_caption(p).kind for p in shapes.prompts("train")]
+    assert every.count("relation") / len(every) > 0.8  # what a uniform draw over captions would give
+    assert all(0.1 < v < 0.7 for v in share.values()), share
+    assert world_prompts("shapes", 5, seed=0) == prompts[:5] and world_prompts("shapes", 5, seed=1) != prompts[:5]
+    flow = world_prompts("shapes-flow", 2, seed=0)
+    assert set(flow[0]) >= {"prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds"}
+    assert sorted(set(world_prompts("digits", 200, seed=0))) == list(range(10))

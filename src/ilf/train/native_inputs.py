@@ -23,8 +23,9 @@ def world_prompts(world: str, n: int, seed: int) -> list:
         return [int(v) for v in torch.randint(10, (n,), generator=g)]
     from ..worlds import shapes
 
-    pool = shapes.prompts("train")
-    captions = [pool[int(i)] for i in torch.randint(len(pool), (n,), generator=g)]
+    # the captions of the world's own train samples (its scene kinds in the proportions it was trained on), not a
+    # uniform draw over every caption the grammar makes (nearly all of them relations)
+    captions = [shapes.sample(i, "train", seed)[1] for i in range(n)]
     if world == "shapes":
         return captions
     from ..worlds.registry import prompt_kwargs
