@@ -46,7 +46,7 @@ def generate(src, spec_text: str, items, batch: int, feedback: str, calibration)
 
     from ilf.bench.family import MethodContext
     from ilf.bench.methods import get_family, parse_method
-    from ilf.counting import count_block_forwards
+    from ilf.runtime.counting import count_block_forwards
 
     spec = parse_method(spec_text)
     fam = get_family(spec.family)

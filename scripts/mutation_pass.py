@@ -2,8 +2,8 @@
 
     python scripts/mutation_pass.py --out docs/mutation-pass.json      # ~15-30 min on one CPU thread
 
-Each mutant is one exact text replacement in one core file (runtime, schedule, clock, caching, feedback, the
-time hooks, the adapters' unit conversion, what is attached). The file is restored after every run, also on
+Each mutant is one exact text replacement in one core file (ILF's loop, schedule, clock, the paper cache, the corrector,
+feedback, the time hooks, the adapters' unit conversion, what is attached). The file is restored after every run, also on
 Ctrl-C. A mutant is *caught* when the core tests fail with it; `-x` stops each run at the first failure, so caught mutants cost little.
 """
 
@@ -29,20 +29,20 @@ CORE_TESTS = [
 
 # (file, what the bug does, exact text, replacement)
 MUTANTS = [
-    ("runtime.py", "feedback subtracted in the loop",
+    ("runtime/ilf_loop.py", "feedback subtracted in the loop",
      "h[k] = x + fb.scales[j].to(x.dtype) * feed.to(x.dtype)", "h[k] = x - fb.scales[j].to(x.dtype) * feed.to(x.dtype)"),
-    ("runtime.py", "loop input saved at block e instead of b",
+    ("runtime/ilf_loop.py", "loop input saved at block e instead of b",
      "        if hook.first:\n            self.loop_input = streams", "        if hook.last:\n            self.loop_input = streams"),
-    ("runtime.py", "block e+1 keeps t's conditioning", "site.index == e, site.index > e", "site.index == e, site.index > e + 1"),
-    ("runtime.py", "feedback plan inverted", "on = step.index in self.feedback_plan(step.num_steps)",
+    ("runtime/ilf_loop.py", "block e+1 keeps t's conditioning", "site.index == e, site.index > e", "site.index == e, site.index > e + 1"),
+    ("runtime/ilf_loop.py", "feedback plan inverted", "on = step.index in self.feedback_plan(step.num_steps)",
      "on = step.index not in self.feedback_plan(step.num_steps)"),
-    ("runtime.py", "no-loop control uses the last scale", "f_e + fb.scales[0].to(f_e.dtype)", "f_e + fb.scales[-1].to(f_e.dtype)"),
+    ("runtime/ilf_loop.py", "no-loop control uses the last scale", "f_e + fb.scales[0].to(f_e.dtype)", "f_e + fb.scales[-1].to(f_e.dtype)"),
     ("adapters/base.py", "model units converted the wrong way", "torch.as_tensor(t).double() / u",
      "torch.as_tensor(t).double() * u"),
     ("adapters/base.py", "post-feedback timestep left in scheduler units", "return t if u == 1.0 else t * u", "return t"),
-    ("attached.py", "the paper cache looked up under the runtime's name", "return getattr(model, CACHE_ATTR, None)",
+    ("runtime/attached.py", "the paper cache looked up under the runtime's name", "return getattr(model, CACHE_ATTR, None)",
      "return getattr(model, RUNTIME_ATTR, None)"),
-    ("runtime.py", "F always gets block e's input streams",
+    ("runtime/ilf_loop.py", "F always gets block e's input streams",
      "fb_in = {k: (v if v is not None else call_e[k]) for k, v in streams_e.items()}",
      "fb_in = {k: call_e[k] for k in streams_e}"),
     ("schedule.py", "rescale ignores k", "    elif strategy == \"rescale\" or (strategy == \"anneal\" and first_step):\n        shift = gap * k",
@@ -52,15 +52,15 @@ MUTANTS = [
     ("schedule.py", "t_post not clamped at 0", "return torch.clamp(t - shift, min=0.0)", "return t - shift"),
     ("schedule.py", "feedback steps cost m instead of m + 1", "total += len(feedback_steps(feedback_plan, num_steps)) * (m + 1)",
      "total += len(feedback_steps(feedback_plan, num_steps)) * m"),
-    ("clock.py", "last step's next timestep is the last timestep",
+    ("runtime/clock.py", "last step's next timestep is the last timestep",
      "t_next = ts[lay.first_call[step + 1]] if step + 1 < num_steps else 0.0",
      "t_next = ts[lay.first_call[step + 1]] if step + 1 < num_steps else ts[-1]"),
-    ("clock.py", "second-order calls mapped off by one", "return [i // 2 for i in range(num_calls)]",
+    ("runtime/clock.py", "second-order calls mapped off by one", "return [i // 2 for i in range(num_calls)]",
      "return [(i + 1) // 2 for i in range(num_calls)]"),
-    ("clock.py", "mixed timesteps accepted", "if any(v != values[0] for v in values[1:]):", "if False:"),
-    ("caching.py", "cache refresh plan inverted",
+    ("runtime/clock.py", "mixed timesteps accepted", "if any(v != values[0] for v in values[1:]):", "if False:"),
+    ("runtime/paper_cache.py", "cache refresh plan inverted",
      "self.refresh = self.step.index in cache_refresh_steps", "self.refresh = self.step.index not in cache_refresh_steps"),
-    ("caching.py", "cache stores outputs, not residuals", "(v - x[k]).detach()", "v.detach()"),
+    ("runtime/paper_cache.py", "cache stores outputs, not residuals", "(v - x[k]).detach()", "v.detach()"),
     ("feedback.py", "scales start non-zero", "self.scales = nn.Parameter(torch.zeros(loop[1] - loop[0] + 1))",
      "self.scales = nn.Parameter(torch.full((loop[1] - loop[0] + 1,), 1e-3))"),
     ("feedback.py", "digest check disabled", "if want_d and any(abs(a - b) > DIGEST_ATOL", "if False and any(abs(a - b) > DIGEST_ATOL"),
@@ -70,9 +70,9 @@ MUTANTS = [
      "return args, kwargs"),
     ("adapters/time_hooks.py", "adaLN-single output keeps t's embedding", "return cond, embedded_post", "return cond, embedded"),
     # the corrector (tests/test_corrector*.py)
-    ("corrector.py", "learned forecast drops the first difference", "+ w[1] * fc[f\"b1.{stream}\"]", "+ 0 * fc[f\"b1.{stream}\"]"),
-    ("corrector.py", "forecast steps run the cache's full step", "full = step in self.compute or", "full = True or"),
-    ("corrector.py", "F's correction added without its scale", "base[img] + self.feedback.scales[0].to(z.dtype) * (fed",
+    ("runtime/corrector.py", "learned forecast drops the first difference", "+ w[1] * fc[f\"b1.{stream}\"]", "+ 0 * fc[f\"b1.{stream}\"]"),
+    ("runtime/corrector.py", "forecast steps run the cache's full step", "full = step in self.compute or", "full = True or"),
+    ("runtime/corrector.py", "F's correction added without its scale", "base[img] + self.feedback.scales[0].to(z.dtype) * (fed",
      "base[img] + (fed"),
 ]
 

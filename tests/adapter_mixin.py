@@ -19,7 +19,7 @@ from ilf import (
     remove_cache, remove_ilf, save_feedback,
 )
 from ilf.adapters import get_adapter
-from ilf.attached import get_runtime
+from ilf.runtime.attached import get_runtime
 
 
 def single_stream_loop(blocks, feedback, h, loop, cond_t, cond_p, **kw):

@@ -6,7 +6,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from ilf import ScheduleError
-from ilf.clock import SchedulerClock, timestep_tolerance
+from ilf.runtime.clock import SchedulerClock, timestep_tolerance
 
 
 def test_the_tolerance_follows_the_dtype_the_model_received():

@@ -9,7 +9,7 @@ from ilf import count_block_forwards, remove_ilf
 from ilf.bench.family import MethodContext
 from ilf.bench.family_diffusers import TaylorSeerFamily
 from ilf.bench.methods import parse_method
-from ilf.corrector import apply_corrector, textless_tail
+from ilf.runtime.corrector import apply_corrector, textless_tail
 from ilf.corrector_config import CorrectorConfig, taylor_compute_steps
 from ilf.adapters import get_adapter
 from tiny_runs import CASES, make_pipe, run

@@ -10,7 +10,7 @@ from safetensors import safe_open
 from ilf import FeedbackMismatchError, ILFConfig, apply_ilf, count_block_forwards, load_feedback, remove_ilf, save_feedback
 from ilf.bench.errors import MethodSpecError
 from ilf.bench.methods import get_family, parse_method
-from ilf.corrector import CacheCorrector, apply_corrector
+from ilf.runtime.corrector import CacheCorrector, apply_corrector
 from ilf.corrector_config import CorrectorConfig
 from ilf.errors import ILFError, ScheduleError
 from ilf.feedback import CorrectorModule

@@ -6,7 +6,7 @@ first-order forecast of block e's output from the last two full steps, the learn
 import torch
 
 from ilf import remove_ilf
-from ilf.corrector import apply_corrector
+from ilf.runtime.corrector import apply_corrector
 from ilf.corrector_config import CorrectorConfig
 from ilf.tiny import tiny_dit
 

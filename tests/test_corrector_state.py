@@ -4,7 +4,7 @@ a forecast step's skipped blocks bind nothing, the schedule is built once per ru
 import pytest
 import torch
 
-import ilf.corrector as corrector_module
+import ilf.runtime.corrector as corrector_module
 import ilf.pipeline as pipeline_module
 from ilf import CorrectorConfig, apply_ilf
 from ilf.corrector_config import CorrectorConfig as ConfigClass

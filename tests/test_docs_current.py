@@ -14,15 +14,18 @@ NUMBER = {2: "two", 3: "three", 4: "four", 5: "five"}
 
 
 def _executors():
-    """Modules of the package (not the planner itself, not the bench) that attach an executor to the planner."""
-    return sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "planner" and "attach_planner(" in p.read_text())
+    """Modules of the inference runtime (not the planner itself) that attach an executor to the planner; none
+    outside it (the bench's cache-context hook locates calls, it attaches no executor)."""
+    found = sorted(p for p in PACKAGE.rglob("*.py") if p.stem != "planner" and "attach_planner(" in p.read_text())
+    assert all(p.parent == PACKAGE / "runtime" for p in found), found
+    return [p.stem for p in found]
 
 
 def test_the_planner_and_the_layout_name_every_executor():
-    from ilf import planner
+    from ilf.runtime import planner
 
     executors = _executors()
-    assert "corrector" in executors and "runtime" in executors and "caching" in executors
+    assert "corrector" in executors and "ilf_loop" in executors and "paper_cache" in executors
     for name in executors:
         assert f"`{name}.py`" in planner.__doc__, name
     assert f"The {NUMBER[len(executors)]} executors" in planner.__doc__

@@ -12,12 +12,12 @@ import torch
 
 from ilf import ILFConfig, ILFError, LoopRangeError, apply_ilf, count_block_forwards, remove_ilf
 from ilf.adapters import get_adapter
-from ilf.attached import get_runtime
+from ilf.runtime.attached import get_runtime
 from ilf.bench.family import MethodContext
 from ilf.bench.family_diffusers import TaylorSeerFamily
 from ilf.bench.hook_context import is_native
 from ilf.bench.methods import parse_method
-from ilf.corrector import apply_corrector
+from ilf.runtime.corrector import apply_corrector
 from ilf.corrector_config import CorrectorConfig, taylor_compute_steps
 from ilf.tiny import call_kwargs, tiny_pipeline
 from test_host_syncs import PER_PIPELINE_CALL, count_syncs

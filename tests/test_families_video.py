@@ -12,8 +12,8 @@ import torch
 from diffusers.hooks import TaylorSeerCacheConfig
 
 from ilf import ILFConfig, ILFError, apply_ilf, count_block_forwards, remove_ilf
-from ilf.attached import get_runtime
-from ilf.corrector import apply_corrector
+from ilf.runtime.attached import get_runtime
+from ilf.runtime.corrector import apply_corrector
 from ilf.corrector_config import CorrectorConfig
 from ilf.tiny import call_kwargs
 from test_host_syncs import ATTACH, PER_PIPELINE_CALL, _extra

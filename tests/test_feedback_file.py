@@ -17,7 +17,7 @@ from ilf import (
     save_feedback,
 )
 from ilf.feedback import CONFIG_NAME, WEIGHTS_NAME
-from ilf.attached import get_runtime
+from ilf.runtime.attached import get_runtime
 from ilf.tiny import tiny_dit, tiny_pixart
 
 LOOP = (2, 4)

@@ -139,7 +139,7 @@ def test_config_round_trips_through_json_dict():
 def test_the_clock_refuses_a_batch_of_mixed_timesteps_and_takes_a_shared_one():
     from diffusers import DDIMScheduler
 
-    from ilf.clock import SchedulerClock, scalar_timestep
+    from ilf.runtime.clock import SchedulerClock, scalar_timestep
 
     sched = DDIMScheduler()
     sched.set_timesteps(10)

@@ -5,7 +5,7 @@ import torch
 from diffusers import HeunDiscreteScheduler, KDPM2DiscreteScheduler, PNDMScheduler
 
 from ilf import ILFConfig, ScheduleError, apply_ilf, count_block_forwards
-from ilf.clock import SchedulerClock
+from ilf.runtime.clock import SchedulerClock
 from ilf.schedule import loop_ratio
 from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 

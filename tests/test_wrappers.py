@@ -12,7 +12,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.normalization import AdaLayerNormSingle
 
 from ilf import CacheConfig, ILFConfig, apply_cache, apply_ilf, remove_cache, remove_ilf
-from ilf.planner import ModelCall
+from ilf.runtime.planner import ModelCall
 from ilf.tiny import pixart_call_kwargs, tiny_pipeline
 
 LOOP = (2, 4)
@@ -155,7 +155,7 @@ def test_positional_block_call_through_a_generic_wrapper_is_refused_clearly(pipe
 
 def test_an_unknown_wrapper_over_ilf_is_refused_before_anything_changes(pipe):
     from ilf import ILFError
-    from ilf.attached import get_runtime
+    from ilf.runtime.attached import get_runtime
 
     apply_ilf(pipe, ILFConfig(loop=LOOP))
     block = pipe.transformer.transformer_blocks[4]

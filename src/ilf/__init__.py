@@ -17,10 +17,10 @@ from .lazy import lazy_exports
 from .version import __version__
 
 _EXPORTS = {
-    "apply_cache": "caching", "remove_cache": "caching",
+    "apply_cache": "runtime.paper_cache", "remove_cache": "runtime.paper_cache",
     "CacheConfig": "config", "ILFConfig": "config",
-    "count_block_forwards": "counting",
-    "CorrectorConfig": "corrector_config", "apply_corrector": "corrector",
+    "count_block_forwards": "runtime.counting",
+    "CorrectorConfig": "corrector_config", "apply_corrector": "runtime.corrector",
     "CorruptFeedbackError": "errors", "FeedbackMismatchError": "errors", "FeedbackNotFoundError": "errors",
     "ILFError": "errors", "LoopRangeError": "errors", "ScheduleError": "errors", "UnsupportedModelError": "errors",
     "FeedbackModule": "feedback", "load_feedback": "feedback",

@@ -74,11 +74,11 @@ def cmd_generate(args) -> int:
             check_feedback_folder(args.feedback)
     import torch
 
-    from .caching import apply_cache
+    from .runtime.paper_cache import apply_cache
 
     from .config import CacheConfig, ILFConfig
 
-    from .counting import count_block_forwards
+    from .runtime.counting import count_block_forwards
 
     from .pipeline import apply_ilf
 

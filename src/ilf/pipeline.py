@@ -8,14 +8,14 @@ import os
 from torch import nn
 
 from .adapters import get_adapter
-from .attached import get_runtime, refuse_attached, refuse_diffusers_cache, resolve_target
+from .runtime.attached import get_runtime, refuse_attached, refuse_diffusers_cache, resolve_target
 from .config import INFERENCE_FIELDS, ILFConfig
-from .corrector import CacheCorrector, attach_corrector
+from .runtime.corrector import CacheCorrector, attach_corrector
 from .corrector_config import CORRECTOR_INFERENCE_FIELDS, CorrectorConfig
 from .errors import FeedbackMismatchError, ILFError
 from .feedback import FeedbackModule, build_feedback, load_feedback, write_feedback
 from .hub import base_model_of, push_folder
-from .runtime import ILFRuntime
+from .runtime.ilf_loop import ILFRuntime
 
 
 

@@ -11,7 +11,7 @@ from diffusers.hooks.hooks import BaseState, HookRegistry, StateManager
 
 from ilf.bench.hook_context import CONTEXT_NAME, attach_diffusers_hooks
 from ilf.bench.peer_support import raw_image_latents
-from ilf.clock import flow_sigma
+from ilf.runtime.clock import flow_sigma
 from ilf.eval.prompts import make_items
 from ilf.eval.sources import default_conditions, load_tiny_source
 

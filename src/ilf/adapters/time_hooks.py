@@ -10,7 +10,7 @@ embedding, shared by the families that embed time the same way.
   blocks up to the feedback) and computes t_post's for the blocks after it; a second hook hands the t_post
   temb to `norm_out`.
 
-`runtime.active.t_post` (the armed `FeedbackLoop`'s) is in the units of the model's `timestep` argument; `adapter.embed_scale` is the factor the
+`ILFRuntime.active.t_post` (the armed `FeedbackLoop`'s) is in the units of the model's `timestep` argument; `adapter.embed_scale` is the factor the
 model applies before embedding it (Flux is called with t/1000 and multiplies by 1000).
 """
 

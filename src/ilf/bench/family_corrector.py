@@ -60,8 +60,8 @@ class CorrectorFamily(Family):
         return self.config_of(spec).block_forwards(spec.steps, num_blocks)
 
     def prepare(self, spec, ctx):
-        from ilf.attached import resolve_target
-        from ilf.corrector import apply_corrector, build_corrector_feedback
+        from ilf.runtime.attached import resolve_target
+        from ilf.runtime.corrector import apply_corrector, build_corrector_feedback
         from ilf.adapters import get_adapter
         from ilf.feedback import load_feedback
         from ilf.pipeline import remove_ilf

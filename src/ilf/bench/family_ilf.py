@@ -159,7 +159,7 @@ class ILFFamily(Family):
         from ilf.feedback import load_feedback
         from ilf.pipeline import apply_ilf, remove_ilf
         from ilf.feedback import build_feedback
-        from ilf.attached import resolve_target
+        from ilf.runtime.attached import resolve_target
 
         model, _ = resolve_target(ctx.pipe)
         fb_path = self.feedback_of(spec, ctx.feedback)

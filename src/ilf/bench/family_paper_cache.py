@@ -38,7 +38,7 @@ class PaperCacheFamily(Family):
                                         refresh_every=cfg.refresh_every)
 
     def prepare(self, spec, ctx):
-        from ilf.caching import apply_cache, remove_cache
+        from ilf.runtime.paper_cache import apply_cache, remove_cache
 
         cfg = self.config(spec, ctx.num_blocks)
         cfg.block_indices(ctx.num_blocks)  # raises if c exceeds the model

@@ -15,7 +15,7 @@ On both paths `CallContextHook`, registered on the transformer after the peer's 
 each call's `CacheContext` (through `CacheMixin.cache_context`, which needs nothing of the mixin) under the
 pipeline's name for the call, or `CONTEXT_NAME` where it gives none, with the step, the step count and the
 flow σ that SeaCache reads and no pipeline passes, and clears it afterwards. The step is located on the host
-by `ilf.planner.CallPlanner`, as ILF and the paper cache locate theirs (no device read per call; bf16/fp16
+by `ilf.runtime.planner.CallPlanner`, as ILF and the paper cache locate theirs (no device read per call; bf16/fp16
 timesteps matched within their rounding). It records each call's timestep in the scheduler's units (the
 scheduler's exact value; Flux is called with t/1000) for the hooks that ask for it (`current_timestep_callback`: PAB, FasterCache). Hook
 state is reset before every pipeline call. Detaching removes exactly the hooks that attaching added (every
@@ -39,10 +39,10 @@ from diffusers.models.cache_utils import CacheMixin
 from torch import nn
 
 from ilf.adapters import get_adapter
-from ilf.clock import flow_sigma, scalar_timestep
+from ilf.runtime.clock import flow_sigma, scalar_timestep
 from ilf.errors import ScheduleError
 from ilf.hooks import bind_arguments
-from ilf.planner import CallPlanner
+from ilf.runtime.planner import CallPlanner
 
 from .family import Attachment
 from .stock import strip_empty_registries
@@ -70,7 +70,7 @@ class CallContextHook(ModelHook):
     _is_stateful = True  # so that `cache_context` reaches `self.outer`; it holds no state to reset
 
     def __init__(self, planner: CallPlanner, noise: str):
-        """planner: locates each call on the host (the scheduler's counter; `ilf.planner`), as ILF and the
+        """planner: locates each call on the host (the scheduler's counter; `ilf.runtime.planner`), as ILF and the
         paper cache do; noise: the adapter's "flow" / "ddpm" (for `flow_sigma`)."""
         super().__init__()
         self.planner, self.noise = planner, noise
@@ -287,7 +287,7 @@ def attach_diffusers_hooks(
     (a stand-in holding some of the model's own block lists, for a hook that must leave some blocks out).
     `inner_hooks` are registered on the transformer before the peer (they run inside its transformer hook).
     """
-    from ilf.attached import resolve_target
+    from ilf.runtime.attached import resolve_target
 
     model, clock = resolve_target(pipe)
     adapter = get_adapter(model)  # a supported family, else a clear UnsupportedModelError

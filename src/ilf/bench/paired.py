@@ -57,7 +57,7 @@ class Generated:
 @torch.no_grad()
 def generate(pipe, world: str, method: Method, items: Items, batch_size: int = 50) -> Generated:
     """The method's images of `items` through the world's ordinary pipeline; ILF is detached afterwards."""
-    from ..counting import count_block_forwards
+    from ..runtime.counting import count_block_forwards
     from ..pipeline import apply_ilf, remove_ilf
     from ..worlds.paths import FLOW_WORLDS
     from ..worlds.registry import CALL_KWARGS, prompt_kwargs

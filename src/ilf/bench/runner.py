@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from ilf.counting import count_block_forwards
+from ilf.runtime.counting import count_block_forwards
 from ilf.portable import portable_argv
 from ilf.version import __version__
 from ilf.eval.generate import generate, get_state

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..clock import StepInfo
-from ..corrector import CacheCorrector
-from ..corrector_state import BranchCache
+from ..runtime.clock import StepInfo
+from ..runtime.corrector import CacheCorrector
+from ..runtime.corrector_state import BranchCache
 from ..errors import ILFError
 from .checkpoint import rank_generator
 from .guidance import Combination, combine, fit

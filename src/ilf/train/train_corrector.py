@@ -56,7 +56,7 @@ def train_corrector(pipe, prompts, output_dir, *, call_kwargs: dict | None = Non
         rollout_every=rollout_every, record_batch=record_batch, seed=seed, resume=resume,
         checkpoint_every=checkpoint_every, mixed_precision=mixed_precision, progress=progress,
     )
-    from ..attached import RUNTIME_ATTR
+    from ..runtime.attached import RUNTIME_ATTR
     from ..pipeline import remove_ilf
 
     if getattr(pipe.transformer, RUNTIME_ATTR, None) is not None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..runtime import ILFRuntime
+from ..runtime.ilf_loop import ILFRuntime
 from ..loading import stock_call_kwargs
 from .config import TrainConfig
 

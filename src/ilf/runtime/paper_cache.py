@@ -12,15 +12,15 @@ from __future__ import annotations
 from diffusers.hooks import ModelHook
 from torch import nn
 
-from .adapters import get_adapter
-from .adapters.blocks import IMAGE_STREAM, BlockStack
+from ..adapters import get_adapter
+from ..adapters.blocks import IMAGE_STREAM, BlockStack
+from ..config import CacheConfig
+from ..errors import ILFError, ScheduleError
+from ..hooks import CACHE_BLOCK_HOOK, CACHE_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
+from ..schedule import cache_refresh_steps
 from .attached import CACHE_ATTR, get_cache, get_runtime, refuse_diffusers_cache, resolve_target
 from .clock import StepInfo
-from .config import CacheConfig
-from .errors import ILFError, ScheduleError
-from .hooks import CACHE_BLOCK_HOOK, CACHE_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
 from .planner import ModelCall, attach_planner
-from .schedule import cache_refresh_steps
 
 
 

@@ -1,7 +1,7 @@
 """What ilf attaches to a transformer, found from a pipeline or the transformer itself.
 
 One home for `resolve_target`, `get_runtime` and `get_cache`, which apply/remove of ILF and of the paper cache,
-the block counter and the bench all need: with them here, none of pipeline.py, caching.py, runtime.py and
+the block counter and the bench all need: with them here, none of pipeline.py, paper_cache.py, ilf_loop.py and
 counting.py has to import another lazily to avoid a cycle.
 """
 
@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from diffusers.utils.torch_utils import unwrap_module
 from torch import nn
 
+from ..errors import ILFError
 from .clock import SchedulerClock
-from .errors import ILFError
 
 if TYPE_CHECKING:
-    from .caching import PaperCache
-    from .runtime import ILFRuntime
+    from .ilf_loop import ILFRuntime
+    from .paper_cache import PaperCache
 
 FEEDBACK_ATTR = "ilf_feedback"  # the feedback is a submodule of the transformer: it follows .to() and DDP
 RUNTIME_ATTR = "_ilf_runtime"

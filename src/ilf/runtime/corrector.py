@@ -29,18 +29,18 @@ import torch
 from diffusers.hooks import ModelHook
 from torch import nn
 
-from .adapters import BackboneAdapter, get_adapter
-from .adapters.blocks import BlockSite
+from ..adapters import BackboneAdapter, get_adapter
+from ..adapters.blocks import BlockSite
+from ..config import ILFConfig
+from ..corrector_config import CorrectorConfig
+from ..errors import ScheduleError
+from ..feedback import CorrectorModule, FeedbackModule, build_feedback, model_width
+from ..hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
+from ..warn import warn_user
 from .attached import FEEDBACK_ATTR, RUNTIME_ATTR, refuse_attached, refuse_diffusers_cache, resolve_target
 from .clock import SchedulerClock
-from .config import ILFConfig
-from .corrector_config import CorrectorConfig
 from .corrector_state import BranchCache
-from .errors import ScheduleError
-from .feedback import CorrectorModule, FeedbackModule, build_feedback, model_width
-from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
 from .planner import ModelCall, attach_planner
-from .warn import warn_user
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from diffusers import PNDMScheduler
 
-from .errors import ScheduleError
+from ..errors import ScheduleError
 
 _ATOL = 1e-3  # the match of a timestep that reached the model in float32 / float64 / an integer dtype
 _MANTISSA = {torch.bfloat16: 7, torch.float16: 10}  # the half-precision dtypes a pipeline may round t to

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .adapters import get_adapter
+from ..adapters import get_adapter
 from .attached import FEEDBACK_ATTR, resolve_target
 
 

@@ -23,7 +23,7 @@ returned), and F gets the streams block e returned (where block e returns no tex
 conditioning arguments of this call, its time argument replaced by t_post's.
 
 Per call, one model-level hook (the call planner, `planner.py`) locates the step on the host from the
-scheduler's counter and decides; only a feedback call arms a `FeedbackLoop` (`runtime.active`), which the
+scheduler's counter and decides; only a feedback call arms a `FeedbackLoop` (`ILFRuntime.active`), which the
 block and time hooks hand their work to. Without feedback on a call (a skipped step, or
 `ilf_feedback=False`) every hook passes straight through after one `is None` test, and no device tensor is
 read into Python.
@@ -38,24 +38,24 @@ from diffusers.hooks import ModelHook
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .adapters import BackboneAdapter
-from .adapters.blocks import BlockSite, BlockStack
+from ..adapters import BackboneAdapter
+from ..adapters.blocks import BlockSite, BlockStack
+from ..config import INFERENCE_FIELDS, ILFConfig
+from ..errors import FeedbackMismatchError, ILFError, LoopRangeError, ScheduleError
+from ..feedback import FeedbackModule
+from ..hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
+from ..schedule import feedback_steps, loop_ratio, post_timestep
+from ..warn import warn_user
 from .attached import FEEDBACK_ATTR, RUNTIME_ATTR
 from .clock import SchedulerClock, StepInfo
-from .config import INFERENCE_FIELDS, ILFConfig
-from .errors import FeedbackMismatchError, ILFError, LoopRangeError, ScheduleError
-from .feedback import FeedbackModule
-from .hooks import ILF_BLOCK_HOOK, ILF_MODEL_HOOK, ArgBinder, HookHandle, register, unregister_all
 from .planner import CallPlanner, ModelCall, attach_planner
-from .schedule import feedback_steps, loop_ratio, post_timestep
-from .warn import warn_user
 
 CONTROL_KWARGS = ("ilf_t_post", "ilf_feedback")  # per-call controls the model hook pops
 
 
 class FeedbackLoop:
     """The loop executor of one feedback call: armed by `ILFRuntime.plan_call` only when the call has feedback
-    (`runtime.active`), disarmed when the call returns. Its methods are the only writers of its state: the
+    (`ILFRuntime.active`), disarmed when the call returns. Its methods are the only writers of its state: the
     block hooks hand it blocks b..N-1, the time hook hands it t_post's block conditioning."""
 
     def __init__(self, runtime: "ILFRuntime", inputs: dict, t_post: torch.Tensor, keep=None):

@@ -1,7 +1,7 @@
 """The call planner: one model-level hook that locates each transformer call on the host and hands it to an
 executor, which decides what the call does and arms its own block hooks for that call only.
 
-The three executors, ILF's inner loop (`runtime.py`), the paper cache (`caching.py`) and the corrector of
+The three executors, ILF's inner loop (`ilf_loop.py`), the paper cache (`paper_cache.py`) and the corrector of
 TaylorSeer (`corrector.py`), and the bench's cache-context hook (`bench/hook_context.py`) locate calls through the
 same `CallPlanner.locate`, i.e. `SchedulerClock.locate_call`: the scheduler's own
 counter, read on the host, verified against the timestep's value once per schedule (and only where the
@@ -38,7 +38,7 @@ Block hooks of an executor keep their plain path to `if self.executor.armed is N
 one attribute test, which `torch.compile` guards as one `is None` check (never the length of a dict or a
 block index), so plain calls compile to one graph per block class. On the armed path, branch only on role
 flags many blocks share and keep per-block state on the block's own hook, never in a dict indexed by block
-(`runtime.FeedbackLoop.block`): regional compilation then stays at one graph per block class and role.
+(`ilf_loop.FeedbackLoop.block`): regional compilation then stays at one graph per block class and role.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ import torch
 from diffusers.hooks import ModelHook
 from torch import nn
 
-from .adapters import BackboneAdapter, get_adapter
+from ..adapters import BackboneAdapter, get_adapter
+from ..errors import ScheduleError
+from ..hooks import ArgBinder, HookHandle, register
 from .attached import refuse_diffusers_cache
 from .clock import SchedulerClock, StepInfo
-from .errors import ScheduleError
-from .hooks import ArgBinder, HookHandle, register
 
 __all__ = ["CallExecutor", "CallPlanner", "ModelCall", "PlannerHook", "attach_planner"]
 
