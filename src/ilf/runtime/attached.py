@@ -1,14 +1,15 @@
 """What ilf attaches to a transformer, found from a pipeline or the transformer itself.
 
-One home for `resolve_target`, `get_runtime` and `get_cache`, which apply/remove of ILF and of the paper cache,
-the block counter and the bench all need: with them here, none of pipeline.py, paper_cache.py, ilf_loop.py and
-counting.py has to import another lazily to avoid a cycle.
+One home for `resolve_target`, `get_runtime` and `get_cache`, which apply/remove of ILF, of the corrector and
+of the paper cache, the planner, the block counter and the bench all need. It names the executors only by what
+it asks of them (`AttachedRuntime`, `AttachedCache`), so it imports none of them: every executor imports it,
+and no import runs back.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from diffusers.utils.torch_utils import unwrap_module
 from torch import nn
@@ -16,13 +17,25 @@ from torch import nn
 from ..errors import ILFError
 from .clock import SchedulerClock
 
-if TYPE_CHECKING:
-    from .ilf_loop import ILFRuntime
-    from .paper_cache import PaperCache
-
 FEEDBACK_ATTR = "ilf_feedback"  # the feedback is a submodule of the transformer: it follows .to() and DDP
 RUNTIME_ATTR = "_ilf_runtime"
 CACHE_ATTR = "_ilf_paper_cache"
+
+
+class AttachedRuntime(Protocol):
+    """What sits under `RUNTIME_ATTR`: ILF's loop (`ilf_loop.ILFRuntime`) or the corrector
+    (`corrector.CacheCorrector`), as far as remove_ilf / save_feedback use it."""
+
+    feedback: nn.Module
+    config: Any
+
+    def detach(self) -> nn.Module: ...
+
+
+class AttachedCache(Protocol):
+    """What sits under `CACHE_ATTR`: the paper cache (`paper_cache.PaperCache`), as far as remove_cache uses it."""
+
+    def detach(self) -> None: ...
 
 
 def resolve_target(target, scheduler=None) -> tuple[nn.Module, SchedulerClock | None]:
@@ -40,12 +53,12 @@ def resolve_target(target, scheduler=None) -> tuple[nn.Module, SchedulerClock | 
     )
 
 
-def get_runtime(model: nn.Module) -> ILFRuntime | None:
-    """The ILF runtime attached to `model` (a transformer), if any."""
+def get_runtime(model: nn.Module) -> AttachedRuntime | None:
+    """The ILF runtime or the corrector attached to `model` (a transformer), if any."""
     return getattr(model, RUNTIME_ATTR, None)
 
 
-def get_cache(model: nn.Module) -> PaperCache | None:
+def get_cache(model: nn.Module) -> AttachedCache | None:
     """The paper cache attached to `model` (a transformer), if any."""
     return getattr(model, CACHE_ATTR, None)
 
