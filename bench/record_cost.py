@@ -51,7 +51,7 @@ def build(model: str, smoke: bool) -> dict:
     from diffusers import (DPMSolverMultistepScheduler, FluxPipeline, FluxTransformer2DModel, PixArtAlphaPipeline,
                            PixArtTransformer2DModel, WanPipeline, WanTransformer3DModel)
 
-    from ilf.tiny import tiny_vae
+    from ilf.tiny_parts import tiny_vae
     from ilf.tiny_mmdit import stock_scheduler
     from ilf.tiny_video import tiny_wan_vae, wan_scheduler
 

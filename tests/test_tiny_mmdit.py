@@ -8,9 +8,8 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, FluxPipeline
 
 from ilf.tiny import tiny_pipeline
-from ilf.tiny_mmdit import (
-    GATES, KINDS, mmdit_call_kwargs, perturb, sd3_medium, tiny_flux, tiny_mmdit_pipeline, tiny_sana, tiny_sd3,
-)
+from ilf.tiny_mmdit import KINDS, mmdit_call_kwargs, sd3_medium, tiny_flux, tiny_mmdit_pipeline, tiny_sana, tiny_sd3
+from ilf.tiny_parts import GATES, perturb
 
 STEPS = 3
 _PIPES = {}

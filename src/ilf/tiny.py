@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from diffusers import (
-    AutoencoderKL,
     DiTPipeline,
     DiTTransformer2DModel,
     DPMSolverMultistepScheduler,
@@ -20,13 +19,13 @@ from diffusers import (
     PixArtTransformer2DModel,
 )
 
+from .tiny_parts import cast_eval, tiny_t5, tiny_tokenizer, tiny_vae
+
 # The kinds `tiny_pipeline` builds: here (PixArt, DiT), in `tiny_mmdit` (SD3, FLUX.1, Sana), `tiny_image`
 # (Qwen-Image, FLUX.2, Z-Image) and `tiny_video` (Wan 2.x, HunyuanVideo 1.5: latents [B, C, F, H, W]).
 IMAGE_KINDS = ("qwen-image", "flux2", "z-image")
 VIDEO_KINDS = ("wan", "hunyuan-video-1.5")
 ALL_KINDS = ("pixart-alpha", "pixart-sigma", "dit", "sd3", "flux", "flux-dev", "sana") + IMAGE_KINDS + VIDEO_KINDS
-
-WORDS = "a an the red green blue small large cat dog circle square above below left right of photo".split()
 
 
 def tiny_dit(num_layers: int = 6, heads: int = 2, head_dim: int = 8, sample_size: int = 8, seed: int = 0):
@@ -50,12 +49,6 @@ def tiny_pixart(
     ).eval()
 
 
-def cast_eval(model, dtype):
-    """`model` in `dtype`, in eval mode (shared by the real-size builders here and in `tiny_mmdit`)."""
-    # `.to(float32)` on an fp32 model would only trigger diffusers' "keep in float32" warning
-    return (model if dtype == torch.float32 else model.to(dtype=dtype)).eval()
-
-
 def pixart_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
     """The PixArt-XL-2 architecture (28 blocks, 16×72 heads, T5 width 4096) with random weights.
 
@@ -77,55 +70,6 @@ def dit_xl_2(sample_size: int = 32, seed: int = 0, dtype=torch.float32):
     ), dtype)
 
 
-BOS = "<s>"
-
-
-def tiny_tokenizer(model_max_length: int = 16, add_bos: bool = False, add_eos: bool = False):
-    """A word-level `PreTrainedTokenizerFast` over `WORDS` (T5-like by default: no special tokens added).
-
-    `add_bos` / `add_eos` add a `TemplateProcessing` post-processor, as real CLIP (bos … eos: CLIP pools the
-    eos position) and Gemma (bos …) tokenizers do. `<s>` comes after the words, so the ids a plain
-    tokenizer emits are the same with or without it; size encoders with `len(tokenizer)`.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    head, tail = [BOS] * add_bos, ["</s>"] * add_eos
-    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>"] + WORDS + head)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    if head or tail:
-        tok.post_processor = processors.TemplateProcessing(
-            single=" ".join(head + ["$A"] + tail), special_tokens=[(t, vocab[t]) for t in head + tail]
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-        model_max_length=model_max_length, **({"bos_token": BOS} if add_bos else {}),
-    )
-
-
-def tiny_t5(d_model: int = 32, seed: int = 0):
-    from transformers import T5Config, T5EncoderModel
-
-    torch.manual_seed(seed)
-    cfg = T5Config(vocab_size=len(WORDS) + 3, d_model=d_model, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
-    return T5EncoderModel(cfg).eval()
-
-
-def tiny_vae(seed: int = 0, latent_channels: int = 4, scaling_factor: float = 0.18215, shift_factor=None):
-    """An AutoencoderKL with two levels: latents are half the image size, 4 channels.
-
-    SD3 and Flux decode `latents / scaling_factor + shift_factor`, so their VAE needs a `shift_factor`.
-    """
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, norm_num_groups=4, sample_size=16, scaling_factor=scaling_factor,
-        shift_factor=shift_factor,
-    ).eval()
-
-
 def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int | None = None, seed: int = 0, **transformer_kwargs):
     """A real diffusers pipeline assembled offline from tiny parts.
 
@@ -134,7 +78,7 @@ def tiny_pipeline(kind: str = "pixart-alpha", num_layers: int | None = None, see
     "sd3", "flux", "flux-dev" or "sana": `ilf.tiny_mmdit.tiny_mmdit_pipeline` (their stock schedulers;
     call them with `ilf.tiny_mmdit.mmdit_call_kwargs(kind)`).
     """
-    if kind in IMAGE_KINDS:  # imported here: they import this module, and load more diffusers pipelines
+    if kind in IMAGE_KINDS:  # imported here: they load more diffusers pipelines
         from .tiny_image import tiny_image_pipeline
 
         return tiny_image_pipeline(kind, num_layers=num_layers, seed=seed, **transformer_kwargs)

@@ -38,8 +38,7 @@ from diffusers import (
     ZImageTransformer2DModel,
 )
 
-from .tiny import tiny_tokenizer, tiny_vae
-from .tiny_mmdit import GATES, perturb
+from .tiny_parts import GATES, perturb, tiny_tokenizer, tiny_vae
 
 KINDS = ("qwen-image", "flux2", "z-image")
 TEXT_DIM = 16  # every tiny text encoder's width
@@ -49,7 +48,7 @@ TEXT_LEN = {"qwen-image": 16, "flux2": 48, "z-image": 16}  # the calls' max_sequ
 PIXELS = {"qwen-image": 32, "flux2": 16, "z-image": 16}
 # FLUX.2 stacks the hidden states of these encoder layers (the tiny Mistral has 2; the real one 40, (10, 20, 30))
 FLUX2_TEXT_LAYERS = (1, 2)
-# What gates each block's contribution, beyond `tiny_mmdit.GATES` (norm_out.linear, proj_out): Qwen-Image's
+# What gates each block's contribution, beyond `tiny_parts.GATES` (norm_out.linear, proj_out): Qwen-Image's
 # per-block modulations, FLUX.2's shared modulations, Z-Image's adaLN linears and output layer.
 IMAGE_GATES = GATES + ("img_mod.1", "txt_mod.1", "stream_modulation", "adaLN_modulation", "all_final_layer")
 

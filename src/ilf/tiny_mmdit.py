@@ -31,7 +31,7 @@ from diffusers import (
     StableDiffusion3Pipeline,
 )
 
-from .tiny import cast_eval, tiny_t5, tiny_tokenizer, tiny_vae
+from .tiny_parts import cast_eval, perturb, tiny_t5, tiny_tokenizer, tiny_vae
 
 KINDS = ("sd3", "flux", "flux-dev", "sana")
 TEXT_LEN = 16  # every tokenizer's model_max_length, and the pipelines' max_sequence_length
@@ -97,32 +97,6 @@ def tiny_dc_ae(seed: int = 0):
 
 
 # --- transformers ------------------------------------------------------------------------------------------
-
-# Parameter-name fragments of what scales or gates a block's contribution: SD3 / Flux adaLN linears
-# (`norm1`, `norm1_context`, Flux single blocks' `norm`), the output layer, Sana's modulation tables, its
-# timestep linear (AdaLayerNormSingle) and its cross-attention output, which no gate multiplies.
-GATES = ("norm1.linear", "norm1_context.linear", "norm.linear", "norm_out.linear", "proj_out",
-         "scale_shift_table", "time_embed.linear", "attn2.to_out")
-
-
-def perturb(model, seed: int = 0, scale: float = 0.2, gates: tuple[str, ...] = GATES):
-    """Add seeded noise to the tensors that gate what each block contributes; returns `model`.
-
-    diffusers 0.42 draws the adaLN / modulation linears, `proj_out`, Sana's `scale_shift_table` and its
-    cross-attention output with ordinary random values (deleting one block of a fresh tiny model already
-    moves the output by 0.1–1.3, max abs, at output std ~0.6), but DiT-family training code zero-initialises
-    them (adaLN-Zero; PixArt and Sana also zero the ungated cross-attention output): with such weights every
-    block is the identity and a test that "the loop ran" passes vacuously. Noise of std `scale` on each such
-    tensor keeps every block visible whatever the initialisation. Its generator is local, so the global RNG
-    stream (and so everything built after) is left as it was.
-    """
-    gen = torch.Generator().manual_seed(seed + 10_007)
-    with torch.no_grad():
-        for name, p in model.named_parameters():  # construction order: the same draws every time
-            if any(g in name for g in gates):
-                p.add_(torch.randn(p.shape, generator=gen).to(p.dtype) * scale)
-    return model
-
 
 def _build(cls, defaults: dict, kw: dict, seed: int):
     torch.manual_seed(seed)

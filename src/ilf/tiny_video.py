@@ -37,8 +37,7 @@ from diffusers import (
 )
 from diffusers.guiders import ClassifierFreeGuidance
 
-from .tiny import tiny_tokenizer
-from .tiny_mmdit import perturb
+from .tiny_parts import perturb, tiny_tokenizer
 
 KINDS = ("wan", "hunyuan-video-1.5")
 TEXT_LEN = 16  # the tokenizers' model_max_length and the calls' max_sequence_length
@@ -175,7 +174,7 @@ def tiny_hunyuan_video_pipeline(num_layers: int = 6, seed: int = 0, **transforme
 # --- shared ------------------------------------------------------------------------------------------------
 
 def _perturbed(model, seed):
-    """`ilf.tiny_mmdit.perturb`: its gate names already cover these families' gates. Wan: each block's and the
+    """`ilf.tiny_parts.perturb`: its gate names already cover these families' gates. Wan: each block's and the
     output's `scale_shift_table` ([1, 6, D] / [1, 2, D], added to the time projection), the cross-attention
     output `attn2.to_out` (no gate multiplies it), `proj_out`; HunyuanVideo 1.5: the adaLN-Zero linears
     `norm1.linear`, `norm1_context.linear`, `norm_out.linear` and `proj_out`."""

@@ -175,7 +175,8 @@ def test_fastercache_on_a_pixart_with_size_conditions():
     # when FasterCache drops the unconditional half, they are halved too (else adaln_single fails on the shapes).
     from diffusers import PixArtAlphaPipeline, PixArtTransformer2DModel
 
-    from ilf.tiny import pixart_call_kwargs, tiny_t5, tiny_tokenizer, tiny_vae
+    from ilf.tiny import pixart_call_kwargs
+    from ilf.tiny_parts import tiny_t5, tiny_tokenizer, tiny_vae
 
     torch.manual_seed(0)
     model = PixArtTransformer2DModel(num_attention_heads=3, attention_head_dim=8, in_channels=4, out_channels=8,

@@ -166,7 +166,7 @@ def default_conditions(source: Source, n: int) -> list[Condition]:
     if source.kind == "pipeline":
         raise ILFError(f"pass --prompts for {source.name} (e.g. ImageReward's benchmark-prompts.json or MJHQ-30K's "
                        "meta_data.json)")
-    from ilf.tiny import WORDS
+    from ilf.tiny_parts import WORDS
 
     rng = np.random.default_rng(0)
     return [(f"t{i:04d}", " ".join(rng.choice(WORDS, size=6))) for i in range(max(n, 1))]
