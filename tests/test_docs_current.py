@@ -67,3 +67,13 @@ def test_every_adapter_class_attribute_is_read_somewhere():
     code = "\n".join(p.read_text() for p in sorted((ROOT / "src" / "ilf").rglob("*.py")))
     unread = [n for n in names if not re.search(rf"\.{n}\b|getattr\(\w+, \"{n}\"", code)]
     assert unread == [], unread
+
+
+def test_every_executor_class_keeps_its_docstring():
+    """A class attribute written above the docstring turns it into a dead string (`__doc__` None)."""
+    from ilf.runtime.corrector import CacheCorrector
+    from ilf.runtime.ilf_loop import ILFRuntime
+    from ilf.runtime.paper_cache import PaperCache
+
+    for cls in (ILFRuntime, PaperCache, CacheCorrector):
+        assert cls.__doc__ and cls.__doc__.strip(), cls.__name__

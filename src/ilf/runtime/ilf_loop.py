@@ -148,8 +148,9 @@ class _BlockHook(ModelHook):
 
 
 class ILFRuntime:
-    feature = "ILF"  # the planner names it when it refuses a diffusers cache
     """ILF attached to one transformer. Made by `apply_ilf`; undone by `remove_ilf`."""
+
+    feature = "ILF"  # the planner names it when it refuses a diffusers cache
 
     def __init__(
         self,
