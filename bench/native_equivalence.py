@@ -212,14 +212,26 @@ def trajectory(world: str, runs: Path) -> None:
     print(json.dumps(res, indent=1))
 
 
+def _ci(c: dict, digits: int = 2) -> str:
+    f = f"{{:+.{digits}f}}"
+    return (f"{f.format(c['diff'])} [{f.format(c['ci95'][0])}, {f.format(c['ci95'][1])}] "
+            f"({c['seed_wins']}/{c['num_seeds']})")
+
+
 def table() -> None:
-    lines = ["# The pipeline-native trainer vs the retired trainer (report seeds 1000-1009, 160 items per world)", "",
-             "Δ: pipeline-native − retired, paired per item, bootstrap 95% interval, (seeds where native is ahead "
-             "/ seeds). Quality: alignment (shapes, shapes-flow) or accuracy (digits). "
-             "Script: `bench/native_equivalence.py`.", "",
+    """docs/native-equivalence/table.md from the worlds' JSON results (sizes, training seeds, trajectory)."""
+    worlds = ("digits", "shapes", "shapes-flow")
+    lines = ["# The recorded trainer vs the retired one (report seeds 1000-1009, 160 items per world)", "",
+             "Δ: recorded − retired, paired per item, bootstrap 95% interval, (seeds where the recorded one is "
+             "ahead / seeds). Quality: accuracy (digits) or alignment (shapes, shapes-flow). Script: "
+             "`bench/native_equivalence.py`; the retired trainer ran from commit 9b90374.", "",
+             "## The corrector, by number of train prompts (training seed 0)", "",
              "| world | trainer | train prompts | block fwd / img | PSNR to plain:20 | Δ PSNR dB [95% CI] (wins) | "
              "quality | Δ quality | train CPU s |", "|---|---|---:|---:|---:|---|---:|---|---:|"]
-    for path in sorted(OUT.glob("*.json")):
+    for world in worlds:
+        path = OUT / f"{world}.json"
+        if not path.is_file():
+            continue
         res = json.loads(path.read_text())
         q = res["quality"]
         for r in res["rows"]:
@@ -228,8 +240,34 @@ def table() -> None:
             dq = (f"{r['d_quality'][0]:+.3f} [{r['d_quality'][1]:+.3f}, {r['d_quality'][2]:+.3f}]"
                   if "d_quality" in r else "–")
             cpu = f"{r['train_cpu_seconds']:.0f}" if r.get("train_cpu_seconds") else "–"
-            lines.append(f"| {res['world']} | {r['method']} | {r['prompts']} | {r['blocks']:.0f} | {r['psnr']:.2f} | "
-                         f"{d} | {r[q]:.3f} | {dq} | {cpu} |")
+            lines.append(f"| {world} | {r['method']} | {r['prompts']} | {r['blocks']:.0f} | {r['psnr']:.2f} | {d} | "
+                         f"{r[q]:.3f} | {dq} | {cpu} |")
+    lines += ["", "## The corrector over three training seeds (128 prompts)", "",
+              "Each trainer's PSNR per item averaged over its seeds 0, 1, 2 (the retired trainer's seed 0 is the "
+              "shipped corrector), then paired.", "",
+              "| world | retired: seeds 0 / 1 / 2 | recorded: seeds 0 / 1 / 2 | Δ of the seed means, dB | Δ quality |",
+              "|---|---|---|---|---|"]
+    for world in worlds:
+        path = OUT / f"{world}-seeds.json"
+        if not path.is_file():
+            continue
+        res = json.loads(path.read_text())
+        runs, q = res["runs"], res["quality"]
+        old = " / ".join(f"{runs[f'retired-seed{s}']['psnr']:.2f}" for s in SEEDS)
+        new = " / ".join(f"{runs[f'native-seed{s}']['psnr']:.2f}" for s in SEEDS)
+        d = res["native_minus_retired_seed_mean"]
+        lines.append(f"| {world} | {old} | {new} | {_ci(d['psnr'])} | {_ci(d[q], 3)} |")
+    rows = [json.loads((OUT / f"{w}-trajectory.json").read_text()) for w in worlds
+            if (OUT / f"{w}-trajectory.json").is_file()]
+    if rows:
+        lines += ["", "## ILF's trajectory objective (10 steps, the shipped paper-mode feedbacks' recipe)", "",
+                  "| world | plain:10 PSNR | retired ILF PSNR | recorded ILF PSNR | recorded − retired, dB | "
+                  "recorded − plain:10, dB | train CPU s |", "|---|---:|---:|---:|---|---|---:|"]
+        for res in rows:
+            r = res["runs"]
+            lines.append(f"| {res['world']} | {r['plain:10']['psnr']:.2f} | {r['retired']['psnr']:.2f} | "
+                         f"{r['native']['psnr']:.2f} | {_ci(res['native_minus_retired']['psnr'])} | "
+                         f"{_ci(res['native_minus_plain10']['psnr'])} | {res['train_cpu_seconds']:.0f} |")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
