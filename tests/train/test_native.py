@@ -123,7 +123,7 @@ def test_the_trajectory_teacher_is_the_first_finer_grid_holding_the_students(tmp
     runtime = apply_ilf(pipe, ILFConfig(loop=(1, 2), feedback_steps="last:2", t_post="none"))
     obj = objective(pipe, runtime, tmp_path, 2)
     m = obj._teacher_steps()
-    student = obj._student_timesteps(0)
+    student = torch.as_tensor(obj._template(0).timesteps).double()
     from ilf.train.record import capture_template
 
     for fewer in range(2 * STEPS, m):  # every smaller grid misses a student timestep

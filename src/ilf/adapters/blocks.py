@@ -71,13 +71,18 @@ def block_sites(model: nn.Module, stacks: tuple[BlockStack, ...]) -> list[BlockS
     return sites
 
 
-def cast_floats(value, dtype: torch.dtype):
-    """`value` with every floating tensor cast to `dtype`, through tuples, lists and dicts (rotary
-    embeddings arrive as a (cos, sin) tuple, attention kwargs as a dict)."""
+def map_tensors(value, fn):
+    """`value` with `fn` applied to every tensor, through tuples, lists and dicts (rotary embeddings arrive as a
+    (cos, sin) tuple, attention kwargs as a dict, Z-Image's inputs as lists)."""
     if torch.is_tensor(value):
-        return value.to(dtype) if value.is_floating_point() else value
+        return fn(value)
     if isinstance(value, (tuple, list)):
-        return type(value)(cast_floats(v, dtype) for v in value)
+        return type(value)(map_tensors(v, fn) for v in value)
     if isinstance(value, dict):
-        return {k: cast_floats(v, dtype) for k, v in value.items()}
+        return {k: map_tensors(v, fn) for k, v in value.items()}
     return value
+
+
+def cast_floats(value, dtype: torch.dtype):
+    """`value` with every floating tensor cast to `dtype` (`map_tensors`)."""
+    return map_tensors(value, lambda t: t.to(dtype) if t.is_floating_point() else t)

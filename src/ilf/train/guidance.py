@@ -83,7 +83,8 @@ def tolerance(*dtypes: torch.dtype) -> float:
     return max(1e-5, 8 * eps)
 
 
-def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """RMS of a − b relative to b's RMS (in fp32)."""
     return float((a - b).float().pow(2).mean().sqrt() / (b.float().pow(2).mean().sqrt() + 1e-12))
 
 
@@ -120,7 +121,7 @@ def fit(outputs: list, y: torch.Tensor, step: int) -> Combination:
             candidates.append(Combination(layout, sign, g))
     best, best_err = None, float("inf")
     for c in candidates:
-        err = _relative_error(combine([o], tuple(y.shape), c).float(), yf)
+        err = relative_error(combine([o], tuple(y.shape), c).float(), yf)
         if err < best_err:
             best, best_err = c, err
     if best is None or best_err > tol:

@@ -47,6 +47,17 @@ STATE_FILE = "native_state.json"
 STOCK = {"ilf_feedback": False}  # the control kwarg that makes an attached corrector run the stock model
 
 
+def timesteps(scheduler) -> torch.Tensor:
+    """A scheduler's timesteps as float64 on the host."""
+    return torch.as_tensor(scheduler.timesteps).double().cpu()
+
+
+def grid_indices(teacher: torch.Tensor, student: torch.Tensor) -> list[int] | None:
+    """Where each student timestep after the first sits on the teacher's grid (None: one does not)."""
+    hits = [torch.nonzero(torch.abs(teacher - t) < 1e-3).flatten() for t in student[1:]]
+    return None if any(len(h) == 0 for h in hits) else [int(h[0]) for h in hits]
+
+
 class PipelineObjective:
     """The loss on recordings of `pipe` (see the module docstring) for the corrector or, with an ILF runtime, the
     trajectory objective; the trainer's objective API: `prepare`, `refresh(step)`, `loss(ddp_model, step,
@@ -110,10 +121,9 @@ class PipelineObjective:
         if self.m is None and self.corrector:
             self.m = self.n
         if self.m is None:
-            student = self._student_timesteps(0)
+            student = timesteps(self._template(0))
             for m in range(2 * self.n, 8 * self.n + 1):
-                tt = torch.as_tensor(capture_template(self.pipe, self._call(0, m), STOCK).timesteps).double().cpu()
-                if all(bool((torch.abs(tt - t) < 1e-3).any()) for t in student[1:]):
+                if grid_indices(timesteps(capture_template(self.pipe, self._call(0, m), STOCK)), student) is not None:
                     self.m = m
                     break
             else:
@@ -140,7 +150,7 @@ class PipelineObjective:
                 fit([c["output"] for c in s.calls], s.model_output, k)
             replay_check(run, run.extra_step_kwargs)
             if student_ts is None:
-                student_ts = self._student_timesteps(j)
+                student_ts = timesteps(self._template(j))
             targets = self._targets(run, student_ts)
             tensors = {"x0": run.steps[0].sample.contiguous().cpu()}
             tensors |= {f"target.{k}": targets[k].contiguous().cpu() for k in self.forecast_steps}
@@ -150,27 +160,19 @@ class PipelineObjective:
         manifest.write_text(json.dumps(ident))
         self.cost["teacher_seconds"] = time.perf_counter() - start
 
-    def _student_timesteps(self, j: int) -> torch.Tensor:
-        if j not in self.templates:
-            self.templates[j] = capture_template(self.pipe, self._call(j, self.n), STOCK)
-        return torch.as_tensor(self.templates[j].timesteps).double().cpu()
-
     def _targets(self, run, student_ts: torch.Tensor) -> list[torch.Tensor]:
         """The teacher's state at each student step's next timestep (its final state after the last step): what
         its solver returned (the next step's sample may differ: DiT's pipeline steps the scaled model input)."""
         prevs = [s.prev for s in run.steps]
         if self.m == self.n:
             return prevs
-        tt = torch.as_tensor(run.template.timesteps).double().cpu()
-        out = []
-        for k in range(1, len(student_ts)):
-            hit = torch.nonzero(torch.abs(tt - student_ts[k]) < 1e-3).flatten()
-            if len(hit) == 0:
-                raise ILFError(f"the student's {self.n}-step grid does not lie on the teacher's {self.m}-step grid; "
-                               "choose --teacher-steps whose timesteps include the student's (e.g. 2N for "
-                               "DDPM-style spacing) or leave it unset")
-            out.append(prevs[int(hit[0]) - 1])  # the state the teacher's step before that timestep returned
-        return out + [prevs[-1]]
+        hits = grid_indices(timesteps(run.template), student_ts)
+        if hits is None:
+            raise ILFError(f"the student's {self.n}-step grid does not lie on the teacher's {self.m}-step grid; "
+                           "choose --teacher-steps whose timesteps include the student's (e.g. 2N for "
+                           "DDPM-style spacing) or leave it unset")
+        # the state the teacher's step before each of those timesteps returned; its final state after the last
+        return [prevs[i - 1] for i in hits] + [prevs[-1]]
 
     def _record_rollout(self, step: int) -> float:
         folder = self.root / f"rollout-{step:08d}"
@@ -263,7 +265,7 @@ class PipelineObjective:
         device = self.acc.device
         skel, tensors = self.cache.get(self._rank_file(self.rollout_dir, j))
         steps, extra = skel["steps"], skel["extra"]
-        sched = copy.deepcopy(self.templates[j] if j in self.templates else self._template(j))
+        sched = copy.deepcopy(self._template(j))
         with torch.no_grad():  # the solver's state before step k, from the rollout's own inputs
             for e in steps[:k]:
                 sched.step(unpack(e["y"], tensors, device), unpack(e["t"], tensors, device),
@@ -287,9 +289,9 @@ class PipelineObjective:
         t_post "none" the call's own timestep, as the runtime takes it)."""
         if self.runtime.config.t_post == "none":
             return {"ilf_feedback": True}
-        ts = torch.as_tensor(self.templates[j].timesteps).double().cpu()
+        ts = timesteps(self._template(j))
         info = StepInfo(index=k, num_steps=len(ts), t=float(ts[k]), t_next=float(ts[k + 1]) if k + 1 < len(ts) else 0.0,
-                        num_train_timesteps=int(self.templates[j].config.get("num_train_timesteps", 1000)))
+                        num_train_timesteps=int(self._template(j).config.get("num_train_timesteps", 1000)))
         return {"ilf_feedback": True, "ilf_t_post": self.runtime.model_t_post(info)}
 
     def _branch_cache(self) -> BranchCache:
@@ -297,7 +299,10 @@ class PipelineObjective:
         return BranchCache(cfg.order, next(self.runtime.model.parameters()).dtype, cfg.uses_fresh_forecast)
 
     def _template(self, j: int):
-        self.templates[j] = capture_template(self.pipe, self._call(j, self.n), STOCK)
+        """Shard j's scheduler before its first step: the rollout's own, else captured from the pipeline (a resumed
+        run, the teacher's first record)."""
+        if j not in self.templates:
+            self.templates[j] = capture_template(self.pipe, self._call(j, self.n), STOCK)
         return self.templates[j]
 
     def save(self, folder: Path) -> None:

@@ -29,9 +29,10 @@ from typing import Any
 import torch
 from diffusers.hooks import ModelHook
 
+from ..adapters.blocks import map_tensors
 from ..errors import ILFError
 from ..hooks import ArgBinder, register, unregister
-from .guidance import tolerance
+from .guidance import relative_error, tolerance
 
 RECORD_HOOK = "ilf_record"
 CONTROL_PREFIX = "ilf_"  # our own control kwargs (a rollout's planner pops them): never recorded
@@ -47,13 +48,7 @@ def primary_output(out):
 
 def detach(value):
     """`value` with every tensor detached, through tuples, lists and dicts."""
-    if torch.is_tensor(value):
-        return value.detach()
-    if isinstance(value, (tuple, list)):
-        return type(value)(detach(v) for v in value)
-    if isinstance(value, dict):
-        return {k: detach(v) for k, v in value.items()}
-    return value
+    return map_tensors(value, torch.Tensor.detach)
 
 
 @dataclass
@@ -252,7 +247,7 @@ def replay_check(run, step_kwargs: dict) -> None:
     sched = copy.deepcopy(run.template)
     for k, s in enumerate(run.steps):
         out = sched.step(s.model_output, s.t, s.sample, return_dict=False, **step_kwargs)[0]
-        err = float((out.float() - s.prev.float()).pow(2).mean().sqrt() / (s.prev.float().pow(2).mean().sqrt() + 1e-12))
+        err = relative_error(out, s.prev)
         if err > tolerance(s.prev.dtype):
             raise ILFError(f"step {k}: replaying {type(sched).__name__}.step from the recorded inputs does not land on "
                            f"the recorded state (relative error {err:.2g}); a stochastic or stateful solver cannot "
