@@ -129,7 +129,7 @@ def test_the_bench_runs_a_corrector_and_each_family_refuses_the_others_folder(sa
     fam = get_family("corrector")
     spec = parse_method(f"corrector:{STEPS},feedback={folder}")
     assert fam.predicted_block_forwards(spec, 6) == 4 * 6 + 4 * 1 + 2
-    with pytest.raises(MethodSpecError, match="fresh=, feed= and forecast= only apply to feedback=untrained"):
+    with pytest.raises(MethodSpecError, match="fresh=, tail=, feed= and forecast= only apply to feedback=untrained"):
         fam.validate(parse_method(f"corrector:{STEPS},feedback={folder},fresh=2"))
     apply_ilf(pipe, ILFConfig(loop=(2, 4), t_post="none"))
     paper = save_feedback(pipe, tmp_path / "paper")

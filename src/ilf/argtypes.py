@@ -69,6 +69,18 @@ def fraction(text: str) -> float:
     return value
 
 
+def full_steps_arg(text: str) -> list[int]:
+    """A step mask: distinct step indices >= 0 separated by commas, e.g. '0,1,2,4,6,9' (the run length and step 0
+    are checked against --student-steps once it is known)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"must be step indices >= 0 separated by commas, e.g. 0,1,2,4,6,9; got {text!r}")
+    steps = [int(p) for p in parts]
+    if len(set(steps)) != len(steps):
+        raise argparse.ArgumentTypeError(f"names a step twice: {text!r}")
+    return steps
+
+
 COUNT = int_range(1)  # steps, images, iterations, batch sizes, repeats, threads
 INDEX = int_range(0)  # seeds, block indices, class ids, intervals where 0 means "off"
 

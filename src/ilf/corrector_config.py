@@ -41,7 +41,7 @@ from .warn import warn_user
 
 CACHES = ("taylorseer",)
 # What may change when a trained corrector is attached: the cache's step plan (off the trained one, it warns).
-CORRECTOR_INFERENCE_FIELDS = frozenset({"interval", "warmup", "cooldown"})
+CORRECTOR_INFERENCE_FIELDS = frozenset({"interval", "warmup", "cooldown", "full_steps"})
 FEEDS = ("innovation", "forecast")
 FORECASTS = ("output", "residual")
 
@@ -54,6 +54,34 @@ def taylor_compute_steps(num_steps: int, interval: int, warmup: int, cooldown: i
             if s < warmup or (s - warmup - 1) % interval == 0 or (cooldown is not None and s >= cooldown)]
 
 
+def check_full_steps(steps, num_steps: int) -> tuple[int, ...]:
+    """An explicit full-step mask as a sorted tuple; refused unless it is distinct ints in [0, num_steps) that
+    include step 0 (a forecast needs one full step before it) and leave at least one step to forecast."""
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise ScheduleError(f"full_steps must be a list of step indices, got {steps!r}")
+    steps = list(steps)
+    if any(not isinstance(s, int) or isinstance(s, bool) for s in steps):
+        raise ScheduleError(f"full_steps must hold ints, got {steps!r}")
+    bad = [s for s in steps if not 0 <= s < num_steps]
+    if bad or len(set(steps)) != len(steps):
+        raise ScheduleError(f"full_steps {steps} must be distinct steps in 0..{num_steps - 1} of the "
+                            f"{num_steps}-step run (num_inference_steps)")
+    if 0 not in steps:
+        raise ScheduleError(f"full_steps {steps} must include step 0: the first forecast needs a full step before it")
+    if len(steps) == num_steps:
+        raise ScheduleError(f"full_steps computes all {num_steps} steps: nothing is forecast; drop some steps")
+    return tuple(sorted(steps))
+
+
+def parse_full_steps(text: str) -> list[int]:
+    """'0,1,2,5,9' (or '0+1+2+5+9', the bench's spelling) -> [0, 1, 2, 5, 9]; a clear error otherwise."""
+    parts = [p for p in text.replace("+", ",").split(",") if p.strip()]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise ScheduleError(f"full steps {text!r} must be step indices separated by commas, e.g. 0,1,2,5,9") from None
+
+
 @dataclass(frozen=True)
 class CorrectorConfig:
     """A trained feedback on top of a training-free cache.
@@ -62,6 +90,9 @@ class CorrectorConfig:
         cache: the training-free cache the corrector stacks on: `"taylorseer"` (diffusers' TaylorSeer).
         interval, warmup, cooldown, order: the cache's settings, as `TaylorSeerCacheConfig`'s
             `cache_interval`, `disable_cache_before_step`, `disable_cache_after_step`, `max_order`.
+        full_steps: an explicit set of full steps for the `num_inference_steps` run (a step mask, as cache-dit's
+            `steps_mask`; step 0 must be one), replacing interval/warm-up/cool-down there; None: TaylorSeer's
+            evenly spread schedule. A run of another length falls back to interval/warm-up.
         fresh: a = the number of leading blocks that run fresh on a forecast step (0: none; the patch
             embedding still runs, so F still sees this step's input).
         tail: blocks at the end that run fresh after the correction (None: the blocks that return no text
@@ -88,6 +119,7 @@ class CorrectorConfig:
     interval: int = 2
     warmup: int = 3
     cooldown: int | None = None
+    full_steps: tuple[int, ...] | None = None
     order: int = 1
     fresh: int = 0
     tail: int | None = None
@@ -113,6 +145,8 @@ class CorrectorConfig:
             raise ScheduleError(f"num_inference_steps must be an int >= 1 (the schedule the corrector is built for), "
                                 f"got {n!r}")
         parse_plan(self.correct_steps)  # raises ScheduleError on a bad plan
+        if self.full_steps is not None:
+            object.__setattr__(self, "full_steps", check_full_steps(self.full_steps, n))  # JSON gives a list
         for name in ("cooldown", "tail"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
@@ -144,6 +178,10 @@ class CorrectorConfig:
         return (self.num_inference_steps, 4, width) if self.mix_per_channel else (self.num_inference_steps, 4)
 
     def compute_steps(self, num_steps: int) -> frozenset[int]:
+        """The full steps of a `num_steps` run: the explicit mask on the run length it was made for, else
+        TaylorSeer's schedule."""
+        if self.full_steps is not None and num_steps == self.num_inference_steps:
+            return frozenset(self.full_steps)
         return frozenset(taylor_compute_steps(num_steps, self.interval, self.warmup, self.cooldown))
 
     def corrected_steps(self, num_steps: int) -> frozenset[int]:

@@ -87,6 +87,9 @@ def apply_ilf(
                     f"{sorted(bad)} cannot change for a trained corrector; only {sorted(CORRECTOR_INFERENCE_FIELDS)} "
                     "can be overridden (it was trained for the recorded cache schedule)"
                 )
+            if saved.full_steps is not None and "full_steps" not in overrides and \
+                    overrides.keys() & {"interval", "warmup", "cooldown"}:
+                overrides = {**overrides, "full_steps": None}  # a new spread schedule replaces the trained mask
             return attach_corrector(model, adapter, dataclasses.replace(saved, **overrides), feedback or fb, clock)
         bad = {k for k in overrides if k not in INFERENCE_FIELDS}
         if bad:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..argtypes import (COUNT, INDEX, add_loop_arg, add_threads_arg, fraction, guidance_scale, non_negative_float,
-                        positive_float, set_threads)
+from ..argtypes import (COUNT, INDEX, add_loop_arg, add_threads_arg, fraction, full_steps_arg, guidance_scale,
+                        non_negative_float, positive_float, set_threads)
 from ..choices import DTYPE_NAMES, INIT_MODES, MIXED_PRECISION, T_POST_STRATEGIES
 from ..worlds.paths import BACKBONE_WORLDS
 from .config import DEFAULT_DISTILL, DISTILL_MODES
@@ -157,6 +157,12 @@ def add_train_parser(sub) -> None:
                    help="TaylorSeer: a full step every INTERVAL steps after the warm-up (default: 2)")
     g.add_argument("--cache-warmup", type=COUNT, default=3, help="TaylorSeer: the first WARMUP steps compute (default: 3)")
     g.add_argument("--cache-order", type=INDEX, default=1, help="TaylorSeer's Taylor order (default: 1)")
+    g.add_argument("--cache-full-steps", type=full_steps_arg, default=None, metavar="STEPS",
+                   help="an explicit full-step mask for the --student-steps run, e.g. 0,1,2,4,6,9 (must include 0); "
+                   "replaces --cache-interval/--cache-warmup (default: none, TaylorSeer's evenly spread schedule)")
+    g.add_argument("--corrector-tail", type=INDEX, default=None, metavar="N",
+                   help="trailing blocks that run fresh after the correction on each forecast step, one block forward "
+                   "each (default: SD3's last block, which returns no text stream; 0 elsewhere; 0 forecasts it too)")
     g.add_argument("--fresh-blocks", type=INDEX, default=0,
                    help="leading blocks run fresh on each forecast step, for F to see (default: 0)")
     g.add_argument("--correct-steps", default="none",
@@ -227,7 +233,8 @@ def cmd_train(args) -> int:
         guidance_scale=args.guidance_scale, scheduler=args.scheduler, rollout_every=args.rollout_every,
         rollout_size=args.rollout_size, cache_interval=args.cache_interval,
         prompts=args.prompts, call_kwargs=args.call_kwargs, record_batch=args.record_batch,
-        cache_warmup=args.cache_warmup, cache_order=args.cache_order, fresh_blocks=args.fresh_blocks,
+        cache_warmup=args.cache_warmup, cache_order=args.cache_order, cache_full_steps=args.cache_full_steps,
+        fresh_blocks=args.fresh_blocks, corrector_tail=args.corrector_tail,
         correct_steps=args.correct_steps, corrector_forecast=args.corrector_forecast,
         corrector_feed=args.corrector_feed, learned_forecast=not args.no_learned_forecast,
         mix_per_channel=args.mix_per_channel,

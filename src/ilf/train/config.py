@@ -72,7 +72,9 @@ class TrainConfig:
     cache_interval: int = 2
     cache_warmup: int = 3
     cache_order: int = 1
+    cache_full_steps: list[int] | None = None  # an explicit full-step mask (replaces interval/warm-up)
     fresh_blocks: int = 0
+    corrector_tail: int | None = None  # blocks run fresh after the correction (None: SD3's textless last block)
     corrector_feed: str = "innovation"
     corrector_forecast: str = "output"
     correct_steps: str = "none"  # the forecast steps F runs on ("none": only the learned per-step forecast)
@@ -137,6 +139,8 @@ class TrainConfig:
             self._refuse_inner_loop_flags()
         if self.student_steps is None:
             self.student_steps = 20 if self.distill == "corrector" else 10
+        if self.cache_full_steps is not None:
+            self._check_full_steps()
         if self.rollout_noise not in ROLLOUT_NOISES:
             raise ILFError(f"--rollout-noise must be one of {ROLLOUT_NOISES}, got {self.rollout_noise!r}")
         if self.distill == "corrector" and self.teacher_steps is not None and self.teacher_steps < self.student_steps:
@@ -198,6 +202,18 @@ class TrainConfig:
             raise ILFError("give --max-steps or --epochs")
         if self.rollout_size is None:
             self.rollout_size = 256
+
+    def _check_full_steps(self) -> None:
+        """--cache-full-steps: the corrector's full-step mask for --student-steps, checked before anything runs."""
+        from ..corrector_config import check_full_steps
+        from ..errors import ScheduleError
+
+        if self.distill != "corrector":
+            raise ILFError(f"--cache-full-steps is a corrector flag; it does nothing with --distill {self.distill}")
+        try:
+            self.cache_full_steps = list(check_full_steps(self.cache_full_steps, self.student_steps))
+        except ScheduleError as err:
+            raise ILFError(f"--cache-full-steps: {err}") from None
 
     def _refuse_inner_loop_flags(self) -> None:
         """The corrector has no inner loop: a loop, a feedback plan or a post-feedback time given with it would

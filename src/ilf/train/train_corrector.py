@@ -9,7 +9,7 @@ from .config import WORLD_CORRECTOR, TrainConfig
 
 
 def train_corrector(pipe, prompts, output_dir, *, call_kwargs: dict | None = None, num_inference_steps: int = 20,
-                    interval: int = 2, warmup: int = 3, order: int = 1, max_steps: int | None = None,
+                    interval: int = 2, warmup: int = 3, order: int = 1, full_steps=None, max_steps: int | None = None,
                     lr: float | None = None, batch_size: int | None = None, rollout_every: int = 100,
                     record_batch: int | None = None, teacher_steps: int | None = None, mix_per_channel: bool = False,
                     seed: int = 0, resume: str | None = None, checkpoint_every: int = 500,
@@ -25,6 +25,8 @@ def train_corrector(pipe, prompts, output_dir, *, call_kwargs: dict | None = Non
     call_kwargs: given to every call: height, width, guidance_scale, true_cfg_scale, negative_prompt,
         num_frames, max_sequence_length, … exactly as at inference.
     interval, warmup, order: TaylorSeer's schedule (`cache_interval`, `disable_cache_before_step`, `max_order`).
+    full_steps: an explicit list of full steps (a step mask, including 0) replacing interval/warm-up, e.g.
+        [0, 1, 2, 4, 6, 9] for a 10-step run with 6 full steps.
     max_steps, lr, batch_size: the optimisation (default: the shipped recipe, 600 iterations of 32 at lr 3e-3).
     record_batch: prompts per recorded pipeline call (default: min(4, batch_size)); a training batch is made of
         whole calls, so small calls keep it diverse (measured: docs/native-equivalence).
@@ -51,6 +53,7 @@ def train_corrector(pipe, prompts, output_dir, *, call_kwargs: dict | None = Non
     cfg = TrainConfig(
         output_dir=Path(output_dir), pipeline=str(name), distill="corrector", student_steps=num_inference_steps,
         teacher_steps=teacher_steps, cache_interval=interval, cache_warmup=warmup, cache_order=order,
+        cache_full_steps=None if full_steps is None else list(full_steps),
         mix_per_channel=mix_per_channel, lr=lr or WORLD_CORRECTOR["lr"],
         batch_size=batch_size or WORLD_CORRECTOR["batch_size"], max_steps=max_steps or WORLD_CORRECTOR["max_steps"],
         rollout_every=rollout_every, record_batch=record_batch, seed=seed, resume=resume,

@@ -59,6 +59,7 @@ def _ilf_config(cfg: TrainConfig, pipe) -> ILFConfig | CorrectorConfig:
     if cfg.distill == "corrector":  # a corrector of TaylorSeer, trained for (and recording) its schedule
         return CorrectorConfig(
             interval=cfg.cache_interval, warmup=cfg.cache_warmup, order=cfg.cache_order, fresh=cfg.fresh_blocks,
+            full_steps=cfg.cache_full_steps, tail=cfg.corrector_tail,
             feed=cfg.corrector_feed, forecast=cfg.corrector_forecast,
             correct_steps=cfg.correct_steps, learned_forecast=cfg.learned_forecast,
             mix_per_channel=cfg.mix_per_channel, init=cfg.init, num_inference_steps=cfg.student_steps,
