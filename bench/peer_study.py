@@ -41,7 +41,8 @@ def items_of(world: str, seeds: list[int], num_prompts: int):
 
 def generate(src, spec_text: str, items, batch: int, feedback: str, calibration):
     """(images [N, 3, H, W], mean block forwards per image, info) of one method; raises MethodRefused.
-    `calibration`: the items MagCache calibrates on (not report items)."""
+    `calibration`: the items MagCache calibrates on (not report items). A call holds `batch` items, or fewer where
+    the family caps it (`max_batch`); a call's block forwards are every image's (a batch shares them)."""
     import torch
 
     from ilf.bench.family import MethodContext
@@ -58,6 +59,7 @@ def generate(src, spec_text: str, items, batch: int, feedback: str, calibration)
     ctx = MethodContext(src.pipe, src.num_blocks, run_once=lambda s: src(calibration, s), feedback=feedback,
                         cfg_batch=src.cfg_batch)
     prepared = fam.prepare(spec, ctx)
+    batch = min(batch, fam.max_batch(spec) or batch)  # cache-dit's dynamic skip: decided per image, not per batch
     att = prepared.attach(src.pipe)
     images, blocks = [], []
     try:

@@ -76,5 +76,10 @@ class Family:
         """Block forwards per image known before running (None for data-dependent methods)."""
         return None
 
+    def max_batch(self, spec: MethodSpec) -> int | None:
+        """The most images one pipeline call may hold (None: any). A method whose decisions are taken over the
+        whole batch (cache-dit's dynamic skip) says 1, so each image's decisions are its own."""
+        return None
+
     def prepare(self, spec: MethodSpec, ctx: MethodContext) -> Prepared:
         raise NotImplementedError

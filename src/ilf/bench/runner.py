@@ -68,6 +68,7 @@ class Row:
     prepared: Prepared | None = None
     folder: Path | None = None
     predicted_block_forwards: int | None = None
+    batch_size: int | None = None  # images per pipeline call (the family may cap it: `max_batch`)
     block_forwards_per_call: list[int] = field(default_factory=list)
     peak_memory: dict = field(default_factory=dict)
     peer_stats: dict = field(default_factory=dict)
@@ -103,6 +104,12 @@ def select_methods(
     if not keep:
         raise BenchError("every method was skipped: " + "; ".join(f"{s['method']}: {s['reason']}" for s in skipped))
     return keep, skipped
+
+
+def capped_batch(spec: MethodSpec, batch_size: int) -> int:
+    """`batch_size`, or fewer where the method's family takes its decisions over a whole batch (`max_batch`)."""
+    cap = get_family(spec.family).max_batch(spec)
+    return batch_size if cap is None else max(1, min(batch_size, cap))
 
 
 def _log(msg: str, state) -> None:
@@ -154,6 +161,7 @@ class Bench:
         per_step = 2 if self.source.cfg_batch == TWO_CALLS else 1
         row.predicted_block_forwards = None if predicted is None else predicted * per_step
         row.folder = row.folder or self.out / "images" / row.spec.slug  # `ilf eval` sets its own
+        batch_size = row.batch_size = capped_batch(row.spec, self.options.batch_size)
         peak = PeakMemory(self.source.device)
         calls: list[int] = []
         peak.reset()
@@ -166,12 +174,12 @@ class Bench:
                     calls.append(counter.total - seen[0])
                     seen[0] = counter.total
 
-                generate(self.source, self.items, row.spec.steps, row.folder, batch_size=self.options.batch_size,
+                generate(self.source, self.items, row.spec.steps, row.folder, batch_size=batch_size,
                          progress=self.options.progress, desc=row.spec.display, before_call=attachment.before_call,
                          after_call=after_call, state=self.state, skip_existing=self.options.resume)
                 if not calls:  # --resume with every image present: count one call so the row has its cost
                     attachment.before_call()
-                    self.source(self.items[: self.options.batch_size], row.spec.steps)
+                    self.source(self.items[:batch_size], row.spec.steps)
                     after_call(None)
             row.peer_stats = attachment.stats()
         finally:
@@ -185,9 +193,9 @@ class Bench:
     # ---- timing ----
     def time_rows(self) -> None:
         opts, device = self.options, self.source.device
-        batch = self.items[: opts.time_batch]
 
         def one_call(row: Row) -> float:
+            batch = self.items[: capped_batch(row.spec, opts.time_batch)]  # as it generated: its decisions per image
             att = row.prepared.attach(self.source.pipe)
             try:
                 att.before_call()
@@ -258,7 +266,7 @@ class Bench:
                 "method": row.spec.to_dict(), "display": row.spec.display, "family": row.spec.family,
                 "steps": row.spec.steps, "reference": row is ref,
                 "predicted_block_forwards": row.predicted_block_forwards, "block_forwards": row.block_forwards,
-                "block_forwards_per_call": row.block_forwards_per_call,
+                "block_forwards_per_call": row.block_forwards_per_call, "batch_size": row.batch_size,
                 "block_speedup": ref.block_forwards / row.block_forwards if row.block_forwards else None,
                 "seconds_per_image": sec, "times": row.times,
                 "speedup": ref_sec / sec if sec and ref_sec else None,
