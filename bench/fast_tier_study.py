@@ -171,7 +171,7 @@ def variants(world: str, search_res: dict) -> dict:
     out = {}
     for k, tag in ((7, "fast"), (5, "stretch")):
         at_k = sorted((r for r in rounds if len(r["full"]) == k), key=lambda r: -r["psnr"])
-        for r in at_k[:3 if tag == "fast" else 2]:
+        for r in at_k[:len(GREEDY_STEPS) if tag == "fast" else 2]:  # every step count at the budget
             out[f"{tag}-n{r['steps']}"] = dict(student_steps=r["steps"], cache_full_steps=r["full"], corrector_tail=tail)
         if tag == "fast" and at_k:
             best = at_k[0]

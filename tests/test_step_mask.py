@@ -134,3 +134,17 @@ def test_a_new_spread_schedule_replaces_a_trained_mask(tmp_path):
         assert rt.config.full_steps is None and rt.config.interval == 3
     finally:
         remove_ilf(pipe)
+
+
+def test_a_masked_corrector_resumes_from_its_checkpoint(tmp_path):
+    """The checkpoint's config (read back from JSON) must equal the run's own, mask included."""
+    from ilf.train.trainer import train
+
+    common = dict(output_dir=tmp_path / "run", world="digits", distill="corrector", student_steps=8,
+                  cache_full_steps=[0, 1, 4, 7], rollout_size=8, rollout_every=10, batch_size=4, lr=1e-3,
+                  checkpoint_every=2, progress=False, log_every=1)
+    train(TrainConfig(max_steps=2, **common))
+    result = train(TrainConfig(max_steps=4, resume="latest", **common))
+    assert result.steps == 4
+    saved = json.loads((result.feedback_dir / "ilf_config.json").read_text())["config"]
+    assert saved["full_steps"] == [0, 1, 4, 7] and saved["num_inference_steps"] == 8

@@ -208,7 +208,11 @@ class CorrectorConfig:
                 + len(self.corrected_steps(num_steps)))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: as it reads back from an adapter file or a checkpoint (the mask as a list)."""
+        d = asdict(self)
+        if d["full_steps"] is not None:
+            d["full_steps"] = list(d["full_steps"])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CorrectorConfig":
