@@ -91,6 +91,8 @@ def test_options_parse_and_refuse_what_does_not_fit():
         parse_method("cache-dit:20,compute=6")  # the default warm-up (8) does not fit in 6 compute steps
     with pytest.raises(MethodSpecError, match="applies to a steps mask"):
         parse_method("cache-dit:20,policy=dynamic")
+    with pytest.raises(MethodSpecError, match="steps_mask refuses"):
+        parse_method("cache-dit:5,mask=fast")  # cache-dit's policies: 4, 6 or at least 8 steps
     with pytest.raises(MethodSpecError, match="calibrator"):
         parse_method("cache-dit:20,calibrator=taylorseer3")
 

@@ -125,6 +125,11 @@ class CacheDiTFamily(Family):
                 even_mask(spec.steps, spec.get("compute"), spec.get("warmup", 8))
             except ValueError as err:
                 raise MethodSpecError(f"{spec.name!r}: compute={spec.get('compute')}: {err} (set warmup=)") from None
+        if spec.get("mask", "none") != "none" and self.unavailable() is None:
+            try:  # cache-dit's policies cover 4, 6 and 8 or more steps
+                steps_mask_of(spec)
+            except (AssertionError, ValueError) as err:
+                raise MethodSpecError(f"{spec.name!r}: cache-dit's steps_mask refuses it: {err}") from None
         if spec.get("policy") is not None and not (spec.get("compute", 0) or spec.get("mask", "none") != "none"):
             raise MethodSpecError(f"{spec.name!r}: policy= applies to a steps mask: add compute=K or mask=POLICY")
 
