@@ -1,11 +1,15 @@
-"""Install the corrector study's winner as a world's shipped feedback (`ilf/worlds/assets/WORLD/feedback`).
+"""Install a study's winner as a world's shipped corrector (`ilf/worlds/assets/WORLD/feedback`, or
+`feedback-fast` with `--tier fast`).
 
-The winner is the variant bench/corrector_study.py chose on its tune seeds (docs/corrector-study/WORLD/tune.json:
-the best PSNR to plain:20 at no more block forwards than TaylorSeer's standard setting). It is re-saved through
+The winner is the variant the study chose on its tune seeds: bench/corrector_study.py's (docs/corrector-study/
+WORLD/tune.json: the best PSNR to plain:20 at no more block forwards than TaylorSeer's standard setting), or with
+`--tier fast` bench/fast_tier_study.py's (docs/fast-tier/WORLD/tune.json: the best within 85 block forwards per
+image). It is re-saved through
 `save_feedback` (so a corrector whose F never runs is written without F's weights), with its training record and
 where it was chosen.
 
     python scripts/ship_corrector.py --world digits
+    python scripts/ship_corrector.py --world digits --tier fast
 """
 
 from __future__ import annotations
@@ -19,28 +23,33 @@ from pathlib import Path
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", required=True, choices=("digits", "shapes", "shapes-flow"))
-    p.add_argument("--runs", type=Path, default=Path("runs/corrector-study"))
-    p.add_argument("--study", type=Path, default=Path("docs/corrector-study"))
+    p.add_argument("--tier", choices=("default", "fast"), default="default", help="which shipped corrector")
+    p.add_argument("--runs", type=Path, help="trained folders (default: runs/corrector-study, or runs/fast-tier)")
+    p.add_argument("--study", type=Path, help="the study's results (default: docs/corrector-study, or docs/fast-tier)")
     args = p.parse_args(argv)
+    fast = args.tier == "fast"
+    runs = args.runs or Path("runs/fast-tier" if fast else "runs/corrector-study")
+    study = args.study or Path("docs/fast-tier" if fast else "docs/corrector-study")
 
     from ilf.feedback import read_feedback
     from ilf.pipeline import apply_ilf, remove_ilf, save_feedback
     from ilf.worlds import paths, registry
 
-    tune = json.loads((args.study / args.world / "tune.json").read_text())
-    source = args.runs / args.world / tune["shipped"] / "feedback"
+    tune = json.loads((study / args.world / "tune.json").read_text())
+    variant = tune["chosen"]["fast"] if fast else tune["shipped"]
+    source = runs / args.world / variant / "feedback"
     meta, _ = read_feedback(source)
     pipe = registry.load_pipeline(args.world)
     apply_ilf(pipe, source)
-    target = paths.transformer(args.world).parent / "feedback"
+    target = paths.transformer(args.world).parent / paths.TIERS[args.tier][0]
     if target.exists():
         shutil.rmtree(target)
-    extra = {**meta.get("extra", {}), "study": {"variant": tune["shipped"], "chosen_on_seeds": tune["seeds"],
-                                                 "by": "bench/corrector_study.py tune"}}
+    by = "bench/fast_tier_study.py tune" if fast else "bench/corrector_study.py tune"
+    extra = {**meta.get("extra", {}), "study": {"variant": variant, "chosen_on_seeds": tune["seeds"], "by": by}}
     save_feedback(pipe, target, extra=extra)
     remove_ilf(pipe)
     size = sum(f.stat().st_size for f in target.iterdir())
-    print(f"{args.world}: shipped {tune['shipped']} to {target} ({size / 1024:.0f} KiB)")
+    print(f"{args.world}: shipped {variant} to {target} ({size / 1024:.0f} KiB)")
     return 0
 
 
