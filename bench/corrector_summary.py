@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fast_tier_summary import fast_section
+
 WORLDS = {"digits": "digits (DiT, class-to-image)", "shapes": "shapes (PixArt, guidance 4.5)",
           "shapes-flow": "shapes-flow (SD3, rectified flow)"}
 
@@ -47,6 +49,13 @@ def write_summary(root: Path) -> str:
                      f"{verdict(vt.get('psnr'))} {ci(vt.get('psnr'))} | {q} {ci(vt.get(q))} | "
                      f"{s['fair_plain']}: {verdict(vp.get('psnr'))} {ci(vp.get('psnr'))} | {q} {ci(vp.get(q))} |")
         budgets.append((title, res))
+    fast = fast_section(root.parent / "fast-tier")
+    if fast:
+        lines += ["", "## Past 2.5×: the fast tier (≤ 85 block forwards) and the stretch (≤ 60)", "",
+                  "A searched full-step mask on a shorter run, corrected by the learned forecast "
+                  "([docs/fast-tier.md](fast-tier.md): the search, the levers, TaylorSeer tuned within the same "
+                  "budget, the same mask untrained as the control). Report seeds, Δ PSNR dB [95% CI] (seed wins):", ""]
+        lines += fast
     lines += ["", "## Every row, per budget", ""]
     for title, res in budgets:
         world = res["world"]

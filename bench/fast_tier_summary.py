@@ -30,6 +30,22 @@ def mask_of(res_tune: dict, name: str) -> str:
     return f"{v['student_steps']} steps, full {v['cache_full_steps']}{tail}"
 
 
+def fast_section(root: Path, link: str = "fast-tier") -> list[str]:
+    """The fast tier's targets in a few lines (for docs/corrector-study.md): per world and tier, the chosen
+    method against each rival, report seeds."""
+    lines = []
+    for world, title in WORLDS.items():
+        path = root / world / "results.json"
+        if not path.is_file():
+            continue
+        res = json.loads(path.read_text())
+        for tier, v in res["verdicts"].items():
+            parts = [f"{kind} ({v['rivals'][kind]}) {verdict(c['psnr'])} {cell(c['psnr'])}" for kind, c in v["vs"].items()]
+            lines.append(f"- {title}, {tier} ({v['method']}, {v['blocks']:.0f} blocks, {v['psnr']:.2f} dB): vs "
+                         + "; ".join(parts) + f" · ![pareto]({link}/{world}/pareto.png)")
+    return lines
+
+
 def write_summary(root: Path) -> str:
     lines = ["# The fast tier: the corrector at ≤ 85 block forwards per image (≥ 2.8×)", "",
              "Written by `python bench/fast_tier_summary.py` from `bench/fast_tier_study.py` (search → train → tune → "

@@ -35,6 +35,9 @@ def test_block_forwards_follow_the_configurations(demo):
         "corrector": 11 * n,  # TaylorSeer's full steps; its forecasts cost no block (the learned forecast)
         "plain:11": 11 * n,  # the corrector's rival: the fewest plain steps with at least its 132 block forwards
         "TaylorSeer (diffusers)": 11 * n,  # full steps 0, 1, 2, 4, 6, ..., 18 (interval 2 after 3 warm-up)
+        "corrector fast": 7 * n,  # the shipped fast tier: 7 full steps of its shorter run, forecasts free
+        "plain:7": 7 * n,  # its rival: the fewest plain steps with at least its 84 block forwards
+        "TaylorSeer fast (diffusers)": 7 * n,  # TaylorSeer tuned within 85: 11 steps, full 0, 1, 3, 5, 7, 9, 10
     }
     assert {k: rows[k]["block_forwards"] for k in expected} == expected
 
@@ -46,7 +49,7 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
     for col in ("# Steps", "# Blocks", "s / img", "Alignment", "FD", "PSNR", "SSIM"):
         assert col in header
     rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
-    assert len(rows) == 8
+    assert len(rows) == 11
     ref_s = None
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -69,7 +72,11 @@ def test_report_table_has_the_papers_columns_and_consistent_speedups(demo):
 def test_verdict_compares_with_the_fair_rival_and_agrees_with_the_table(demo):
     results = json.loads((demo / "results.json").read_text())
     verdicts = {(f["ilf"], f["rival_kind"]): f for f in results["demo"]["verdict"]}
-    assert set(verdicts) == {(a, b) for a in ("ILF paper mode", "corrector") for b in ("plain", "cache")}
+    assert set(verdicts) == {(a, b) for a in ("ILF paper mode", "corrector", "corrector fast")
+                             for b in ("plain", "cache")}
+    fast, fast_cache = verdicts["corrector fast", "plain"], verdicts["corrector fast", "cache"]
+    assert (fast["rival"], fast["ilf_blocks"], fast["rival_blocks"]) == ("plain:7", 84, 84)
+    assert (fast_cache["rival"], fast_cache["rival_blocks"]) == ("TaylorSeer fast (diffusers)", 84)
     found, cache = verdicts["corrector", "plain"], verdicts["corrector", "cache"]
     assert (found["rival"], found["ilf_blocks"], found["rival_blocks"]) == ("plain:11", 132, 132)
     assert (cache["rival"], cache["rival_blocks"]) == ("TaylorSeer (diffusers)", 132)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .argtypes import COUNT, INDEX, add_loop_arg, add_threads_arg, check_plan_fits, positive_float
 from .choices import T_POST_STRATEGIES
+from .demo_corrector import CORRECTOR_FAST, TAYLORSEER_FAST
 from .portable import portable_path, portable_tree
 
 # Per world: the loop (paper: 8–19 of 28 blocks, scaled to our 12), the trajectory run that trains the feedback
@@ -122,7 +123,8 @@ def paired_verdict(out: Path, results: dict, world: str, num_blocks: int) -> lis
         if row["family"] not in ("ilf", "corrector") or not row.get("images"):
             continue
         plain = rows.get(f"plain:{fair_plain_steps(num_blocks, row['block_forwards'])}")
-        for rival, kind in ((plain, "plain"), (rows.get(TAYLORSEER), "cache")):
+        cache = rows.get(TAYLORSEER_FAST if name == CORRECTOR_FAST else TAYLORSEER)  # TaylorSeer within its budget
+        for rival, kind in ((plain, "plain"), (cache, "cache")):
             if rival is None or rival is ref or not rival.get("images"):
                 continue
             scores = {}
@@ -280,7 +282,7 @@ def run_corrector_demo(plan: DemoPlan, num_blocks: int) -> Path:
         feedback, train_info = train_corrector(plan)
     print("ilf demo: 2/2 generating and measuring every method")
     argv = ["--world", plan.world, "--feedback", str(paths.paper_feedback(plan.world)),
-            "--methods", *corrector_methods(num_blocks, feedback), "--num-images", str(plan.num_images),
+            "--methods", *corrector_methods(num_blocks, feedback, plan.world), "--num-images", str(plan.num_images),
             "--repeats", str(plan.repeats), "--seed", str(plan.seed), "--grid-items", str(min(6, plan.num_images)),
             "--out", str(plan.out)]
     return measure(plan, argv, train_info, feedback, num_blocks)

@@ -40,9 +40,19 @@ def train_corrector(plan) -> tuple[Path, dict]:
     return result.feedback_dir, info
 
 
-def corrector_methods(num_blocks: int, feedback: Path) -> list[str]:
+CORRECTOR_FAST = "corrector fast"  # the shipped fast tier's row (<= 85 block forwards per image)
+TAYLORSEER_FAST = "TaylorSeer fast (diffusers)"  # its cache rival
+# diffusers' TaylorSeer at its best setting within the fast tier's 85 block forwards, per world: chosen on tune seeds
+# by bench/fast_tier_study.py (docs/fast-tier.md) over step counts, warm-ups, cool-downs and orders 1-2.
+FAST_TAYLORSEER = {"digits": "taylorseer:12,interval=2,warmup=1,cooldown=11",
+                   "shapes": "taylorseer:11,interval=2,warmup=2,cooldown=10",
+                   "shapes-flow": "taylorseer:12,interval=2,warmup=1"}
+
+
+def corrector_methods(num_blocks: int, feedback: Path, world: str | None = None) -> list[str]:
     """The demo's rows in corrector mode; the paper-mode ILF row takes the bench's --feedback (the world's
-    shipped paper-mode feedback, at its recorded schedule)."""
+    shipped paper-mode feedback, at its recorded schedule). With `world`, also the world's shipped fast tier,
+    the plain steps at its budget and TaylorSeer tuned within it."""
     from .bench.family_corrector import CorrectorFamily
     from .bench.methods import parse_method
     from .bench.paired import fair_plain_steps
@@ -50,15 +60,26 @@ def corrector_methods(num_blocks: int, feedback: Path) -> list[str]:
     row = f"corrector:20,feedback={feedback},label={CORRECTOR}"
     blocks = CorrectorFamily().predicted_block_forwards(parse_method(row), num_blocks)
     c = round(2 * num_blocks / 3)
-    plain = sorted({20, 10, fair_plain_steps(num_blocks, blocks)}, reverse=True)
+    plain = {20, 10, fair_plain_steps(num_blocks, blocks)}
+    fast = []
+    if world in FAST_TAYLORSEER:
+        from .feedback import read_feedback_config
+        from .worlds import paths
+
+        folder = paths.feedback(world, tier="fast")
+        steps = read_feedback_config(folder)["config"]["num_inference_steps"]
+        fast_row = f"corrector:{steps},feedback={folder},label={CORRECTOR_FAST}"
+        plain.add(fair_plain_steps(num_blocks, CorrectorFamily().predicted_block_forwards(parse_method(fast_row),
+                                                                                           num_blocks)))
+        fast = [f"{FAST_TAYLORSEER[world]},label={TAYLORSEER_FAST}", fast_row]
     cfg = CorrectorFamily().config_of(parse_method(row))
-    return [f"plain:{n}" for n in plain] + [
+    return [f"plain:{n}" for n in sorted(plain, reverse=True)] + [
         f"paper-cache:20,location=inner,blocks={c},refresh=2,label=paper cache ~1.5x",
         f"paper-cache:20,location=inner,blocks={c},refresh=3,label=paper cache ~1.8x",
         f"taylorseer:20,interval={cfg.interval},warmup={cfg.warmup},label=TaylorSeer (diffusers)",
         "ilf:10,label=ILF paper mode",
         row,
-    ]
+    ] + fast
 
 
 def describe(train_info: dict | None, feedback: Path | str) -> str:

@@ -24,10 +24,23 @@ def transformer(world: str) -> Path:
     return ASSETS / world / "transformer"
 
 
-def feedback(world: str) -> Path:
-    """The world's shipped trained feedback (an `apply_ilf`-loadable folder): the method that measured best,
-    a corrector of TaylorSeer (`ilf train --world WORLD --distill corrector`; bench/corrector_study.py)."""
-    return _shipped(world, "feedback", "--distill corrector")
+# The shipped correctors per speed tier: its folder under the world's assets, and how it was trained.
+TIERS = {
+    "default": ("feedback", "--distill corrector"),  # ~1.8x: TaylorSeer's interval 2, corrected (20 steps)
+    "fast": ("feedback-fast", "--distill corrector --student-steps N --cache-full-steps ..."),  # <= 85 block forwards
+}
+
+
+def feedback(world: str, tier: str = "default") -> Path:
+    """The world's shipped trained feedback (an `apply_ilf`-loadable folder): a corrector of TaylorSeer.
+
+    tier: "default", the method that measured best at ~1.8x (bench/corrector_study.py), or "fast", at most 85
+    block forwards per image (>= 2.8x; a searched step mask on a shorter run, bench/fast_tier_study.py); it
+    runs at the step count it records (docs/fast-tier.md)."""
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {sorted(TIERS)}, got {tier!r}")
+    name, how = TIERS[tier]
+    return _shipped(world, name, how)
 
 
 def paper_feedback(world: str) -> Path:
