@@ -49,6 +49,14 @@ def write_summary(root: Path) -> str:
                      f"{verdict(vt.get('psnr'))} {ci(vt.get('psnr'))} | {q} {ci(vt.get(q))} | "
                      f"{s['fair_plain']}: {verdict(vp.get('psnr'))} {ci(vp.get('psnr'))} | {q} {ci(vp.get(q))} |")
         budgets.append((title, res))
+    probe = root.parent / "budget-probe" / "shapes-132.json"
+    if probe.is_file() and "report" in json.loads(probe.read_text()):
+        r = json.loads(probe.read_text())["report"]
+        vs = "; ".join(f"{k} {ci(c['psnr'])}" for k, c in r["vs"].items())
+        lines += ["", f"**Shapes ships another schedule since issue 26.** `bench/budget_mask_probe.py` tried the fast "
+                  f"tier's lever at this budget (TaylorSeer's best schedule within 132 blocks, corrected; chosen on tune "
+                  f"seeds): `{r['schedule']}` ({r['chosen']}, {r['psnr'][r['chosen']]:.2f} dB on the report seeds) vs "
+                  f"{vs}. It is the shipped shapes corrector now; the shapes rows below are the study as it ran."]
     fast = fast_section(root.parent / "fast-tier")
     if fast:
         lines += ["", "## Past 2.5×: the fast tier (≤ 85 block forwards) and the stretch (≤ 60)", "",

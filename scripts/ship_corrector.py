@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the studies' seeds
 
 
 def main(argv=None) -> int:
@@ -26,6 +29,10 @@ def main(argv=None) -> int:
     p.add_argument("--tier", choices=("default", "fast"), default="default", help="which shipped corrector")
     p.add_argument("--runs", type=Path, help="trained folders (default: runs/corrector-study, or runs/fast-tier)")
     p.add_argument("--study", type=Path, help="the study's results (default: docs/corrector-study, or docs/fast-tier)")
+    p.add_argument("--folder", type=Path, help="ship this trained corrector folder instead (with --variant and --by: "
+                   "the study that chose it on its tune seeds)")
+    p.add_argument("--variant", help="with --folder: its name in the study")
+    p.add_argument("--by", help="with --folder: the study's command that chose it")
     args = p.parse_args(argv)
     fast = args.tier == "fast"
     runs = args.runs or Path("runs/fast-tier" if fast else "runs/corrector-study")
@@ -35,16 +42,21 @@ def main(argv=None) -> int:
     from ilf.pipeline import apply_ilf, remove_ilf, save_feedback
     from ilf.worlds import paths, registry
 
-    tune = json.loads((study / args.world / "tune.json").read_text())
-    variant = tune["chosen"]["fast"] if fast else tune["shipped"]
-    source = runs / args.world / variant / "feedback"
+    if args.folder is not None:
+        from corrector_study import TUNE_SEEDS
+
+        tune, variant, source = {"seeds": TUNE_SEEDS}, args.variant, args.folder
+    else:
+        tune = json.loads((study / args.world / "tune.json").read_text())
+        variant = tune["chosen"]["fast"] if fast else tune["shipped"]
+        source = runs / args.world / variant / "feedback"
     meta, _ = read_feedback(source)
     pipe = registry.load_pipeline(args.world)
     apply_ilf(pipe, source)
     target = paths.transformer(args.world).parent / paths.TIERS[args.tier][0]
     if target.exists():
         shutil.rmtree(target)
-    by = "bench/fast_tier_study.py tune" if fast else "bench/corrector_study.py tune"
+    by = args.by or ("bench/fast_tier_study.py tune" if fast else "bench/corrector_study.py tune")
     extra = {**meta.get("extra", {}), "study": {"variant": variant, "chosen_on_seeds": tune["seeds"], "by": by}}
     save_feedback(pipe, target, extra=extra)
     remove_ilf(pipe)

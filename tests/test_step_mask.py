@@ -17,7 +17,7 @@ from ilf.adapters import get_adapter
 from ilf.bench.errors import MethodSpecError
 from ilf.bench.family_corrector import CorrectorFamily
 from ilf.bench.methods import parse_method
-from ilf.corrector_config import taylor_compute_steps
+from ilf.corrector_config import taylor_compute_steps, taylor_schedule_of
 from ilf.errors import ILFError, ScheduleError
 from ilf.train.config import TrainConfig
 from ilf.train.native import PipelineObjective
@@ -148,3 +148,12 @@ def test_a_masked_corrector_resumes_from_its_checkpoint(tmp_path):
     assert result.steps == 4
     saved = json.loads((result.feedback_dir / "ilf_config.json").read_text())["config"]
     assert saved["full_steps"] == [0, 1, 4, 7] and saved["num_inference_steps"] == 8
+
+
+@pytest.mark.parametrize("n, interval, warmup, cooldown", [(20, 2, 3, None), (20, 2, 1, 19), (12, 3, 2, None),
+                                                           (14, 4, 1, 13)])
+def test_a_masks_taylorseer_twin_computes_the_same_steps(n, interval, warmup, cooldown):
+    steps = taylor_compute_steps(n, interval, warmup, cooldown)
+    twin = taylor_schedule_of(steps, n)
+    assert twin is not None and taylor_compute_steps(n, *twin) == steps
+    assert taylor_schedule_of([0, 5, 6], 20) is None  # no TaylorSeer setting skips 1-4 and then computes 5 and 6

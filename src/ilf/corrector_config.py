@@ -54,6 +54,18 @@ def taylor_compute_steps(num_steps: int, interval: int, warmup: int, cooldown: i
             if s < warmup or (s - warmup - 1) % interval == 0 or (cooldown is not None and s >= cooldown)]
 
 
+def taylor_schedule_of(steps, num_steps: int) -> tuple[int, int, int | None] | None:
+    """(interval, warmup, cooldown) of diffusers' TaylorSeer that computes exactly `steps` of a `num_steps` run
+    (the fewest warm-up steps first), or None when no TaylorSeer setting does: a step mask's TaylorSeer twin."""
+    want = sorted(steps)
+    for warmup in range(1, num_steps + 1):
+        for cooldown in (None, *range(warmup, num_steps)):
+            for interval in range(1, num_steps + 1):
+                if taylor_compute_steps(num_steps, interval, warmup, cooldown) == want:
+                    return interval, warmup, cooldown
+    return None
+
+
 def check_full_steps(steps, num_steps: int) -> tuple[int, ...]:
     """An explicit full-step mask as a sorted tuple; refused unless it is distinct ints in [0, num_steps) that
     include step 0 (a forecast needs one full step before it) and leave at least one step to forecast."""

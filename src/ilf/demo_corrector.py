@@ -72,14 +72,25 @@ def corrector_methods(num_blocks: int, feedback: Path, world: str | None = None)
         plain.add(fair_plain_steps(num_blocks, CorrectorFamily().predicted_block_forwards(parse_method(fast_row),
                                                                                            num_blocks)))
         fast = [f"{FAST_TAYLORSEER[world]},label={TAYLORSEER_FAST}", fast_row]
-    cfg = CorrectorFamily().config_of(parse_method(row))
     return [f"plain:{n}" for n in sorted(plain, reverse=True)] + [
         f"paper-cache:20,location=inner,blocks={c},refresh=2,label=paper cache ~1.5x",
         f"paper-cache:20,location=inner,blocks={c},refresh=3,label=paper cache ~1.8x",
-        f"taylorseer:20,interval={cfg.interval},warmup={cfg.warmup},label=TaylorSeer (diffusers)",
+        f"{same_schedule_taylorseer(CorrectorFamily().config_of(parse_method(row)))},label=TaylorSeer (diffusers)",
         "ilf:10,label=ILF paper mode",
         row,
     ] + fast
+
+
+def same_schedule_taylorseer(cfg) -> str:
+    """diffusers' TaylorSeer on the corrector's own 20-step schedule (its step mask, where it has one, as
+    interval / warm-up / cool-down; else the untrained corrector on that mask, which is TaylorSeer's forecast)."""
+    from .corrector_config import taylor_schedule_of
+
+    found = taylor_schedule_of(cfg.compute_steps(20), 20)
+    if found is None:
+        return f"corrector:20,feedback=untrained,full=[{','.join(map(str, sorted(cfg.compute_steps(20))))}]"
+    interval, warmup, cooldown = found
+    return f"taylorseer:20,interval={interval},warmup={warmup}" + ("" if cooldown is None else f",cooldown={cooldown}")
 
 
 def describe(train_info: dict | None, feedback: Path | str) -> str:

@@ -40,15 +40,19 @@ def test_shipped_paper_feedback_is_trained_for_its_schedule_and_changes_its_samp
 
 @pytest.mark.parametrize("world", paths.WORLDS)
 def test_shipped_corrector_is_trained_on_taylorseers_schedule_and_changes_its_forecasts(world):
-    from ilf.corrector_config import CorrectorConfig
+    from ilf.corrector_config import CorrectorConfig, taylor_compute_steps
 
     folder = paths.feedback(world)
     meta, tensors = read_feedback(folder)
     assert meta["mode"] == "corrector" and meta["extra"]["train"]["distill"] == "corrector"
     cfg = CorrectorConfig.from_dict(meta["config"])
     solver = "FlowMatchEulerDiscreteScheduler" if world in paths.FLOW_WORLDS else "DPMSolverMultistepScheduler"
-    assert (cfg.interval, cfg.warmup, cfg.num_inference_steps, cfg.scheduler, cfg.guidance_scale) == (
-        2, 3, 20, solver, registry.CALL_KWARGS[world]["guidance_scale"])
+    assert (cfg.num_inference_steps, cfg.scheduler, cfg.guidance_scale) == (
+        20, solver, registry.CALL_KWARGS[world]["guidance_scale"])
+    # TaylorSeer's standard schedule (interval 2 after 3 warm-up steps); on shapes its tuned one at the same 11
+    # full steps (warm-up 1, the last step computed: bench/budget_mask_probe.py, chosen on tune seeds)
+    schedule = (2, 1, 18) if world == "shapes" else (2, 3, None)
+    assert sorted(cfg.compute_steps(20)) == taylor_compute_steps(20, *schedule)
     assert tensors["mix"].abs().sum() > 0  # the learned forecast moved off TaylorSeer's own
     pipe = registry.load_pipeline(world)
     kw = {**registry.CALL_KWARGS[world], "output_type": "np"}
