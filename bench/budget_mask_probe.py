@@ -34,6 +34,12 @@ def schedules(budget: int, steps=(20, 22, 24, 26, 28)) -> list[str]:
     return out
 
 
+def probe_name(spec: str) -> str:
+    """A trained schedule's folder name: its step count and first full steps (`ts-n20-0-2-4`)."""
+    n, full, _ = taylorseer_schedule(spec)
+    return f"ts-n{n}-" + "-".join(map(str, full[:3]))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", default="shapes", choices=("digits", "shapes", "shapes-flow"))
@@ -58,7 +64,7 @@ def main(argv=None) -> int:
     names = {}
     for spec in picks:
         n, full, order = taylorseer_schedule(spec)
-        name = f"ts-n{n}-" + "-".join(map(str, full[:3]))
+        name = probe_name(spec)
         folder = args.runs / args.world / name
         if not (folder / "feedback" / "ilf_config.json").is_file():
             torch.manual_seed(0)
@@ -86,15 +92,14 @@ def report(args) -> int:
     """The probe's best trained schedule on the report seeds, paired against the shipped corrector, tuned
     cache-dit (--peers), TaylorSeer on the same schedule, diffusers' standard TaylorSeer and plain."""
     from corrector_study import REPORT_SEEDS, evaluate, label
-    from ilf.bench.paired import compare
+    from ilf.bench.paired import compare, fair_plain_steps
     from ilf.worlds import paths
 
     path = args.out / f"{args.world}-{args.budget}.json"
     res = json.loads(path.read_text())
     trained = {k: v for k, v in res["tune"].items() if k.startswith("ts-n")}
     best = max(trained, key=lambda k: trained[k]["psnr"])  # chosen on the tune seeds
-    spec = next(r["spec"] for r in res["search"] if f"ts-n{taylorseer_schedule(r['spec'])[0]}-" in best
-                and best.endswith("-".join(map(str, taylorseer_schedule(r["spec"])[1][:3]))))
+    spec = next(r["spec"] for r in res["search"] if probe_name(r["spec"]) == best)
     n = taylorseer_schedule(spec)[0]
     methods = [f"corrector:{n},feedback={args.runs / args.world / best / 'feedback'},label={best}",
                f"corrector:20,feedback={paths.feedback(args.world)},label=corrector (shipped)",
@@ -102,11 +107,12 @@ def report(args) -> int:
     methods += [f"{p},label=cache-dit tuned" for p in args.peers]
     ev = evaluate(args.world, methods, REPORT_SEEDS, (10, 20))
     rows, view = {label(k): v for k, v in ev["rows"].items()}, ev["view"]
-    q = ev["quality"]
+    q, fair = ev["quality"], f"plain:{fair_plain_steps(ev['num_blocks'], args.budget)}"
+    rivals = [r for r in rows if r != best and (not r.startswith("plain:") or r == fair)]
     out = {"chosen": best, "schedule": spec, "blocks": {k: v["blocks"] for k, v in rows.items()},
            "psnr": {k: float(v["psnr"].mean()) for k, v in rows.items() if "psnr" in v},
            "vs": {r: {m: compare(rows[best][m], rows[r][m], view.seeds, m).to_dict() for m in ("psnr", q)}
-                  for r in rows if r not in (best, "plain:20") and not r.startswith("plain:1") or r == "plain:11"}}
+                  for r in rivals}}
     res["report"] = {"seeds": REPORT_SEEDS, **out,
                      "command": f"python bench/budget_mask_probe.py --world {args.world} --budget {args.budget} "
                                 "--report --peers ..."}

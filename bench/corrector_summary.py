@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fast_tier_summary import fast_section
-
 WORLDS = {"digits": "digits (DiT, class-to-image)", "shapes": "shapes (PixArt, guidance 4.5)",
           "shapes-flow": "shapes-flow (SD3, rectified flow)"}
 
@@ -21,6 +19,22 @@ def verdict(c) -> str:
     if not c:
         return "–"
     return "**wins**" if c["ci95"][0] > 0 else ("**loses**" if c["ci95"][1] < 0 else "ties")
+
+
+def fast_section(root: Path, link: str = "fast-tier") -> list[str]:
+    """The fast tier's targets in a few lines (for docs/corrector-study.md): per world and tier, the chosen
+    method against each rival, report seeds."""
+    lines = []
+    for world, title in WORLDS.items():
+        path = root / world / "results.json"
+        if not path.is_file():
+            continue
+        res = json.loads(path.read_text())
+        for tier, v in res["verdicts"].items():
+            parts = [f"{kind} ({v['rivals'][kind]}) {verdict(c['psnr'])} {ci(c['psnr'])}" for kind, c in v["vs"].items()]
+            lines.append(f"- {title}, {tier} ({v['method']}, {v['blocks']:.0f} blocks, {v['psnr']:.2f} dB): vs "
+                         + "; ".join(parts) + f" · ![pareto]({link}/{world}/pareto.png)")
+    return lines
 
 
 def write_summary(root: Path) -> str:

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def cell(c) -> str:
-    if c is None:
-        return "–"
-    return f"{c['diff']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] ({c['seed_wins']}/{c['num_seeds']})"
+from corrector_summary import ci
 
 
 def write_table(out: Path, res: dict) -> None:
@@ -21,14 +17,14 @@ def write_table(out: Path, res: dict) -> None:
     for tier, v in res["verdicts"].items():
         for kind, c in v["vs"].items():
             lines.append(f"| {tier} | {v['method']} | {v['blocks']:.1f} | {v['psnr']:.2f} | {kind}: {v['rivals'][kind]} | "
-                         f"{cell(c['psnr'])} | {cell(c[q])} |")
+                         f"{ci(c['psnr'])} | {ci(c[q])} |")
     lines += ["", "## Every row", "", f"| method | blocks | PSNR | {q} | vs plain at ≥ its blocks: Δ PSNR dB |",
               "|---|---:|---:|---:|---|"]
     for r in sorted(res["rows"], key=lambda r: -r["block_forwards"]):
         psnr = "–" if r["psnr"] is None else f"{r['psnr']:.2f}"
         vp = r.get("vs_fair_plain", {}).get("psnr")
         lines.append(f"| {r['method']} | {r['block_forwards']:.1f} | {psnr} | {r[q]:.3f} | "
-                     f"{r.get('fair_plain', '')} {cell(vp)} |")
+                     f"{r.get('fair_plain', '')} {ci(vp)} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 

@@ -76,9 +76,10 @@ def release_heap() -> None:
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if name and hasattr(ctypes.CDLL(name), "malloc_trim"):
-        ctypes.CDLL(name).malloc_trim(0)
+    libc = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+    if trim is not None:
+        trim(0)
 
 
 def mask_spec(n: int, mask, tail: int | None = None, feedback: str = "untrained") -> str:

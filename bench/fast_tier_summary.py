@@ -9,41 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-WORLDS = {"digits": "digits (DiT, class-to-image)", "shapes": "shapes (PixArt, guidance 4.5)",
-          "shapes-flow": "shapes-flow (SD3, rectified flow)"}
-
-
-def cell(c) -> str:
-    if c is None:
-        return "–"
-    return f"{c['diff']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] ({c['seed_wins']}/{c['num_seeds']})"
-
-
-def verdict(c) -> str:
-    lo, hi = c["ci95"]
-    return "**wins**" if lo > 0 else ("loses" if hi < 0 else "ties")
+from corrector_summary import WORLDS, ci, verdict
 
 
 def mask_of(res_tune: dict, name: str) -> str:
     v = res_tune["variants"][name]
     tail = "" if v.get("corrector_tail") is None else f", tail {v['corrector_tail']}"
     return f"{v['student_steps']} steps, full {v['cache_full_steps']}{tail}"
-
-
-def fast_section(root: Path, link: str = "fast-tier") -> list[str]:
-    """The fast tier's targets in a few lines (for docs/corrector-study.md): per world and tier, the chosen
-    method against each rival, report seeds."""
-    lines = []
-    for world, title in WORLDS.items():
-        path = root / world / "results.json"
-        if not path.is_file():
-            continue
-        res = json.loads(path.read_text())
-        for tier, v in res["verdicts"].items():
-            parts = [f"{kind} ({v['rivals'][kind]}) {verdict(c['psnr'])} {cell(c['psnr'])}" for kind, c in v["vs"].items()]
-            lines.append(f"- {title}, {tier} ({v['method']}, {v['blocks']:.0f} blocks, {v['psnr']:.2f} dB): vs "
-                         + "; ".join(parts) + f" · ![pareto]({link}/{world}/pareto.png)")
-    return lines
 
 
 def write_summary(root: Path) -> str:
@@ -72,8 +44,8 @@ def write_summary(root: Path) -> str:
             q = res["quality"]
             for kind, c in v["vs"].items():
                 lines.append(f"| {title} | {v['method']}: {mask_of(tune, v['method'])} | {v['blocks']:.0f} | "
-                             f"{v['psnr']:.2f} | {kind}: {v['rivals'][kind]} | {cell(c['psnr'])} | "
-                             f"{q} {cell(c[q])} | {verdict(c['psnr'])} |")
+                             f"{v['psnr']:.2f} | {kind}: {v['rivals'][kind]} | {ci(c['psnr'])} | "
+                             f"{q} {ci(c[q])} | {verdict(c['psnr'])} |")
         lines.append("")
     lines += ["## Per world", ""]
     for world, title in WORLDS.items():

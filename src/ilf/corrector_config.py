@@ -85,15 +85,6 @@ def check_full_steps(steps, num_steps: int) -> tuple[int, ...]:
     return tuple(sorted(steps))
 
 
-def parse_full_steps(text: str) -> list[int]:
-    """'0,1,2,5,9' (or '0+1+2+5+9', the bench's spelling) -> [0, 1, 2, 5, 9]; a clear error otherwise."""
-    parts = [p for p in text.replace("+", ",").split(",") if p.strip()]
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        raise ScheduleError(f"full steps {text!r} must be step indices separated by commas, e.g. 0,1,2,5,9") from None
-
-
 @dataclass(frozen=True)
 class CorrectorConfig:
     """A trained feedback on top of a training-free cache.

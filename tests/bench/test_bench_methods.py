@@ -8,7 +8,7 @@ from conftest import write_feedback_config
 from ilf.bench.errors import MethodSpecError
 from ilf.bench.methods import get_family, parse_method
 from ilf.bench.presets import PRESETS, expand_methods
-from ilf.bench.family_diffusers import taylorseer_compute_steps
+from ilf.corrector_config import taylor_compute_steps as taylorseer_compute_steps  # the bench's and the corrector's rule
 
 N = 28  # PixArt-XL-2 / DiT-XL-2
 

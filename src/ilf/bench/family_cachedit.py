@@ -78,10 +78,14 @@ def steps_mask_of(spec) -> list[int] | None:
     return None
 
 
+def has_mask(spec) -> bool:
+    """Whether the spec gives a steps computation mask (compute=K or mask=POLICY)."""
+    return bool(spec.get("compute", 0)) or spec.get("mask", "none") != "none"
+
+
 def is_static(spec) -> bool:
     """Whether every step's choice is fixed before running (a mask whose cached steps always reuse)."""
-    has_mask = bool(spec.get("compute", 0)) or spec.get("mask", "none") != "none"
-    return has_mask and spec.get("policy", "static") == "static"
+    return has_mask(spec) and spec.get("policy", "static") == "static"
 
 
 class CacheDiTFamily(Family):
@@ -130,7 +134,7 @@ class CacheDiTFamily(Family):
                 steps_mask_of(spec)
             except (AssertionError, ValueError) as err:
                 raise MethodSpecError(f"{spec.name!r}: cache-dit's steps_mask refuses it: {err}") from None
-        if spec.get("policy") is not None and not (spec.get("compute", 0) or spec.get("mask", "none") != "none"):
+        if spec.get("policy") is not None and not has_mask(spec):
             raise MethodSpecError(f"{spec.name!r}: policy= applies to a steps mask: add compute=K or mask=POLICY")
 
     def max_batch(self, spec):

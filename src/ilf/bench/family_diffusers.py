@@ -14,6 +14,7 @@ record each hooked module's own calls and real computations (`ComputeCounter`).
 
 from __future__ import annotations
 
+from ..corrector_config import taylor_compute_steps  # diffusers' TaylorSeer step rule (held to its hook by a test)
 from .errors import BenchError, MethodRefused, MethodSpecError
 from .family import Family, Prepared
 from .grammar import Option, parse_choice, parse_float, parse_int, parse_pair, parse_pos_int
@@ -57,12 +58,6 @@ class FirstBlockCacheFamily(PeerFamily):
         return Prepared(spec, attach, info)
 
 
-def taylorseer_compute_steps(num_steps: int, interval: int, warmup: int, cooldown: int | None) -> list[int]:
-    """Steps on which TaylorSeer computes (diffusers' `_measure_should_compute`); the others are predicted."""
-    return [s for s in range(num_steps)
-            if s < warmup or (s - warmup - 1) % interval == 0 or (cooldown is not None and s >= cooldown)]
-
-
 class TaylorSeerFamily(PeerFamily):
     name = "taylorseer"
     summary = ("diffusers TaylorSeerCache: between full steps, each block's output (mode=block) or only the "
@@ -77,8 +72,7 @@ class TaylorSeerFamily(PeerFamily):
     }
 
     def _steps(self, spec):
-        return taylorseer_compute_steps(spec.steps, spec.get("interval", 2), spec.get("warmup", 3),
-                                        spec.get("cooldown"))
+        return taylor_compute_steps(spec.steps, spec.get("interval", 2), spec.get("warmup", 3), spec.get("cooldown"))
 
     def predicted_block_forwards(self, spec, num_blocks, feedback=None):
         return num_blocks * len(self._steps(spec))
