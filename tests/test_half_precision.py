@@ -132,3 +132,26 @@ def test_corrector_in_half_precision_finds_its_steps_counts_and_removes(case, dt
     remove_ilf(pipe)
     assert _hooked(pipe.transformer) == []
     assert torch.equal(run(pipe, steps), ref)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", ["flux-dev", "sd3"])
+def test_a_masked_corrector_in_half_precision_computes_its_mask_and_removes(case, dtype):
+    """The fast tier's form (an explicit step mask; SD3's text-less last block forecast too) in bf16/fp16: the
+    step is found on the scheduler's counter in the latents' dtype, so the mask's steps are exactly the full ones."""
+    from ilf.corrector_config import CorrectorConfig
+
+    pipe = make_pipe(case, DTYPES[dtype])
+    steps, n, c = 8, len(get_adapter(pipe.transformer).blocks(pipe.transformer)), pipe.calls_per_step
+    mask = (0, 1, 4, 7)
+    ref = run(pipe, steps)
+    rt = apply_ilf(pipe, CorrectorConfig(full_steps=mask, tail=0, num_inference_steps=steps))
+    with torch.no_grad():
+        rt.feedback.mix.fill_(0.1)  # a learned forecast off TaylorSeer's own
+    with count_block_forwards(pipe) as counter:
+        out = run(pipe, steps)
+    assert counter.total == c * len(mask) * n  # forecast steps cost no block at all with tail 0
+    assert torch.isfinite(out).all() and not torch.equal(out, ref)
+    remove_ilf(pipe)
+    assert _hooked(pipe.transformer) == []
+    assert torch.equal(run(pipe, steps), ref)

@@ -82,6 +82,9 @@ ATTACH = {
     # the corrector of TaylorSeer with F on every forecast step (after one fresh block) and the learned forecast
     "corrector": (lambda p: apply_ilf(p, CorrectorConfig(fresh=1, correct_steps="all", num_inference_steps=10)),
                   remove_ilf),
+    # the fast tier's form: an explicit step mask, and SD3's text-less last block forecast too (tail 0)
+    "corrector-mask": (lambda p: apply_ilf(p, CorrectorConfig(full_steps=(0, 1, 4, 7, 9), tail=0,
+                                                              num_inference_steps=10)), remove_ilf),
 }
 
 
