@@ -14,7 +14,6 @@ record each hooked module's own calls and real computations (`ComputeCounter`).
 
 from __future__ import annotations
 
-from ..corrector_config import taylor_compute_steps  # diffusers' TaylorSeer step rule (held to its hook by a test)
 from .errors import BenchError, MethodRefused, MethodSpecError
 from .family import Family, Prepared
 from .grammar import Option, parse_choice, parse_float, parse_int, parse_pair, parse_pos_int
@@ -72,6 +71,9 @@ class TaylorSeerFamily(PeerFamily):
     }
 
     def _steps(self, spec):
+        # diffusers' TaylorSeer step rule, held to its hook by a test (imported here: the CLI parses before torch)
+        from ..corrector_config import taylor_compute_steps
+
         return taylor_compute_steps(spec.steps, spec.get("interval", 2), spec.get("warmup", 3), spec.get("cooldown"))
 
     def predicted_block_forwards(self, spec, num_blocks, feedback=None):
